@@ -1,0 +1,72 @@
+//! The `karpenter` binary: one entry point for the controller, the offline simulator, CRD
+//! generation and Provisioner conversion.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "karpenter", version, about = "Just-in-time node autoscaler for Kubernetes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control loops against the cluster in the current kubeconfig.
+    Controller,
+    /// Plan nodes for pending pods offline: what would be launched, why, and at what cost.
+    Simulate(SimulateArgs),
+    /// Print the CustomResourceDefinitions as multi-document YAML.
+    Crds,
+    /// Convert legacy karpenter.sh/v1alpha5 Provisioners into v1 NodePools (+ NodeClasses).
+    Convert {
+        /// Manifest files or directories ("-" for standard input).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args, Debug)]
+struct SimulateArgs {
+    /// Manifest files or directories ("-" for standard input); the bundled example when omitted.
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<PathBuf>,
+    /// Instance-type catalog: `kwok`, `aws`, or a path to a catalog JSON file.
+    #[arg(long, default_value = "kwok")]
+    catalog: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    /// Print the full why-not for one pod (NAMESPACE/POD).
+    #[arg(long)]
+    explain: Option<String>,
+    /// Skip the packing improvement pass after the greedy pass.
+    #[arg(long)]
+    no_optimise: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("karpenter {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Controller => bail!("the controller is not implemented yet"),
+        Command::Simulate(_) => bail!("simulate is not implemented yet"),
+        Command::Crds => bail!("crds is not implemented yet"),
+        Command::Convert { .. } => bail!("convert is not implemented yet"),
+    }
+}

@@ -1,0 +1,1 @@
+//! kube-rs control loops: provisioning, NodeClaim lifecycle, termination, disruption, GC.

@@ -1,0 +1,1 @@
+//! Cloud providers behind one `CloudProvider` trait: `kwok` (simulated nodes) and `aws`.
