@@ -7,7 +7,11 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "karpenter", version, about = "Just-in-time node autoscaler for Kubernetes")]
+#[command(
+    name = "karpenter",
+    version,
+    about = "Just-in-time node autoscaler for Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,1 +1,3 @@
 //! Cloud providers behind one `CloudProvider` trait: `kwok` (simulated nodes) and `aws`.
+
+pub mod kwok;
