@@ -1,6 +1,9 @@
 //! The `karpenter` binary: one entry point for the controller, the offline simulator, CRD
 //! generation and Provisioner conversion.
 
+mod convert;
+mod crds;
+
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -24,7 +27,7 @@ enum Command {
     /// Plan nodes for pending pods offline: what would be launched, why, and at what cost.
     Simulate(SimulateArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML.
-    Crds,
+    Crds(crds::CrdsArgs),
     /// Convert legacy karpenter.sh/v1alpha5 Provisioners into v1 NodePools (+ NodeClasses).
     Convert {
         /// Manifest files or directories ("-" for standard input).
@@ -70,7 +73,7 @@ fn main() -> Result<()> {
         }
         Command::Controller => bail!("the controller is not implemented yet"),
         Command::Simulate(_) => bail!("simulate is not implemented yet"),
-        Command::Crds => bail!("crds is not implemented yet"),
-        Command::Convert { .. } => bail!("convert is not implemented yet"),
+        Command::Crds(args) => crds::run(&args),
+        Command::Convert { files } => convert::run(&files),
     }
 }

@@ -1,0 +1,204 @@
+//! Reading Karpenter objects from manifests: multi-document YAML in, typed and validated
+//! objects out, with errors that name the document, the object and the field.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::ec2::EC2NodeClass;
+use crate::kwok::KWOKNodeClass;
+use crate::v1::{NodeClaim, NodePool};
+use crate::v1alpha5::Provisioner;
+use crate::validation::{self, ValidationErrors};
+
+/// A typed Karpenter object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KarpenterObject {
+    /// `karpenter.sh/v1` NodePool.
+    NodePool(Box<NodePool>),
+    /// `karpenter.sh/v1` NodeClaim.
+    NodeClaim(Box<NodeClaim>),
+    /// `karpenter.k8s.aws/v1` EC2NodeClass.
+    EC2NodeClass(Box<EC2NodeClass>),
+    /// `karpenter.kwok.sh/v1alpha1` KWOKNodeClass.
+    KWOKNodeClass(Box<KWOKNodeClass>),
+    /// Legacy `karpenter.sh/v1alpha5` Provisioner.
+    Provisioner(Box<Provisioner>),
+}
+
+impl KarpenterObject {
+    /// The object's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NodePool(_) => "NodePool",
+            Self::NodeClaim(_) => "NodeClaim",
+            Self::EC2NodeClass(_) => "EC2NodeClass",
+            Self::KWOKNodeClass(_) => "KWOKNodeClass",
+            Self::Provisioner(_) => "Provisioner",
+        }
+    }
+
+    /// The object's name ("" when unset).
+    pub fn name(&self) -> &str {
+        let meta = match self {
+            Self::NodePool(o) => &o.metadata,
+            Self::NodeClaim(o) => &o.metadata,
+            Self::EC2NodeClass(o) => &o.metadata,
+            Self::KWOKNodeClass(o) => &o.metadata,
+            Self::Provisioner(o) => &o.metadata,
+        };
+        meta.name.as_deref().unwrap_or("")
+    }
+
+    /// Runs the in-code validation for the object's kind.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        match self {
+            Self::NodePool(o) => validation::validate_node_pool(o),
+            Self::NodeClaim(o) => validation::validate_node_claim(o),
+            Self::EC2NodeClass(o) => validation::validate_ec2_node_class(o),
+            Self::KWOKNodeClass(o) => validation::validate_kwok_node_class(o),
+            Self::Provisioner(o) => validation::validate_provisioner(o),
+        }
+    }
+
+    /// The object as JSON (what would be sent to an apiserver).
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        match self {
+            Self::NodePool(o) => serde_json::to_value(o),
+            Self::NodeClaim(o) => serde_json::to_value(o),
+            Self::EC2NodeClass(o) => serde_json::to_value(o),
+            Self::KWOKNodeClass(o) => serde_json::to_value(o),
+            Self::Provisioner(o) => serde_json::to_value(o),
+        }
+    }
+}
+
+/// Why one object could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The object does not match the type (wrong type, unknown enum value, missing field).
+    #[error("{kind} \"{name}\": {path}: {message}")]
+    Decode {
+        /// Kind of the object.
+        kind: String,
+        /// Name of the object.
+        name: String,
+        /// Path of the offending field.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The object parsed but breaks a validation rule.
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+}
+
+/// Why a manifest stream could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The text is not YAML.
+    #[error("invalid YAML: {0}")]
+    Yaml(String),
+    /// One document is not a valid object.
+    #[error("document {index}: {source}")]
+    Object {
+        /// 0-based index of the document among the non-empty documents.
+        index: usize,
+        /// The problem.
+        #[source]
+        source: ObjectError,
+    },
+}
+
+/// One document of a manifest stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    /// 0-based index among the stream's non-empty documents.
+    pub index: usize,
+    /// The document as JSON.
+    pub value: Value,
+    /// The typed object, when the document is a Karpenter kind.
+    pub object: Option<KarpenterObject>,
+}
+
+fn decode<T: DeserializeOwned>(value: Value, kind: &str, name: &str) -> Result<T, ObjectError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ObjectError::Decode {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            path,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Types and validates one document. `Ok(None)` for kinds that are not Karpenter's.
+pub fn object_from_value(value: Value) -> Result<Option<KarpenterObject>, ObjectError> {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let object = match (api_version, kind.as_str()) {
+        ("karpenter.sh/v1", "NodePool") => {
+            KarpenterObject::NodePool(Box::new(decode(value, &kind, &name)?))
+        }
+        ("karpenter.sh/v1", "NodeClaim") => {
+            KarpenterObject::NodeClaim(Box::new(decode(value, &kind, &name)?))
+        }
+        ("karpenter.k8s.aws/v1", "EC2NodeClass") => {
+            KarpenterObject::EC2NodeClass(Box::new(decode(value, &kind, &name)?))
+        }
+        ("karpenter.kwok.sh/v1alpha1", "KWOKNodeClass") => {
+            KarpenterObject::KWOKNodeClass(Box::new(decode(value, &kind, &name)?))
+        }
+        ("karpenter.sh/v1alpha5", "Provisioner") => {
+            KarpenterObject::Provisioner(Box::new(decode(value, &kind, &name)?))
+        }
+        (v, "NodePool" | "NodeClaim" | "Provisioner" | "Machine" | "AWSNodeTemplate")
+            if v.starts_with("karpenter.sh/") || v.starts_with("karpenter.k8s.aws/") =>
+        {
+            return Err(ObjectError::Decode {
+                kind,
+                name,
+                path: "apiVersion".to_owned(),
+                message: format!(
+                    "{v} is not supported; use karpenter.sh/v1 (or the legacy karpenter.sh/v1alpha5 Provisioner)"
+                ),
+            });
+        }
+        _ => return Ok(None),
+    };
+    object.validate()?;
+    Ok(Some(object))
+}
+
+/// Reads a multi-document YAML stream; every Karpenter object is typed and validated, other
+/// documents are passed through untyped. The first bad document fails the whole stream.
+pub fn parse_karpenter_objects(yaml: &str) -> Result<Vec<Document>, ReadError> {
+    let values: Vec<Value> =
+        serde_saphyr::from_multiple(yaml).map_err(|e| ReadError::Yaml(e.to_string()))?;
+    values
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .enumerate()
+        .map(|(index, value)| {
+            let object = object_from_value(value.clone())
+                .map_err(|source| ReadError::Object { index, source })?;
+            Ok(Document {
+                index,
+                value,
+                object,
+            })
+        })
+        .collect()
+}
