@@ -3,6 +3,7 @@
 
 mod convert;
 mod crds;
+mod simulate;
 
 use std::path::PathBuf;
 
@@ -72,7 +73,17 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Controller => bail!("the controller is not implemented yet"),
-        Command::Simulate(_) => bail!("simulate is not implemented yet"),
+        Command::Simulate(args) => simulate::run(&simulate::Config {
+            files: args.files,
+            catalog: args.catalog,
+            format: match args.output {
+                OutputFormat::Table => simulate::Format::Table,
+                OutputFormat::Json => simulate::Format::Json,
+                OutputFormat::Yaml => simulate::Format::Yaml,
+            },
+            explain: args.explain,
+            optimise: !args.no_optimise,
+        }),
         Command::Crds(args) => crds::run(&args),
         Command::Convert { files } => convert::run(&files),
     }

@@ -1,0 +1,254 @@
+//! The instance-type catalog: `kwok` (the kwok provider's generated one), `aws` (the AWS
+//! provider's embedded one, not available yet) or a catalog JSON file (design.md §6).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use karpenter_solver::quantity::parse_for_resource;
+use karpenter_solver::{InstanceType, Offering, Overhead, Resources};
+use serde::Deserialize;
+
+/// Why the catalog could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// `--catalog aws` before the AWS provider ships its catalog.
+    #[error("the aws catalog is not available yet; pass --catalog PATH.json")]
+    AwsUnavailable,
+    /// The file could not be read.
+    #[error("{file}: {error}")]
+    Io {
+        /// The file.
+        file: String,
+        /// The underlying error (in the message, not chained: it would print twice).
+        error: std::io::Error,
+    },
+    /// The file is not valid JSON of the catalog's shape.
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// JSON path of the offending value, e.g. `instanceTypes[3].capacity.cpu`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Loads the catalog named by `--catalog`.
+pub fn load(spec: &str) -> Result<Vec<InstanceType>, CatalogError> {
+    match spec {
+        "kwok" => Ok(karpenter_providers::kwok::catalog()),
+        "aws" => Err(CatalogError::AwsUnavailable),
+        path => {
+            let text =
+                std::fs::read_to_string(Path::new(path)).map_err(|error| CatalogError::Io {
+                    file: path.to_owned(),
+                    error,
+                })?;
+            parse(path, &text)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CatalogFile {
+    instance_types: Vec<InstanceTypeEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceTypeEntry {
+    name: String,
+    capacity: BTreeMap<String, Amount>,
+    #[serde(default)]
+    overhead: OverheadEntry,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    offerings: Vec<OfferingEntry>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct OverheadEntry {
+    #[serde(default)]
+    kube_reserved: BTreeMap<String, Amount>,
+    #[serde(default)]
+    system_reserved: BTreeMap<String, Amount>,
+    #[serde(default)]
+    eviction_threshold: BTreeMap<String, Amount>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OfferingEntry {
+    zone: String,
+    capacity_type: String,
+    price: f64,
+    #[serde(default = "available_by_default")]
+    available: bool,
+}
+
+fn available_by_default() -> bool {
+    true
+}
+
+/// A quantity written as a string (`"8Gi"`) or a plain JSON number (`8`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl Amount {
+    fn text(&self) -> String {
+        match self {
+            Amount::Text(s) => s.clone(),
+            Amount::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// Parses catalog JSON; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Vec<InstanceType>, CatalogError> {
+    let invalid = |path: String, message: String| CatalogError::Invalid {
+        file: file.to_owned(),
+        path,
+        message,
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let catalog: CatalogFile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        invalid(path, e.into_inner().to_string())
+    })?;
+    let mut out: Vec<InstanceType> = Vec::with_capacity(catalog.instance_types.len());
+    for (i, it) in catalog.instance_types.into_iter().enumerate() {
+        let at = format!("instanceTypes[{i}]");
+        if it.name.is_empty() {
+            return Err(invalid(format!("{at}.name"), "must not be empty".into()));
+        }
+        if out.iter().any(|o| o.name == it.name) {
+            let msg = format!("instance type {:?} is listed twice", it.name);
+            return Err(invalid(format!("{at}.name"), msg));
+        }
+        let resources = |field: &str, list: &BTreeMap<String, Amount>| {
+            let mut r = Resources::new();
+            for (name, amount) in list {
+                let text = amount.text();
+                let path = format!("{at}.{field}.{name}");
+                let v = parse_for_resource(name, &text)
+                    .map_err(|e| invalid(path.clone(), e.to_string()))?;
+                if v < 0 {
+                    return Err(invalid(path, format!("{text:?} must not be negative")));
+                }
+                r.add_one(name, v);
+            }
+            Ok(r)
+        };
+        let capacity = resources("capacity", &it.capacity)?;
+        let overhead = Overhead {
+            kube_reserved: resources("overhead.kubeReserved", &it.overhead.kube_reserved)?,
+            system_reserved: resources("overhead.systemReserved", &it.overhead.system_reserved)?,
+            eviction_threshold: resources(
+                "overhead.evictionThreshold",
+                &it.overhead.eviction_threshold,
+            )?,
+        };
+        let mut offerings = Vec::with_capacity(it.offerings.len());
+        for (j, o) in it.offerings.into_iter().enumerate() {
+            let path = |f: &str| format!("{at}.offerings[{j}].{f}");
+            if !o.price.is_finite() || o.price < 0.0 {
+                let msg = format!("{} must be a non-negative number", o.price);
+                return Err(invalid(path("price"), msg));
+            }
+            if o.zone.is_empty() {
+                return Err(invalid(path("zone"), "must not be empty".into()));
+            }
+            if o.capacity_type.is_empty() {
+                return Err(invalid(path("capacityType"), "must not be empty".into()));
+            }
+            offerings.push(Offering {
+                zone: o.zone,
+                capacity_type: o.capacity_type,
+                price: o.price,
+                available: o.available,
+            });
+        }
+        out.push(InstanceType {
+            name: it.name,
+            capacity,
+            overhead,
+            labels: it.labels,
+            offerings,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"{"instanceTypes": [{"name": "m.2x",
+        "capacity": {"cpu": "2", "memory": "8Gi", "pods": 29},
+        "overhead": {"kubeReserved": {"cpu": "100m", "memory": "100Mi"},
+                     "systemReserved": {"cpu": "50m"}, "evictionThreshold": {"memory": "100Mi"}},
+        "labels": {"kubernetes.io/arch": "amd64"},
+        "offerings": [{"zone": "zone-a", "capacityType": "spot", "price": 0.03},
+                      {"zone": "zone-b", "capacityType": "on-demand", "price": 0.1, "available": false}]}]}"#;
+
+    #[test]
+    fn allocatable_subtracts_every_reservation() -> Result<(), CatalogError> {
+        let c = parse("c.json", ONE)?;
+        assert_eq!(c.len(), 1);
+        let a = c[0].allocatable();
+        assert_eq!(a.get("cpu"), 1850);
+        assert_eq!(a.get("memory"), (8 << 30) - (200 << 20));
+        assert_eq!(a.get("pods"), 29);
+        assert!(c[0].offerings[0].available);
+        assert!(!c[0].offerings[1].available);
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_json_path() {
+        let bad = ONE.replace("\"8Gi\"", "\"8Gb\"");
+        let err = parse("c.json", &bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("c.json: instanceTypes[0].capacity.memory: "),
+            "{err}"
+        );
+        let bad = ONE.replace("\"price\": 0.03", "\"price\": \"cheap\"");
+        let err = parse("c.json", &bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("c.json: instanceTypes[0].offerings[0].price: "),
+            "{err}"
+        );
+        let bad = ONE.replace("\"zone\": \"zone-a\", ", "");
+        let err = parse("c.json", &bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("instanceTypes[0].offerings[0]"), "{err}");
+        assert!(err.contains("zone"), "{err}");
+    }
+
+    #[test]
+    fn aws_is_not_available_yet() {
+        let err = load("aws").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("--catalog PATH.json"), "{err}");
+    }
+
+    #[test]
+    fn kwok_is_built_in() -> Result<(), CatalogError> {
+        assert!(!load("kwok")?.is_empty());
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! `karpenter simulate`: plan nodes for pending pods offline (design.md §6).
+//!
+//! manifests (YAML) → [`convert`] → solver `Problem` → `solve` → [`output`] report → JSON,
+//! YAML or [`table`]; or `explain` for one pod.
+
+pub mod catalog;
+pub mod convert;
+#[cfg(test)]
+mod convert_tests;
+pub mod manifests;
+pub mod output;
+pub mod pods;
+pub mod pools;
+pub mod table;
+pub mod topology;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use karpenter_solver::{Options, explain, solve};
+
+use manifests::Input;
+
+/// The bundled example (`examples/simulate/`), used when no `-f` is given so a new user sees a
+/// plan at once from any directory.
+const BUNDLED: [(&str, &str); 2] = [
+    (
+        "nodepools.yaml",
+        include_str!("../../../../examples/simulate/nodepools.yaml"),
+    ),
+    (
+        "workloads.yaml",
+        include_str!("../../../../examples/simulate/workloads.yaml"),
+    ),
+];
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// For people.
+    Table,
+    /// The §6 JSON document.
+    Json,
+    /// The same document as YAML.
+    Yaml,
+}
+
+/// What `simulate` was asked to do.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Manifest files/directories (`-` for stdin); empty = the bundled example.
+    pub files: Vec<PathBuf>,
+    /// `kwok`, `aws` or a catalog JSON path.
+    pub catalog: String,
+    /// Output format.
+    pub format: Format,
+    /// `namespace/pod` to explain instead of printing the plan.
+    pub explain: Option<String>,
+    /// Run the packing improvement pass.
+    pub optimise: bool,
+}
+
+/// Runs `simulate`; writes the result to stdout and warnings to stderr.
+pub fn run(config: &Config) -> Result<()> {
+    let inputs = if config.files.is_empty() {
+        bundled()
+    } else {
+        manifests::read_paths(&config.files).context("cannot read the manifests")?
+    };
+    let manifests = manifests::parse(&inputs).context("cannot read the manifests")?;
+    let mut warnings = manifests.warnings.clone();
+    let instance_types = catalog::load(&config.catalog)
+        .with_context(|| format!("cannot load the catalog {:?}", config.catalog))?;
+    let converted = convert::problem(&manifests, instance_types, &mut warnings)
+        .context("cannot use the manifests")?;
+    print_warnings(&warnings);
+    let options = Options {
+        optimise: config.optimise,
+        ..Options::default()
+    };
+    let problem = &converted.problem;
+
+    if let Some(pod) = &config.explain {
+        let key = if pod.contains('/') {
+            pod.clone()
+        } else {
+            format!("default/{pod}")
+        };
+        if let Some(node) = converted.bound.get(&key) {
+            return emit(&format!(
+                "{key} is already running on node {node} (spec.nodeName); simulate only plans pending pods.\n"
+            ));
+        }
+        if !problem.pods.iter().any(|p| p.key() == key) {
+            bail!(
+                "pod {key} is not a pending pod of the input (pods are keyed NAMESPACE/NAME; workloads make <workload>-<i>)"
+            );
+        }
+        let lines = explain(problem, &key, &options).context("the solver refused the input")?;
+        let mut out = format!("Why {key} goes where it goes:\n");
+        for line in lines {
+            out.push_str("  ");
+            out.push_str(&line);
+            out.push('\n');
+        }
+        return emit(&out);
+    }
+
+    let plan = solve(problem, &options).context("the solver refused the input")?;
+    let report = output::report(&plan);
+    let text = match config.format {
+        Format::Json => output::to_json(&report).context("cannot render JSON")?,
+        Format::Yaml => output::to_yaml(&report).context("cannot render YAML")?,
+        Format::Table => table::render(&report, &plan, &problem.instance_types),
+    };
+    emit(&text)
+}
+
+fn bundled() -> Vec<Input> {
+    BUNDLED
+        .iter()
+        .map(|(name, text)| Input {
+            name: format!("<bundled>/{name}"),
+            text: (*text).to_owned(),
+        })
+        .collect()
+}
+
+/// Each distinct warning once, in order (a workload's replicas would repeat its warnings).
+fn print_warnings(warnings: &[String]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for w in warnings {
+        if seen.insert(w.as_str()) {
+            eprintln!("{w}");
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}

@@ -1,0 +1,382 @@
+//! A Kubernetes pod spec → the solver's [`PodView`]: effective requests, node selector and
+//! affinity, tolerations and host ports here; topology spread and pod (anti-)affinity in
+//! [`super::topology`].
+//!
+//! The manifests never went through an apiserver, so the checks the apiserver would make on the
+//! fields we interpret (operators, effects, `maxSkew`, port ranges) are made here, with the
+//! field path the user wrote.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1 as k8s;
+use karpenter_solver::{
+    ContainerRequests, HostPort, Labels, NodeSelectorRequirement, NodeSelectorTerm, Operator,
+    PodView, Resources, TaintEffect, Toleration, TolerationOperator, WeightedNodeSelectorTerm,
+    effective_pod_requests,
+};
+
+use super::convert::{ConvertError, field, parse_resources};
+use super::manifests::Origin;
+use super::topology::{NamespaceIndex, TermContext, topology_spread};
+
+/// What converting a pod needs besides the pod.
+pub struct PodContext<'a> {
+    /// Known namespaces, to resolve `namespaceSelector`s.
+    pub namespaces: &'a NamespaceIndex,
+    /// Lines for stderr about fields simulate ignores.
+    pub warnings: &'a mut Vec<String>,
+}
+
+/// Converts a pod (namespace defaulted to `default`).
+pub fn pod_view(
+    origin: &Origin,
+    pod: &k8s::Pod,
+    ctx: &mut PodContext<'_>,
+) -> Result<PodView, ConvertError> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let Some(name) = pod.metadata.name.as_deref().filter(|n| !n.is_empty()) else {
+        return Err(field(
+            origin,
+            origin.field("metadata.name"),
+            "missing: every pod needs a name",
+        ));
+    };
+    let labels: Labels = pod.metadata.labels.clone().unwrap_or_default();
+    let empty = k8s::PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&empty);
+    let affinity = spec.affinity.as_ref();
+    let node_affinity = affinity.and_then(|a| a.node_affinity.as_ref());
+    let pod_affinity = affinity.and_then(|a| a.pod_affinity.as_ref());
+    let anti_affinity = affinity.and_then(|a| a.pod_anti_affinity.as_ref());
+    let terms = TermContext {
+        origin,
+        labels: &labels,
+        namespaces: ctx.namespaces,
+    };
+    let (required_node_affinity, preferred_node_affinity) =
+        node_affinity_terms(origin, node_affinity, ctx.warnings)?;
+    Ok(PodView {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        requests: requests(origin, spec)?,
+        node_selector: spec.node_selector.clone().unwrap_or_default(),
+        required_node_affinity,
+        preferred_node_affinity,
+        tolerations: tolerations(origin, spec.tolerations.as_deref().unwrap_or_default())?,
+        topology_spread: topology_spread(&terms, spec, ctx.warnings)?,
+        pod_affinity: terms.required(
+            "affinity.podAffinity",
+            pod_affinity.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_deref()
+            }),
+        )?,
+        preferred_pod_affinity: terms.preferred(
+            "affinity.podAffinity",
+            pod_affinity.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_deref()
+            }),
+        )?,
+        pod_anti_affinity: terms.required(
+            "affinity.podAntiAffinity",
+            anti_affinity.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_deref()
+            }),
+        )?,
+        preferred_pod_anti_affinity: terms.preferred(
+            "affinity.podAntiAffinity",
+            anti_affinity.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_deref()
+            }),
+        )?,
+        host_ports: host_ports(origin, spec)?,
+        labels,
+        volume_requirements: Vec::new(),
+    })
+}
+
+/// Effective requests: containers, sidecar and ordinary init containers, pod overhead.
+fn requests(origin: &Origin, spec: &k8s::PodSpec) -> Result<Resources, ConvertError> {
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| container_requests(origin, &format!("containers[{i}]"), c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let init = spec
+        .init_containers
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(ContainerRequests {
+                requests: container_requests(origin, &format!("initContainers[{i}]"), c)?,
+                sidecar: is_sidecar(c),
+            })
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    let overhead = match &spec.overhead {
+        Some(o) => parse_resources(origin, &origin.spec_field("overhead"), o)?,
+        None => Resources::new(),
+    };
+    Ok(effective_pod_requests(&containers, &init, &overhead))
+}
+
+fn is_sidecar(c: &k8s::Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// A container's requests; a resource with a limit but no request requests its limit, as the
+/// apiserver defaults it (these manifests never went through one).
+fn container_requests(
+    origin: &Origin,
+    at: &str,
+    c: &k8s::Container,
+) -> Result<Resources, ConvertError> {
+    let Some(r) = &c.resources else {
+        return Ok(Resources::new());
+    };
+    let requests = r.requests.clone().unwrap_or_default();
+    let mut out = parse_resources(
+        origin,
+        &origin.spec_field(&format!("{at}.resources.requests")),
+        &requests,
+    )?;
+    if let Some(limits) = &r.limits {
+        let defaulted: BTreeMap<_, _> = limits
+            .iter()
+            .filter(|(k, _)| !requests.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let path = origin.spec_field(&format!("{at}.resources.limits"));
+        out.add(&parse_resources(origin, &path, &defaulted)?);
+    }
+    Ok(out)
+}
+
+/// Required node-affinity terms (ORed) and preferred ones. `matchFields` (only `metadata.name`
+/// exists) cannot select a node that does not exist yet, so it is dropped with a warning.
+fn node_affinity_terms(
+    origin: &Origin,
+    affinity: Option<&k8s::NodeAffinity>,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<NodeSelectorTerm>, Vec<WeightedNodeSelectorTerm>), ConvertError> {
+    let Some(affinity) = affinity else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let base = "affinity.nodeAffinity";
+    let mut required = Vec::new();
+    if let Some(sel) = &affinity.required_during_scheduling_ignored_during_execution {
+        for (i, term) in sel.node_selector_terms.iter().enumerate() {
+            let at = format!(
+                "{base}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"
+            );
+            if let Some(t) = node_selector_term(origin, &at, term, warnings)? {
+                required.push(t);
+            }
+        }
+    }
+    let mut preferred = Vec::new();
+    let prefs = affinity
+        .preferred_during_scheduling_ignored_during_execution
+        .as_deref();
+    for (i, p) in prefs.unwrap_or_default().iter().enumerate() {
+        let at = format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+        if !(1..=100).contains(&p.weight) {
+            let path = origin.spec_field(&format!("{at}.weight"));
+            return Err(field(
+                origin,
+                path,
+                format!("{} is not in 1..100", p.weight),
+            ));
+        }
+        if let Some(term) =
+            node_selector_term(origin, &format!("{at}.preference"), &p.preference, warnings)?
+        {
+            preferred.push(WeightedNodeSelectorTerm {
+                weight: p.weight,
+                term,
+            });
+        }
+    }
+    Ok((required, preferred))
+}
+
+/// One term; `None` when only unsupported `matchFields` were in it.
+fn node_selector_term(
+    origin: &Origin,
+    at: &str,
+    term: &k8s::NodeSelectorTerm,
+    warnings: &mut Vec<String>,
+) -> Result<Option<NodeSelectorTerm>, ConvertError> {
+    if term.match_fields.as_ref().is_some_and(|f| !f.is_empty()) {
+        warnings.push(format!(
+            "warning: {origin}: {}: matchFields is not supported by simulate (new nodes have no name yet); ignored",
+            origin.spec_field(&format!("{at}.matchFields"))
+        ));
+    }
+    let exprs = term.match_expressions.as_deref().unwrap_or_default();
+    if exprs.is_empty() {
+        return Ok(None);
+    }
+    let match_expressions = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| node_requirement(origin, &format!("{at}.matchExpressions[{i}]"), e))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(NodeSelectorTerm { match_expressions }))
+}
+
+fn node_requirement(
+    origin: &Origin,
+    at: &str,
+    e: &k8s::NodeSelectorRequirement,
+) -> Result<NodeSelectorRequirement, ConvertError> {
+    let operator = match e.operator.as_str() {
+        "In" => Operator::In,
+        "NotIn" => Operator::NotIn,
+        "Exists" => Operator::Exists,
+        "DoesNotExist" => Operator::DoesNotExist,
+        "Gt" => Operator::Gt,
+        "Lt" => Operator::Lt,
+        other => {
+            return Err(field(
+                origin,
+                origin.spec_field(&format!("{at}.operator")),
+                format!(
+                    "unknown operator {other:?} (expected In, NotIn, Exists, DoesNotExist, Gt or Lt)"
+                ),
+            ));
+        }
+    };
+    if e.key.is_empty() {
+        let path = origin.spec_field(&format!("{at}.key"));
+        return Err(field(origin, path, "missing: a requirement needs a key"));
+    }
+    let values = e.values.clone().unwrap_or_default();
+    let bad = |message: &str| {
+        field(
+            origin,
+            origin.spec_field(&format!("{at}.values")),
+            message.to_owned(),
+        )
+    };
+    match operator {
+        Operator::In | Operator::NotIn if values.is_empty() => {
+            return Err(bad("must have at least one value for In and NotIn"));
+        }
+        Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
+            return Err(bad("must be empty for Exists and DoesNotExist"));
+        }
+        Operator::Gt | Operator::Lt
+            if values.len() != 1 || values[0].trim().parse::<i64>().is_err() =>
+        {
+            return Err(bad("must be a single integer for Gt and Lt"));
+        }
+        _ => {}
+    }
+    Ok(NodeSelectorRequirement {
+        key: e.key.clone(),
+        operator,
+        values,
+    })
+}
+
+/// Parses a taint effect (`""` means "any effect" where the caller allows it).
+pub fn taint_effect(
+    origin: &Origin,
+    path: &str,
+    effect: &str,
+) -> Result<TaintEffect, ConvertError> {
+    match effect {
+        "NoSchedule" => Ok(TaintEffect::NoSchedule),
+        "PreferNoSchedule" => Ok(TaintEffect::PreferNoSchedule),
+        "NoExecute" => Ok(TaintEffect::NoExecute),
+        other => Err(field(
+            origin,
+            path,
+            format!(
+                "unknown effect {other:?} (expected NoSchedule, PreferNoSchedule or NoExecute)"
+            ),
+        )),
+    }
+}
+
+fn tolerations(origin: &Origin, tols: &[k8s::Toleration]) -> Result<Vec<Toleration>, ConvertError> {
+    let mut out = Vec::with_capacity(tols.len());
+    for (i, t) in tols.iter().enumerate() {
+        let at = |f: &str| origin.spec_field(&format!("tolerations[{i}].{f}"));
+        let key = t.key.clone().unwrap_or_default();
+        let value = t.value.clone().unwrap_or_default();
+        let operator = match t.operator.as_deref().unwrap_or("Equal") {
+            "Equal" | "" => TolerationOperator::Equal,
+            "Exists" => TolerationOperator::Exists,
+            other => {
+                let msg = format!("unknown operator {other:?} (expected Equal or Exists)");
+                return Err(field(origin, at("operator"), msg));
+            }
+        };
+        if operator == TolerationOperator::Equal && key.is_empty() {
+            let msg = "operator must be Exists when the key is empty";
+            return Err(field(origin, at("operator"), msg));
+        }
+        if operator == TolerationOperator::Exists && !value.is_empty() {
+            let msg = "must be empty when the operator is Exists";
+            return Err(field(origin, at("value"), msg));
+        }
+        let effect = match t.effect.as_deref().unwrap_or("") {
+            "" => None,
+            e => Some(taint_effect(origin, &at("effect"), e)?),
+        };
+        out.push(Toleration {
+            key,
+            operator,
+            value,
+            effect,
+        });
+    }
+    Ok(out)
+}
+
+/// Host ports of the containers and of sidecar init containers (which keep running).
+fn host_ports(origin: &Origin, spec: &k8s::PodSpec) -> Result<Vec<HostPort>, ConvertError> {
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("containers[{i}]"), c))
+        .chain(
+            inits
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| is_sidecar(c))
+                .map(|(i, c)| (format!("initContainers[{i}]"), c)),
+        );
+    let mut out = Vec::new();
+    for (at, c) in containers {
+        for (j, p) in c.ports.as_deref().unwrap_or_default().iter().enumerate() {
+            let Some(port) = p.host_port.filter(|p| *p != 0) else {
+                continue;
+            };
+            let port = match u16::try_from(port) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    let path = origin.spec_field(&format!("{at}.ports[{j}].hostPort"));
+                    let msg = format!("{port} is not a valid port (1..65535)");
+                    return Err(field(origin, path, msg));
+                }
+            };
+            out.push(HostPort {
+                port,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
