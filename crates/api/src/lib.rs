@@ -12,6 +12,7 @@ pub mod labels;
 pub mod read;
 pub mod rules;
 mod schema;
+pub mod solver_input;
 pub mod v1;
 pub mod v1alpha5;
 pub mod validation;

@@ -1,27 +1,17 @@
-//! The manifests → the solver's [`Problem`]: NodePools, pending pods, existing nodes with the
-//! pods bound to them (and the DaemonSet pods they run), DaemonSets, NodePool usage.
+//! The manifests → the solver's [`Problem`], through the api crate's
+//! [`karpenter_api::solver_input`] (shared with the controller). This module adds what only
+//! simulate knows: which file and document each object came from, so every error and warning
+//! names the file, the document, the object as written and the field path inside the document.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1 as k8s;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use karpenter_solver::labels::{HOSTNAME, NODEPOOL};
-use karpenter_solver::quantity::parse_for_resource;
-use karpenter_solver::taints::first_untolerated;
-use karpenter_solver::{
-    DaemonSetView, ExistingNode, InstanceType, PodView, Problem, Requirements, Resources, Taint,
-    TaintEffect, Toleration,
+use karpenter_api::solver_input::{
+    self as input, BoundPod, ConvertWarning, NamespaceIndex, Parts, PodContext,
 };
+use karpenter_solver::{ExistingNode, InstanceType, PodView, Problem};
 
-use super::manifests::{Manifests, Origin, Source, Sourced};
-use super::pods::{PodContext, pod_view, taint_effect};
+use super::manifests::{Manifests, Origin, Source};
 use super::pools::node_pools;
-use super::topology::NamespaceIndex;
-
-/// Pseudo-resource counting a NodePool's nodes in its limits and usage.
-const NODES: &str = "nodes";
-/// The taint the apiserver puts on a cordoned node (`spec.unschedulable: true`).
-const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
 /// A manifest that reads fine as YAML but cannot be turned into the solver's model.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +21,7 @@ pub enum ConvertError {
     Field {
         /// The object (boxed: errors stay small on the happy path).
         origin: Box<Origin>,
-        /// The field path as written, e.g. `spec.containers[0].resources.requests.cpu`.
+        /// The field path as written, e.g. `spec.template.spec.containers[0].resources.requests.cpu`.
         path: String,
         /// What is wrong.
         message: String,
@@ -55,27 +45,39 @@ pub fn field(origin: &Origin, path: impl Into<String>, message: impl Into<String
     }
 }
 
-/// Parses a resource list (`{cpu: 500m, memory: 1Gi}`) exactly; `path` is the list's field
-/// path, the error names `path.<resource>`. Negative amounts are refused.
-pub fn parse_resources(
-    origin: &Origin,
-    path: &str,
-    list: &BTreeMap<String, Quantity>,
-) -> Result<Resources, ConvertError> {
-    let mut out = Resources::new();
-    for (name, q) in list {
-        let at = || format!("{path}.{name}");
-        let v = parse_for_resource(name, &q.0).map_err(|e| field(origin, at(), e.to_string()))?;
-        if v < 0 {
-            return Err(field(
-                origin,
-                at(),
-                format!("{:?} must not be negative", q.0),
-            ));
-        }
-        out.add_one(name, v);
+/// Where a path the api crate reports relative to a pod (`spec.containers[0]`,
+/// `metadata.name`) is in the document: the pod spec is at the origin's spec path (a
+/// workload's `spec.template.spec`, inside a List `items[i].spec`), other fields under the
+/// object's prefix.
+fn pod_path(origin: &Origin, path: &str) -> String {
+    match path.strip_prefix("spec") {
+        Some("") => origin.spec_field(""),
+        Some(rest) => match rest.strip_prefix('.') {
+            Some(below) => origin.spec_field(below),
+            None => origin.field(path),
+        },
+        None => origin.field(path),
     }
-    Ok(out)
+}
+
+/// An api error about a pod, located in the document (the object as written: for a workload's
+/// pods, the workload).
+fn pod_error(origin: &Origin, e: input::ConvertError) -> ConvertError {
+    field(origin, pod_path(origin, &e.path), e.message)
+}
+
+/// An api error about any other object, whose paths only need the object's prefix.
+fn object_error(origin: &Origin, e: input::ConvertError) -> ConvertError {
+    field(origin, origin.field(&e.path), e.message)
+}
+
+/// A warning line for stderr, located like [`pod_error`].
+fn pod_warning(origin: &Origin, w: &ConvertWarning) -> String {
+    format!(
+        "warning: {origin}: {}: {}",
+        pod_path(origin, &w.path),
+        w.message
+    )
 }
 
 /// The solver's problem plus what the output needs to know about the input.
@@ -93,264 +95,103 @@ pub fn problem(
     warnings: &mut Vec<String>,
 ) -> Result<Converted, ConvertError> {
     let namespaces = namespace_index(m);
-    let mut ctx = PodContext {
+    let ctx = PodContext {
         namespaces: &namespaces,
-        warnings,
     };
-    let mut pods: Vec<PodView> = Vec::new();
-    let mut bound: Vec<(String, PodView, &Sourced<k8s::Pod>)> = Vec::new();
+    let mut pending: Vec<PodView> = Vec::new();
+    let mut bound: Vec<BoundPod> = Vec::new();
     let mut seen: BTreeMap<String, &Origin> = BTreeMap::new();
+    let mut notes = Vec::new();
     for p in &m.pods {
         let phase = p.object.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
             continue; // finished pods hold no resources
         }
-        let view = pod_view(&p.origin, &p.object, &mut ctx)?;
+        notes.clear();
+        let view =
+            input::pod_view(&p.object, &ctx, &mut notes).map_err(|e| pod_error(&p.origin, e))?;
+        warnings.extend(notes.iter().map(|w| pod_warning(&p.origin, w)));
         let key = view.key();
         if let Some(first) = seen.insert(key.clone(), &p.origin) {
             let msg = format!("pod {key} is also defined by {first}; pod names must be unique");
             return Err(field(&p.origin, p.origin.field("metadata.name"), msg));
         }
         match p.object.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            Some(node) if !node.is_empty() => bound.push((node, view, p)),
-            _ => pods.push(view),
+            Some(node) if !node.is_empty() => bound.push(BoundPod {
+                node,
+                pod: view,
+                daemon_set: input::daemon_set_owner(&p.object),
+            }),
+            _ => pending.push(view),
         }
     }
-    let daemon_sets = m
-        .daemon_sets
-        .iter()
-        .map(|ds| daemon_set_view(ds, &mut ctx))
-        .collect::<Result<Vec<_>, _>>()?;
-    let warnings = ctx.warnings;
+    let mut daemon_sets = Vec::new();
+    for ds in &m.daemon_sets {
+        notes.clear();
+        let view = input::daemon_set_view(&ds.object, &ctx, &mut notes)
+            .map_err(|e| object_error(&ds.origin, e))?;
+        // The DaemonSet's paths are document paths already; only a List prefix is missing.
+        warnings.extend(notes.iter().map(|w| {
+            format!(
+                "warning: {}: {}: {}",
+                ds.origin,
+                ds.origin.field(&w.path),
+                w.message
+            )
+        }));
+        daemon_sets.push(view);
+    }
 
-    let mut existing_nodes = Vec::new();
-    let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
+    let mut nodes: Vec<ExistingNode> = Vec::new();
+    let mut usage = BTreeMap::new();
     for n in &m.nodes {
-        let (node, capacity) = existing_node(n)?;
-        if existing_nodes
-            .iter()
-            .any(|e: &ExistingNode| e.name == node.name)
-        {
+        let node =
+            input::existing_node(&n.object, Vec::new()).map_err(|e| object_error(&n.origin, e))?;
+        if nodes.iter().any(|e| e.name == node.name) {
             let msg = format!("node {} is defined twice", node.name);
             return Err(field(&n.origin, n.origin.field("metadata.name"), msg));
         }
-        if let Some(pool) = node.labels.get(NODEPOOL) {
-            let u = usage.entry(pool.clone()).or_default();
-            u.add(&capacity);
-            u.add_one(NODES, 1);
-        }
-        existing_nodes.push(node);
+        input::add_pool_usage(&mut usage, &n.object).map_err(|e| object_error(&n.origin, e))?;
+        nodes.push(node);
     }
 
-    let mut bound_keys = BTreeMap::new();
-    let mut owners: Vec<(usize, String)> = Vec::new(); // (node index, DaemonSet key) already running
-    for (node, view, p) in bound {
-        let key = view.key();
-        let Some(i) = existing_nodes.iter().position(|e| e.name == node) else {
-            warnings.push(format!(
-                "warning: {}: pod {key} is bound to node {node:?}, which is not in the input; ignored",
-                p.origin
-            ));
-            continue;
-        };
-        for owner in p
-            .object
-            .metadata
-            .owner_references
-            .as_deref()
-            .unwrap_or_default()
-        {
-            if owner.kind == "DaemonSet" {
-                owners.push((i, format!("{}/{}", view.namespace, owner.name)));
-            }
-        }
-        existing_nodes[i].pods.push(view);
-        bound_keys.insert(key, node);
-    }
-    // A DaemonSet runs one pod on every node that accepts it; unless the input lists that pod
-    // (bound, owned by the DaemonSet), it is added so the node's free room is right.
-    for (i, node) in existing_nodes.iter_mut().enumerate() {
-        for ds in &daemon_sets {
-            let ds_key = format!("{}/{}", ds.namespace, ds.name);
-            if owners.contains(&(i, ds_key)) || !accepts(&ds.pod, node) {
-                continue;
-            }
-            let mut pod = ds.pod.clone();
-            pod.name = format!("{}-{}", ds.name, node.name);
-            node.pods.push(pod);
-        }
-    }
-
-    let mut pools = Vec::new();
-    for mut p in node_pools(&m.karpenter, warnings)? {
-        p.view.usage = usage.remove(&p.view.name).unwrap_or_default();
-        pools.push(p.view);
+    let node_pools = node_pools(&m.karpenter, &mut usage, warnings)?;
+    let bound_keys: BTreeMap<String, String> = bound
+        .iter()
+        .map(|b| (b.pod.key(), b.node.clone()))
+        .collect();
+    let assembled = input::problem(Parts {
+        instance_types,
+        node_pools,
+        pending,
+        nodes,
+        bound,
+        daemon_sets,
+    });
+    let mut bound = bound_keys;
+    for b in &assembled.unplaced {
+        let key = b.pod.key();
+        bound.remove(&key);
+        let origin = seen.get(&key).map(|o| o.to_string()).unwrap_or_default();
+        warnings.push(format!(
+            "warning: {origin}: pod {key} is bound to node {:?}, which is not in the input; ignored",
+            b.node
+        ));
     }
     Ok(Converted {
-        problem: Problem {
-            instance_types,
-            node_pools: pools,
-            pods,
-            existing_nodes,
-            daemon_sets,
-        },
-        bound: bound_keys,
+        problem: assembled.problem,
+        bound,
     })
 }
 
-/// Namespaces from Namespace documents and from every pod's namespace, each with the
-/// `kubernetes.io/metadata.name` label the apiserver always sets.
+/// Namespaces from Namespace documents and from every pod's and DaemonSet's namespace: a file
+/// rarely holds the Namespace objects, and a namespace that has pods exists.
 fn namespace_index(m: &Manifests) -> NamespaceIndex {
-    const NAME_LABEL: &str = "kubernetes.io/metadata.name";
-    let mut index = NamespaceIndex::new();
-    for ns in &m.namespaces {
-        let name = ns.object.metadata.name.clone().unwrap_or_default();
-        let mut labels = ns.object.metadata.labels.clone().unwrap_or_default();
-        labels.insert(NAME_LABEL.to_owned(), name.clone());
-        index.insert(name, labels);
-    }
+    let mut index: NamespaceIndex = m.namespaces.iter().map(|ns| &ns.object).collect();
     let pod_namespaces = m.pods.iter().map(|p| &p.object.metadata);
     let ds_namespaces = m.daemon_sets.iter().map(|d| &d.object.metadata);
     for meta in pod_namespaces.chain(ds_namespaces) {
-        let name = meta
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_owned());
-        index
-            .entry(name.clone())
-            .or_insert_with(|| BTreeMap::from([(NAME_LABEL.to_owned(), name)]));
+        index.ensure(meta.namespace.as_deref().unwrap_or("default"));
     }
     index
-}
-
-/// A Node's view and its capacity (for NodePool usage; allocatable when capacity is absent).
-fn existing_node(n: &Sourced<k8s::Node>) -> Result<(ExistingNode, Resources), ConvertError> {
-    let origin = &n.origin;
-    let node = &n.object;
-    let Some(name) = node.metadata.name.clone().filter(|n| !n.is_empty()) else {
-        return Err(field(
-            origin,
-            origin.field("metadata.name"),
-            "missing: every node needs a name",
-        ));
-    };
-    let mut labels = node.metadata.labels.clone().unwrap_or_default();
-    labels
-        .entry(HOSTNAME.to_owned())
-        .or_insert_with(|| name.clone());
-    let spec = node.spec.clone().unwrap_or_default();
-    let mut taints = Vec::new();
-    for (i, t) in spec
-        .taints
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        let path = origin.field(&format!("spec.taints[{i}].effect"));
-        taints.push(Taint {
-            key: t.key.clone(),
-            value: t.value.clone().unwrap_or_default(),
-            effect: taint_effect(origin, &path, &t.effect)?,
-        });
-    }
-    let cordon = Taint::new(UNSCHEDULABLE_TAINT, "", TaintEffect::NoSchedule);
-    if spec.unschedulable == Some(true) && !taints.iter().any(|t| t.key == cordon.key) {
-        taints.push(cordon);
-    }
-    let status = node.status.clone().unwrap_or_default();
-    let Some(allocatable) = status.allocatable.filter(|a| !a.is_empty()) else {
-        return Err(field(
-            origin,
-            origin.field("status.allocatable"),
-            "missing: simulate needs each Node's allocatable resources (cpu, memory, pods), as `kubectl get node -o yaml` shows them",
-        ));
-    };
-    let allocatable = parse_resources(origin, &origin.field("status.allocatable"), &allocatable)?;
-    let capacity = match status.capacity.filter(|c| !c.is_empty()) {
-        Some(c) => parse_resources(origin, &origin.field("status.capacity"), &c)?,
-        None => allocatable.clone(),
-    };
-    let view = ExistingNode {
-        name,
-        labels,
-        taints,
-        allocatable,
-        pods: Vec::new(),
-    };
-    Ok((view, capacity))
-}
-
-/// A DaemonSet's pod template as the solver sees it, with the tolerations the DaemonSet
-/// controller adds to every daemon pod (so daemons also run on cordoned or pressured nodes).
-fn daemon_set_view(
-    ds: &Sourced<k8s_openapi::api::apps::v1::DaemonSet>,
-    ctx: &mut PodContext<'_>,
-) -> Result<DaemonSetView, ConvertError> {
-    let namespace = ds
-        .object
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
-    let Some(name) = ds.object.metadata.name.clone().filter(|n| !n.is_empty()) else {
-        return Err(field(
-            &ds.origin,
-            ds.origin.field("metadata.name"),
-            "missing: every DaemonSet needs a name",
-        ));
-    };
-    let template = ds
-        .object
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    let pod = k8s::Pod {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(namespace.clone()),
-            labels: meta.labels,
-            ..Default::default()
-        },
-        spec: template.spec,
-        status: None,
-    };
-    let mut view = pod_view(&ds.origin, &pod, ctx)?;
-    for (key, effect) in [
-        ("node.kubernetes.io/not-ready", TaintEffect::NoExecute),
-        ("node.kubernetes.io/unreachable", TaintEffect::NoExecute),
-        ("node.kubernetes.io/disk-pressure", TaintEffect::NoSchedule),
-        (
-            "node.kubernetes.io/memory-pressure",
-            TaintEffect::NoSchedule,
-        ),
-        ("node.kubernetes.io/pid-pressure", TaintEffect::NoSchedule),
-        (UNSCHEDULABLE_TAINT, TaintEffect::NoSchedule),
-    ] {
-        view.tolerations.push(Toleration {
-            effect: Some(effect),
-            ..Toleration::exists(key)
-        });
-    }
-    Ok(DaemonSetView {
-        namespace,
-        name,
-        pod: view,
-    })
-}
-
-/// Whether a (daemon) pod's node selector, required node affinity and tolerations admit `node`.
-fn accepts(pod: &PodView, node: &ExistingNode) -> bool {
-    let selector = pod
-        .node_selector
-        .iter()
-        .all(|(k, v)| node.labels.get(k) == Some(v));
-    let affinity = pod.required_node_affinity.is_empty()
-        || pod.required_node_affinity.iter().any(|t| {
-            Requirements::from_selectors(&t.match_expressions)
-                .is_ok_and(|r| r.satisfied_by(&node.labels))
-        });
-    selector && affinity && first_untolerated(&node.taints, &pod.tolerations, false).is_none()
 }

@@ -1,7 +1,8 @@
 //! `karpenter simulate`: plan nodes for pending pods offline (design.md §6).
 //!
-//! manifests (YAML) → [`convert`] → solver `Problem` → `solve` → [`output`] report → JSON,
-//! YAML or [`table`]; or `explain` for one pod.
+//! manifests (YAML) → [`convert`] (through `karpenter_api::solver_input`, shared with the
+//! controller) → solver `Problem` → `solve` → [`output`] report → JSON, YAML or [`table`]; or
+//! `explain` for one pod.
 
 pub mod catalog;
 pub mod convert;
@@ -9,10 +10,8 @@ pub mod convert;
 mod convert_tests;
 pub mod manifests;
 pub mod output;
-pub mod pods;
 pub mod pools;
 pub mod table;
-pub mod topology;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,32 +1,34 @@
 //! Karpenter documents → the solver's [`NodePoolView`]s. The api crate types and validates each
-//! document (its errors name the object and the field); legacy Provisioners are converted by it
+//! document (its errors name the object and the field) and converts it
+//! ([`solver_input::node_pool_view`]); legacy Provisioners are converted to NodePools by it
 //! and then work exactly as the NodePool they become.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use karpenter_api::read::{KarpenterObject, object_from_value};
-use karpenter_api::v1::{self, NodePool};
-use karpenter_solver::{NodePoolView, NodeSelectorRequirement, Operator, Taint, TaintEffect};
+use karpenter_api::solver_input;
+use karpenter_solver::{NodePoolView, Resources};
 
-use super::convert::{ConvertError, parse_resources};
+use super::convert::{ConvertError, field};
 use super::manifests::{KarpenterDocument, Origin};
 
 /// A NodePool and where it was written.
-pub struct PoolInput {
+struct PoolInput {
     /// Where the NodePool (or the Provisioner it was converted from) is.
-    pub origin: Origin,
-    /// The solver's view; `usage` is filled in from the existing nodes later.
-    pub view: NodePoolView,
+    origin: Origin,
+    /// The solver's view.
+    view: NodePoolView,
 }
 
-/// Reads every NodePool and Provisioner; NodeClasses are accepted and not needed offline;
-/// other Karpenter kinds are skipped with a warning. Two NodePools with one name are an error
-/// (a Provisioner and the NodePool converted from it would otherwise double the capacity).
+/// Reads every NodePool and Provisioner, taking each one's usage out of `usage` (NodePool name →
+/// what its existing nodes use); NodeClasses are accepted and not needed offline; other
+/// Karpenter kinds are skipped with a warning. Two NodePools with one name are an error (a
+/// Provisioner and the NodePool converted from it would otherwise double the capacity).
 pub fn node_pools(
     docs: &[KarpenterDocument],
+    usage: &mut BTreeMap<String, Resources>,
     warnings: &mut Vec<String>,
-) -> Result<Vec<PoolInput>, ConvertError> {
+) -> Result<Vec<NodePoolView>, ConvertError> {
     let mut out: Vec<PoolInput> = Vec::new();
     for doc in docs {
         let object = object_from_value(doc.value.clone()).map_err(|e| ConvertError::Object {
@@ -69,78 +71,33 @@ pub fn node_pools(
                 ),
             });
         }
-        let view = pool_view(&origin, &pool, limits_path, warnings)?;
+        let pool_usage = pool
+            .metadata
+            .name
+            .as_ref()
+            .and_then(|n| usage.remove(n))
+            .unwrap_or_default();
+        let mut notes = Vec::new();
+        let view = solver_input::node_pool_view(&pool, pool_usage, &mut notes)
+            .map_err(|e| field(&origin, document_path(&e.path, limits_path), e.message))?;
+        warnings.extend(notes.iter().map(|w| {
+            format!(
+                "warning: {origin}: {}: {}",
+                document_path(&w.path, limits_path),
+                w.message
+            )
+        }));
         out.push(PoolInput { origin, view });
     }
-    Ok(out)
+    Ok(out.into_iter().map(|p| p.view).collect())
 }
 
-fn pool_view(
-    origin: &Origin,
-    np: &NodePool,
-    limits_path: &str,
-    warnings: &mut Vec<String>,
-) -> Result<NodePoolView, ConvertError> {
-    let spec = &np.spec;
-    let template = &spec.template.spec;
-    for (i, r) in template.requirements.iter().enumerate() {
-        if r.min_values.is_some() {
-            warnings.push(format!(
-                "warning: {origin}: spec.template.spec.requirements[{i}].minValues is not modelled by simulate; ignored"
-            ));
-        }
-    }
-    Ok(NodePoolView {
-        name: np.metadata.name.clone().unwrap_or_default(),
-        weight: spec.weight.unwrap_or(0),
-        requirements: template.requirements.iter().map(requirement).collect(),
-        labels: spec.template.metadata.labels.clone(),
-        taints: template.taints.iter().map(taint).collect(),
-        startup_taints: template.startup_taints.iter().map(taint).collect(),
-        limits: limits(origin, limits_path, &spec.limits)?,
-        usage: Default::default(),
-        instance_types: None,
-    })
-}
-
-fn limits(
-    origin: &Origin,
-    path: &str,
-    limits: &BTreeMap<String, Quantity>,
-) -> Result<Option<karpenter_solver::Resources>, ConvertError> {
-    if limits.is_empty() {
-        return Ok(None);
-    }
-    parse_resources(origin, path, limits).map(Some)
-}
-
-fn requirement(r: &v1::NodeSelectorRequirementWithMinValues) -> NodeSelectorRequirement {
-    let operator = match r.operator {
-        v1::Operator::In => Operator::In,
-        v1::Operator::NotIn => Operator::NotIn,
-        v1::Operator::Exists => Operator::Exists,
-        v1::Operator::DoesNotExist => Operator::DoesNotExist,
-        v1::Operator::Gt => Operator::Gt,
-        v1::Operator::Lt => Operator::Lt,
-        v1::Operator::Gte => Operator::Gte,
-        v1::Operator::Lte => Operator::Lte,
-    };
-    NodeSelectorRequirement {
-        key: r.key.clone(),
-        operator,
-        values: r.values.clone(),
-    }
-}
-
-fn taint(t: &v1::Taint) -> Taint {
-    let effect = match t.effect {
-        v1::TaintEffect::NoSchedule => TaintEffect::NoSchedule,
-        v1::TaintEffect::PreferNoSchedule => TaintEffect::PreferNoSchedule,
-        v1::TaintEffect::NoExecute => TaintEffect::NoExecute,
-    };
-    Taint {
-        key: t.key.clone(),
-        value: t.value.clone().unwrap_or_default(),
-        effect,
+/// Where a NodePool field path is in the document: a Provisioner's limits are at
+/// `spec.limits.resources` where the NodePool it becomes has `spec.limits`; its other fields
+/// have no one-to-one place, so the NodePool path is kept (the object is named as a Provisioner).
+fn document_path(path: &str, limits_path: &str) -> String {
+    match path.strip_prefix("spec.limits") {
+        Some(rest) if rest.is_empty() || rest.starts_with('.') => format!("{limits_path}{rest}"),
+        _ => path.to_owned(),
     }
 }

@@ -1,10 +1,6 @@
-//! A Kubernetes pod spec → the solver's [`PodView`]: effective requests, node selector and
+//! A Kubernetes pod → the solver's [`PodView`]: effective requests, node selector and
 //! affinity, tolerations and host ports here; topology spread and pod (anti-)affinity in
 //! [`super::topology`].
-//!
-//! The manifests never went through an apiserver, so the checks the apiserver would make on the
-//! fields we interpret (operators, effects, `maxSkew`, port ranges) are made here, with the
-//! field path the user wrote.
 
 use std::collections::BTreeMap;
 
@@ -15,31 +11,45 @@ use karpenter_solver::{
     effective_pod_requests,
 };
 
-use super::convert::{ConvertError, field, parse_resources};
-use super::manifests::Origin;
 use super::topology::{NamespaceIndex, TermContext, topology_spread};
+use super::{At, ConvertError, ConvertWarning, describe, parse_resources};
 
 /// What converting a pod needs besides the pod.
+#[derive(Clone, Copy, Debug)]
 pub struct PodContext<'a> {
-    /// Known namespaces, to resolve `namespaceSelector`s.
+    /// Known namespaces and their labels, to resolve pod affinity `namespaceSelector`s.
     pub namespaces: &'a NamespaceIndex,
-    /// Lines for stderr about fields simulate ignores.
-    pub warnings: &'a mut Vec<String>,
 }
 
-/// Converts a pod (namespace defaulted to `default`).
+/// Converts a pod (namespace defaulted to `default`, as the apiserver does).
+///
+/// Errors and warnings name the object `Pod namespace/name` and paths from the pod
+/// (`spec.containers[0]...`). Fields the solver does not model (`matchFields`,
+/// `nodeTaintsPolicy: Honor`) are dropped with a warning pushed to `warnings`.
 pub fn pod_view(
-    origin: &Origin,
     pod: &k8s::Pod,
-    ctx: &mut PodContext<'_>,
+    ctx: &PodContext<'_>,
+    warnings: &mut Vec<ConvertWarning>,
+) -> Result<PodView, ConvertError> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let object = describe("Pod", Some(namespace), pod.metadata.name.as_deref());
+    let at = At {
+        object: &object,
+        spec: "spec",
+    };
+    pod_view_at(at, pod, ctx, warnings)
+}
+
+/// [`pod_view`] with errors located at `at` (a DaemonSet's template is converted as a pod).
+pub(crate) fn pod_view_at(
+    loc: At<'_>,
+    pod: &k8s::Pod,
+    ctx: &PodContext<'_>,
+    warnings: &mut Vec<ConvertWarning>,
 ) -> Result<PodView, ConvertError> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let Some(name) = pod.metadata.name.as_deref().filter(|n| !n.is_empty()) else {
-        return Err(field(
-            origin,
-            origin.field("metadata.name"),
-            "missing: every pod needs a name",
-        ));
+        return Err(loc.error("metadata.name", "missing: every pod needs a name"));
     };
     let labels: Labels = pod.metadata.labels.clone().unwrap_or_default();
     let empty = k8s::PodSpec::default();
@@ -49,21 +59,21 @@ pub fn pod_view(
     let pod_affinity = affinity.and_then(|a| a.pod_affinity.as_ref());
     let anti_affinity = affinity.and_then(|a| a.pod_anti_affinity.as_ref());
     let terms = TermContext {
-        origin,
+        at: loc,
         labels: &labels,
         namespaces: ctx.namespaces,
     };
     let (required_node_affinity, preferred_node_affinity) =
-        node_affinity_terms(origin, node_affinity, ctx.warnings)?;
+        node_affinity_terms(loc, node_affinity, warnings)?;
     Ok(PodView {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        requests: requests(origin, spec)?,
+        requests: requests(loc, spec)?,
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         required_node_affinity,
         preferred_node_affinity,
-        tolerations: tolerations(origin, spec.tolerations.as_deref().unwrap_or_default())?,
-        topology_spread: topology_spread(&terms, spec, ctx.warnings)?,
+        tolerations: tolerations(loc, spec.tolerations.as_deref().unwrap_or_default())?,
+        topology_spread: topology_spread(&terms, spec, warnings)?,
         pod_affinity: terms.required(
             "affinity.podAffinity",
             pod_affinity.and_then(|a| {
@@ -92,19 +102,19 @@ pub fn pod_view(
                     .as_deref()
             }),
         )?,
-        host_ports: host_ports(origin, spec)?,
+        host_ports: host_ports(loc, spec)?,
         labels,
         volume_requirements: Vec::new(),
     })
 }
 
 /// Effective requests: containers, sidecar and ordinary init containers, pod overhead.
-fn requests(origin: &Origin, spec: &k8s::PodSpec) -> Result<Resources, ConvertError> {
+fn requests(loc: At<'_>, spec: &k8s::PodSpec) -> Result<Resources, ConvertError> {
     let containers = spec
         .containers
         .iter()
         .enumerate()
-        .map(|(i, c)| container_requests(origin, &format!("containers[{i}]"), c))
+        .map(|(i, c)| container_requests(loc, &format!("containers[{i}]"), c))
         .collect::<Result<Vec<_>, _>>()?;
     let init = spec
         .init_containers
@@ -114,13 +124,13 @@ fn requests(origin: &Origin, spec: &k8s::PodSpec) -> Result<Resources, ConvertEr
         .enumerate()
         .map(|(i, c)| {
             Ok(ContainerRequests {
-                requests: container_requests(origin, &format!("initContainers[{i}]"), c)?,
+                requests: container_requests(loc, &format!("initContainers[{i}]"), c)?,
                 sidecar: is_sidecar(c),
             })
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
     let overhead = match &spec.overhead {
-        Some(o) => parse_resources(origin, &origin.spec_field("overhead"), o)?,
+        Some(o) => parse_resources(loc.object, &loc.spec_field("overhead"), o)?,
         None => Resources::new(),
     };
     Ok(effective_pod_requests(&containers, &init, &overhead))
@@ -131,9 +141,9 @@ fn is_sidecar(c: &k8s::Container) -> bool {
 }
 
 /// A container's requests; a resource with a limit but no request requests its limit, as the
-/// apiserver defaults it (these manifests never went through one).
+/// apiserver defaults it (objects read from files never went through one).
 fn container_requests(
-    origin: &Origin,
+    loc: At<'_>,
     at: &str,
     c: &k8s::Container,
 ) -> Result<Resources, ConvertError> {
@@ -142,8 +152,8 @@ fn container_requests(
     };
     let requests = r.requests.clone().unwrap_or_default();
     let mut out = parse_resources(
-        origin,
-        &origin.spec_field(&format!("{at}.resources.requests")),
+        loc.object,
+        &loc.spec_field(&format!("{at}.resources.requests")),
         &requests,
     )?;
     if let Some(limits) = &r.limits {
@@ -152,18 +162,19 @@ fn container_requests(
             .filter(|(k, _)| !requests.contains_key(*k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let path = origin.spec_field(&format!("{at}.resources.limits"));
-        out.add(&parse_resources(origin, &path, &defaulted)?);
+        let path = loc.spec_field(&format!("{at}.resources.limits"));
+        out.add(&parse_resources(loc.object, &path, &defaulted)?);
     }
     Ok(out)
 }
 
 /// Required node-affinity terms (ORed) and preferred ones. `matchFields` (only `metadata.name`
-/// exists) cannot select a node that does not exist yet, so it is dropped with a warning.
+/// exists) cannot select a node that does not exist yet, and the solver plans new nodes, so it
+/// is dropped with a warning.
 fn node_affinity_terms(
-    origin: &Origin,
+    loc: At<'_>,
     affinity: Option<&k8s::NodeAffinity>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<ConvertWarning>,
 ) -> Result<(Vec<NodeSelectorTerm>, Vec<WeightedNodeSelectorTerm>), ConvertError> {
     let Some(affinity) = affinity else {
         return Ok((Vec::new(), Vec::new()));
@@ -175,7 +186,7 @@ fn node_affinity_terms(
             let at = format!(
                 "{base}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"
             );
-            if let Some(t) = node_selector_term(origin, &at, term, warnings)? {
+            if let Some(t) = node_selector_term(loc, &at, term, warnings)? {
                 required.push(t);
             }
         }
@@ -187,15 +198,11 @@ fn node_affinity_terms(
     for (i, p) in prefs.unwrap_or_default().iter().enumerate() {
         let at = format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
         if !(1..=100).contains(&p.weight) {
-            let path = origin.spec_field(&format!("{at}.weight"));
-            return Err(field(
-                origin,
-                path,
-                format!("{} is not in 1..100", p.weight),
-            ));
+            let path = loc.spec_field(&format!("{at}.weight"));
+            return Err(loc.error(path, format!("{} is not in 1..100", p.weight)));
         }
         if let Some(term) =
-            node_selector_term(origin, &format!("{at}.preference"), &p.preference, warnings)?
+            node_selector_term(loc, &format!("{at}.preference"), &p.preference, warnings)?
         {
             preferred.push(WeightedNodeSelectorTerm {
                 weight: p.weight,
@@ -208,15 +215,15 @@ fn node_affinity_terms(
 
 /// One term; `None` when only unsupported `matchFields` were in it.
 fn node_selector_term(
-    origin: &Origin,
+    loc: At<'_>,
     at: &str,
     term: &k8s::NodeSelectorTerm,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<ConvertWarning>,
 ) -> Result<Option<NodeSelectorTerm>, ConvertError> {
     if term.match_fields.as_ref().is_some_and(|f| !f.is_empty()) {
-        warnings.push(format!(
-            "warning: {origin}: {}: matchFields is not supported by simulate (new nodes have no name yet); ignored",
-            origin.spec_field(&format!("{at}.matchFields"))
+        warnings.push(loc.warning(
+            loc.spec_field(&format!("{at}.matchFields")),
+            "matchFields is not modelled (a new node has no name yet to match); ignored",
         ));
     }
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
@@ -226,13 +233,13 @@ fn node_selector_term(
     let match_expressions = exprs
         .iter()
         .enumerate()
-        .map(|(i, e)| node_requirement(origin, &format!("{at}.matchExpressions[{i}]"), e))
+        .map(|(i, e)| node_requirement(loc, &format!("{at}.matchExpressions[{i}]"), e))
         .collect::<Result<_, _>>()?;
     Ok(Some(NodeSelectorTerm { match_expressions }))
 }
 
 fn node_requirement(
-    origin: &Origin,
+    loc: At<'_>,
     at: &str,
     e: &k8s::NodeSelectorRequirement,
 ) -> Result<NodeSelectorRequirement, ConvertError> {
@@ -244,9 +251,8 @@ fn node_requirement(
         "Gt" => Operator::Gt,
         "Lt" => Operator::Lt,
         other => {
-            return Err(field(
-                origin,
-                origin.spec_field(&format!("{at}.operator")),
+            return Err(loc.error(
+                loc.spec_field(&format!("{at}.operator")),
                 format!(
                     "unknown operator {other:?} (expected In, NotIn, Exists, DoesNotExist, Gt or Lt)"
                 ),
@@ -254,17 +260,12 @@ fn node_requirement(
         }
     };
     if e.key.is_empty() {
-        let path = origin.spec_field(&format!("{at}.key"));
-        return Err(field(origin, path, "missing: a requirement needs a key"));
+        let path = loc.spec_field(&format!("{at}.key"));
+        return Err(loc.error(path, "missing: a requirement needs a key"));
     }
     let values = e.values.clone().unwrap_or_default();
-    let bad = |message: &str| {
-        field(
-            origin,
-            origin.spec_field(&format!("{at}.values")),
-            message.to_owned(),
-        )
-    };
+    let bad =
+        |message: &str| loc.error(loc.spec_field(&format!("{at}.values")), message.to_owned());
     match operator {
         Operator::In | Operator::NotIn if values.is_empty() => {
             return Err(bad("must have at least one value for In and NotIn"));
@@ -287,8 +288,8 @@ fn node_requirement(
 }
 
 /// Parses a taint effect (`""` means "any effect" where the caller allows it).
-pub fn taint_effect(
-    origin: &Origin,
+pub(crate) fn taint_effect(
+    loc: At<'_>,
     path: &str,
     effect: &str,
 ) -> Result<TaintEffect, ConvertError> {
@@ -296,8 +297,7 @@ pub fn taint_effect(
         "NoSchedule" => Ok(TaintEffect::NoSchedule),
         "PreferNoSchedule" => Ok(TaintEffect::PreferNoSchedule),
         "NoExecute" => Ok(TaintEffect::NoExecute),
-        other => Err(field(
-            origin,
+        other => Err(loc.error(
             path,
             format!(
                 "unknown effect {other:?} (expected NoSchedule, PreferNoSchedule or NoExecute)"
@@ -306,10 +306,10 @@ pub fn taint_effect(
     }
 }
 
-fn tolerations(origin: &Origin, tols: &[k8s::Toleration]) -> Result<Vec<Toleration>, ConvertError> {
+fn tolerations(loc: At<'_>, tols: &[k8s::Toleration]) -> Result<Vec<Toleration>, ConvertError> {
     let mut out = Vec::with_capacity(tols.len());
     for (i, t) in tols.iter().enumerate() {
-        let at = |f: &str| origin.spec_field(&format!("tolerations[{i}].{f}"));
+        let at = |f: &str| loc.spec_field(&format!("tolerations[{i}].{f}"));
         let key = t.key.clone().unwrap_or_default();
         let value = t.value.clone().unwrap_or_default();
         let operator = match t.operator.as_deref().unwrap_or("Equal") {
@@ -317,20 +317,20 @@ fn tolerations(origin: &Origin, tols: &[k8s::Toleration]) -> Result<Vec<Tolerati
             "Exists" => TolerationOperator::Exists,
             other => {
                 let msg = format!("unknown operator {other:?} (expected Equal or Exists)");
-                return Err(field(origin, at("operator"), msg));
+                return Err(loc.error(at("operator"), msg));
             }
         };
         if operator == TolerationOperator::Equal && key.is_empty() {
             let msg = "operator must be Exists when the key is empty";
-            return Err(field(origin, at("operator"), msg));
+            return Err(loc.error(at("operator"), msg));
         }
         if operator == TolerationOperator::Exists && !value.is_empty() {
             let msg = "must be empty when the operator is Exists";
-            return Err(field(origin, at("value"), msg));
+            return Err(loc.error(at("value"), msg));
         }
         let effect = match t.effect.as_deref().unwrap_or("") {
             "" => None,
-            e => Some(taint_effect(origin, &at("effect"), e)?),
+            e => Some(taint_effect(loc, &at("effect"), e)?),
         };
         out.push(Toleration {
             key,
@@ -343,7 +343,7 @@ fn tolerations(origin: &Origin, tols: &[k8s::Toleration]) -> Result<Vec<Tolerati
 }
 
 /// Host ports of the containers and of sidecar init containers (which keep running).
-fn host_ports(origin: &Origin, spec: &k8s::PodSpec) -> Result<Vec<HostPort>, ConvertError> {
+fn host_ports(loc: At<'_>, spec: &k8s::PodSpec) -> Result<Vec<HostPort>, ConvertError> {
     let inits = spec.init_containers.as_deref().unwrap_or_default();
     let containers = spec
         .containers
@@ -366,9 +366,9 @@ fn host_ports(origin: &Origin, spec: &k8s::PodSpec) -> Result<Vec<HostPort>, Con
             let port = match u16::try_from(port) {
                 Ok(p) if p > 0 => p,
                 _ => {
-                    let path = origin.spec_field(&format!("{at}.ports[{j}].hostPort"));
+                    let path = loc.spec_field(&format!("{at}.ports[{j}].hostPort"));
                     let msg = format!("{port} is not a valid port (1..65535)");
-                    return Err(field(origin, path, msg));
+                    return Err(loc.error(path, msg));
                 }
             };
             out.push(HostPort {

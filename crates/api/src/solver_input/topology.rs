@@ -10,20 +10,74 @@ use karpenter_solver::{
     TopologySpreadConstraint, WeightedPodAffinityTerm, WhenUnsatisfiable,
 };
 
-use super::convert::{ConvertError, field};
-use super::manifests::Origin;
+use super::{At, ConvertError, ConvertWarning};
 
 /// A namespace name no real namespace can have: stands for "the namespaceSelector matched no
 /// namespace", because an empty list would mean "the pod's own namespace" to the solver.
-const NO_NAMESPACE: &str = "<no namespace matched>";
+pub const NO_NAMESPACE: &str = "<no namespace matched>";
 
-/// Namespace name → labels, from the Namespace documents and the namespaces pods live in (which
-/// carry only the `kubernetes.io/metadata.name` label the apiserver sets on every namespace).
-pub type NamespaceIndex = BTreeMap<String, Labels>;
+/// The label the apiserver sets on every namespace, so selectors can pick namespaces by name.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// A `metav1.LabelSelector`.
-pub fn label_selector(
-    origin: &Origin,
+/// Namespace name → labels: what pod affinity `namespaceSelector`s are resolved against.
+///
+/// Fill it from the Namespace objects ([`NamespaceIndex::insert`]) and, where Namespace objects
+/// may be missing (simulate's files), from the namespaces pods live in
+/// ([`NamespaceIndex::ensure`]). Every entry carries `kubernetes.io/metadata.name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceIndex(BTreeMap<String, Labels>);
+
+impl NamespaceIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a Namespace with its labels; a nameless one is ignored (it cannot be
+    /// referred to).
+    pub fn insert(&mut self, ns: &k8s::Namespace) {
+        let Some(name) = ns.metadata.name.clone().filter(|n| !n.is_empty()) else {
+            return;
+        };
+        let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+        labels.insert(NAME_LABEL.to_owned(), name.clone());
+        self.0.insert(name, labels);
+    }
+
+    /// Makes sure `name` is known, with only the name label when no Namespace object was seen.
+    pub fn ensure(&mut self, name: &str) {
+        self.0
+            .entry(name.to_owned())
+            .or_insert_with(|| BTreeMap::from([(NAME_LABEL.to_owned(), name.to_owned())]));
+    }
+
+    /// The labels of a known namespace.
+    pub fn labels(&self, name: &str) -> Option<&Labels> {
+        self.0.get(name)
+    }
+
+    /// Names of the namespaces whose labels `selector` matches, in name order.
+    pub fn matching<'a>(&'a self, selector: &'a LabelSelector) -> impl Iterator<Item = &'a str> {
+        self.0
+            .iter()
+            .filter(|(_, labels)| selector.matches(labels))
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+impl<'a> FromIterator<&'a k8s::Namespace> for NamespaceIndex {
+    fn from_iter<I: IntoIterator<Item = &'a k8s::Namespace>>(iter: I) -> Self {
+        let mut index = Self::new();
+        for ns in iter {
+            index.insert(ns);
+        }
+        index
+    }
+}
+
+/// A `metav1.LabelSelector`; `at` is its field path.
+pub(crate) fn label_selector(
+    loc: At<'_>,
     at: &str,
     s: &meta::LabelSelector,
 ) -> Result<LabelSelector, ConvertError> {
@@ -40,8 +94,7 @@ pub fn label_selector(
                 "Exists" => SelectorOperator::Exists,
                 "DoesNotExist" => SelectorOperator::DoesNotExist,
                 other => {
-                    return Err(field(
-                        origin,
+                    return Err(loc.error(
                         format!("{at}.matchExpressions[{i}].operator"),
                         format!("unknown operator {other:?} (expected In, NotIn, Exists or DoesNotExist)"),
                     ));
@@ -60,36 +113,30 @@ pub fn label_selector(
     })
 }
 
-pub fn topology_spread(
+/// A pod spec's topology spread constraints. `nodeTaintsPolicy: Honor` is not modelled by the
+/// solver (domains are counted as with `Ignore`), which is said in a warning.
+pub(crate) fn topology_spread(
     terms: &TermContext<'_>,
     spec: &k8s::PodSpec,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<ConvertWarning>,
 ) -> Result<Vec<TopologySpreadConstraint>, ConvertError> {
-    let origin = terms.origin;
+    let loc = terms.at;
     let list = spec
         .topology_spread_constraints
         .as_deref()
         .unwrap_or_default();
     let mut out = Vec::with_capacity(list.len());
     for (i, c) in list.iter().enumerate() {
-        let at = |f: &str| origin.spec_field(&format!("topologySpreadConstraints[{i}].{f}"));
+        let at = |f: &str| loc.spec_field(&format!("topologySpreadConstraints[{i}].{f}"));
         if c.topology_key.is_empty() {
             let msg = "missing: a topology spread constraint needs a topologyKey";
-            return Err(field(origin, at("topologyKey"), msg));
+            return Err(loc.error(at("topologyKey"), msg));
         }
         if c.max_skew < 1 {
-            return Err(field(
-                origin,
-                at("maxSkew"),
-                format!("{} must be at least 1", c.max_skew),
-            ));
+            return Err(loc.error(at("maxSkew"), format!("{} must be at least 1", c.max_skew)));
         }
         if let Some(m) = c.min_domains.filter(|m| *m < 1) {
-            return Err(field(
-                origin,
-                at("minDomains"),
-                format!("{m} must be at least 1"),
-            ));
+            return Err(loc.error(at("minDomains"), format!("{m} must be at least 1")));
         }
         let when_unsatisfiable = match c.when_unsatisfiable.as_str() {
             "DoNotSchedule" => WhenUnsatisfiable::DoNotSchedule,
@@ -97,7 +144,7 @@ pub fn topology_spread(
             other => {
                 let msg =
                     format!("unknown value {other:?} (expected DoNotSchedule or ScheduleAnyway)");
-                return Err(field(origin, at("whenUnsatisfiable"), msg));
+                return Err(loc.error(at("whenUnsatisfiable"), msg));
             }
         };
         let ignore_node_affinity = match c.node_affinity_policy.as_deref() {
@@ -105,19 +152,19 @@ pub fn topology_spread(
             Some("Ignore") => true,
             Some(other) => {
                 let msg = format!("unknown value {other:?} (expected Honor or Ignore)");
-                return Err(field(origin, at("nodeAffinityPolicy"), msg));
+                return Err(loc.error(at("nodeAffinityPolicy"), msg));
             }
         };
         if c.node_taints_policy.as_deref() == Some("Honor") {
-            warnings.push(format!(
-                "warning: {origin}: {}: Honor is not modelled by simulate; domains are counted as with Ignore",
-                at("nodeTaintsPolicy")
+            warnings.push(loc.warning(
+                at("nodeTaintsPolicy"),
+                "Honor is not modelled; domains are counted as with Ignore",
             ));
         }
         let label_selector = c
             .label_selector
             .as_ref()
-            .map(|s| label_selector(origin, &at("labelSelector"), s))
+            .map(|s| label_selector(loc, &at("labelSelector"), s))
             .transpose()?;
         out.push(TopologySpreadConstraint {
             max_skew: c.max_skew,
@@ -133,9 +180,9 @@ pub fn topology_spread(
 }
 
 /// What pod (anti-)affinity terms are resolved against.
-pub struct TermContext<'a> {
-    /// The pod's origin, for error paths.
-    pub origin: &'a Origin,
+pub(crate) struct TermContext<'a> {
+    /// Where the pod is, for error paths.
+    pub at: At<'a>,
     /// The pod's labels (`matchLabelKeys` take their values from them).
     pub labels: &'a Labels,
     /// Known namespaces.
@@ -143,6 +190,7 @@ pub struct TermContext<'a> {
 }
 
 impl TermContext<'_> {
+    /// Required pod (anti-)affinity terms under `base` (`affinity.podAffinity`, ...).
     pub fn required(
         &self,
         base: &str,
@@ -157,6 +205,7 @@ impl TermContext<'_> {
             .collect()
     }
 
+    /// Preferred (weighted) pod (anti-)affinity terms under `base`.
     pub fn preferred(
         &self,
         base: &str,
@@ -166,12 +215,10 @@ impl TermContext<'_> {
         let mut out = Vec::new();
         for (i, w) in terms.unwrap_or_default().iter().enumerate() {
             if !(1..=100).contains(&w.weight) {
-                let path = self.origin.spec_field(&format!("{at}[{i}].weight"));
-                return Err(field(
-                    self.origin,
-                    path,
-                    format!("{} is not in 1..100", w.weight),
-                ));
+                let path = self.at.spec_field(&format!("{at}[{i}].weight"));
+                return Err(self
+                    .at
+                    .error(path, format!("{} is not in 1..100", w.weight)));
             }
             let term = self.term(&format!("{at}[{i}].podAffinityTerm"), &w.pod_affinity_term)?;
             out.push(WeightedPodAffinityTerm {
@@ -186,25 +233,15 @@ impl TermContext<'_> {
     /// pod's values (as the apiserver does); `namespaceSelector` is resolved against the known
     /// namespaces, `{}` meaning all of them.
     fn term(&self, at: &str, t: &k8s::PodAffinityTerm) -> Result<PodAffinityTerm, ConvertError> {
-        let origin = self.origin;
+        let loc = self.at;
         if t.topology_key.is_empty() {
-            let path = origin.spec_field(&format!("{at}.topologyKey"));
-            return Err(field(
-                origin,
-                path,
-                "missing: a pod affinity term needs a topologyKey",
-            ));
+            let path = loc.spec_field(&format!("{at}.topologyKey"));
+            return Err(loc.error(path, "missing: a pod affinity term needs a topologyKey"));
         }
         let mut selector = t
             .label_selector
             .as_ref()
-            .map(|s| {
-                label_selector(
-                    origin,
-                    &origin.spec_field(&format!("{at}.labelSelector")),
-                    s,
-                )
-            })
+            .map(|s| label_selector(loc, &loc.spec_field(&format!("{at}.labelSelector")), s))
             .transpose()?;
         if let Some(sel) = selector.as_mut() {
             let keys = |k: &Option<Vec<String>>| k.clone().unwrap_or_default();
@@ -226,13 +263,12 @@ impl TermContext<'_> {
         let mut namespaces = t.namespaces.clone().unwrap_or_default();
         let mut all_namespaces = false;
         if let Some(ns_sel) = &t.namespace_selector {
-            let path = origin.spec_field(&format!("{at}.namespaceSelector"));
-            let ns_sel = label_selector(origin, &path, ns_sel)?;
+            let path = loc.spec_field(&format!("{at}.namespaceSelector"));
+            let ns_sel = label_selector(loc, &path, ns_sel)?;
             if ns_sel == LabelSelector::default() {
                 all_namespaces = true;
             } else {
-                let matched = self.namespaces.iter().filter(|(_, l)| ns_sel.matches(l));
-                namespaces.extend(matched.map(|(n, _)| n.clone()));
+                namespaces.extend(self.namespaces.matching(&ns_sel).map(str::to_owned));
                 if namespaces.is_empty() {
                     namespaces.push(NO_NAMESPACE.to_owned());
                 }

@@ -1,0 +1,109 @@
+//! Converted pieces → one [`Problem`]: pods bound to a node go onto that node, and each node
+//! gets the daemon pods it would run but that are not among its pods.
+
+use k8s_openapi::api::core::v1 as k8s;
+use karpenter_solver::{DaemonSetView, ExistingNode, InstanceType, NodePoolView, PodView, Problem};
+
+use super::nodes::runs_on;
+
+/// A converted pod that is bound to a node (`spec.nodeName`).
+#[derive(Clone, Debug)]
+pub struct BoundPod {
+    /// The node's name.
+    pub node: String,
+    /// The pod.
+    pub pod: PodView,
+    /// The name of the DaemonSet that owns the pod, if one does ([`daemon_set_owner`]): that
+    /// DaemonSet's pod on this node is then already accounted for.
+    pub daemon_set: Option<String>,
+}
+
+/// Everything [`problem`] puts together, each piece already converted.
+#[derive(Clone, Debug, Default)]
+pub struct Parts {
+    /// The instance types new nodes may be.
+    pub instance_types: Vec<InstanceType>,
+    /// NodePools, with their usage ([`super::node_pool_view`]).
+    pub node_pools: Vec<NodePoolView>,
+    /// Pods waiting for a node.
+    pub pending: Vec<PodView>,
+    /// Existing nodes ([`super::existing_node`]); their pods are kept, bound pods are added.
+    pub nodes: Vec<ExistingNode>,
+    /// Pods bound to a node.
+    pub bound: Vec<BoundPod>,
+    /// DaemonSets: overhead on every new node, and a pod on every existing one that accepts it.
+    pub daemon_sets: Vec<DaemonSetView>,
+}
+
+/// The assembled problem, and what could not be placed in it.
+#[derive(Clone, Debug)]
+pub struct Assembled {
+    /// The solver's input.
+    pub problem: Problem,
+    /// Bound pods whose node is not among the nodes, in input order: the caller decides
+    /// whether that is worth a warning (a file that lists a pod but not its node) or normal
+    /// (a watch cache that has not seen the node yet).
+    pub unplaced: Vec<BoundPod>,
+}
+
+/// Puts converted pieces together.
+///
+/// A DaemonSet runs one pod on every node that accepts it ([`runs_on`]). Unless a bound pod
+/// owned by that DaemonSet is on the node, the DaemonSet's pod is added (named
+/// `<daemonset>-<node>`) so the node's free room is right even when the input does not list
+/// daemon pods.
+pub fn problem(parts: Parts) -> Assembled {
+    let Parts {
+        instance_types,
+        node_pools,
+        pending,
+        mut nodes,
+        bound,
+        daemon_sets,
+    } = parts;
+    let mut unplaced = Vec::new();
+    // (node index, "namespace/daemonset") of the daemon pods the input already has.
+    let mut running: Vec<(usize, String)> = Vec::new();
+    for b in bound {
+        let Some(i) = nodes.iter().position(|n| n.name == b.node) else {
+            unplaced.push(b);
+            continue;
+        };
+        if let Some(ds) = &b.daemon_set {
+            running.push((i, format!("{}/{ds}", b.pod.namespace)));
+        }
+        nodes[i].pods.push(b.pod);
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        for ds in &daemon_sets {
+            let key = format!("{}/{}", ds.namespace, ds.name);
+            if running.contains(&(i, key)) || !runs_on(&ds.pod, node) {
+                continue;
+            }
+            let mut pod = ds.pod.clone();
+            pod.name = format!("{}-{}", ds.name, node.name);
+            node.pods.push(pod);
+        }
+    }
+    Assembled {
+        problem: Problem {
+            instance_types,
+            node_pools,
+            pods: pending,
+            existing_nodes: nodes,
+            daemon_sets,
+        },
+        unplaced,
+    }
+}
+
+/// The name of the DaemonSet that owns `pod` (its owner reference of kind `DaemonSet`).
+pub fn daemon_set_owner(pod: &k8s::Pod) -> Option<String> {
+    pod.metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|o| o.kind == "DaemonSet")
+        .map(|o| o.name.clone())
+}
