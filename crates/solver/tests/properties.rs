@@ -358,6 +358,16 @@ fn check(p: &Problem, plan: &Plan) -> Result<(), String> {
             }
         }
     }
+    // Running pods count for spread too (kube-scheduler counts every bound pod).
+    for n in &p.existing_nodes {
+        for pd in &n.pods {
+            if pd.labels.get("app").is_some_and(|a| a == "sp")
+                && let Some(z) = n.labels.get("topology.kubernetes.io/zone")
+            {
+                *zone_sp.entry(z.clone()).or_default() += 1;
+            }
+        }
+    }
     for e in &plan.existing_nodes {
         let n = p
             .existing_nodes

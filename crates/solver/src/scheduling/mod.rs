@@ -7,8 +7,9 @@ mod preferences;
 pub(crate) mod prepare;
 mod scheduler;
 
+pub(crate) use claim::{Claim, max_capacity, max_eff};
 pub(crate) use plan::claim_price;
-pub(crate) use scheduler::{Place, Scheduler};
+pub(crate) use scheduler::{Place, Scheduler, reqs_compatible};
 pub(crate) mod topology;
 
 use crate::error::SolveError;
@@ -70,7 +71,7 @@ pub fn solve(p: &Problem, opts: &Options) -> Result<Plan, SolveError> {
     let prep = Prepared::new(p)?;
     let mut s = run_greedy(p, &prep, opts);
     if opts.optimise {
-        crate::optimise::split_claims(&mut s);
+        crate::optimise::improve(&mut s);
     }
     Ok(plan::build(&s, opts))
 }
@@ -86,7 +87,7 @@ pub fn explain(p: &Problem, pod_key: &str, opts: &Options) -> Result<Vec<String>
         .ok_or_else(|| SolveError::UnknownPod(pod_key.to_string()))?;
     let mut s = run_greedy(p, &prep, opts);
     if opts.optimise {
-        crate::optimise::split_claims(&mut s);
+        crate::optimise::improve(&mut s);
     }
     let mut lines = explain::explain_lines(&s, pod);
     lines.push(match s.placement[pod] {

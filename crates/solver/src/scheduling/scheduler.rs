@@ -191,7 +191,7 @@ impl<'a> Scheduler<'a> {
             .any(|((u, m), a)| u + m > *a)
     }
 
-    fn node_id_of_claim(&self, c: usize) -> u32 {
+    pub fn node_id_of_claim(&self, c: usize) -> u32 {
         (self.existing.len() + c) as u32
     }
 
@@ -429,7 +429,7 @@ impl<'a> Scheduler<'a> {
         })
     }
 
-    fn set_claim_its(&mut self, c: usize, its: Vec<u32>) {
+    pub fn set_claim_its(&mut self, c: usize, its: Vec<u32>) {
         let pool_i = self.claims[c].pool;
         let pool = &self.prep.pools[pool_i];
         if pool.remaining.is_some() {

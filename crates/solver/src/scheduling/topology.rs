@@ -53,7 +53,7 @@ impl Group {
     pub fn count(&self, d: u32) -> i64 {
         self.counts.get(d as usize).copied().unwrap_or(0)
     }
-    fn owner(&self, d: u32) -> i64 {
+    pub fn owner(&self, d: u32) -> i64 {
         self.owners.get(d as usize).copied().unwrap_or(0)
     }
 }
@@ -84,7 +84,7 @@ impl Space {
 }
 
 /// A pod's topology terms, by group id.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct PodTopo {
     /// (group, hard).
     pub spread: Vec<(usize, bool)>,
@@ -567,6 +567,19 @@ impl Topology {
             }
         }
         false
+    }
+
+    /// Moves one counted pod (or, with `owner`, one anti-affinity owner) of group `g` from
+    /// domain `from` to domain `to` (the optimiser moving a pod between nodes).
+    pub fn move_count(&mut self, g: usize, from: u32, to: u32, owner: bool) {
+        let grp = &mut self.groups[g];
+        let v = if owner {
+            &mut grp.owners
+        } else {
+            &mut grp.counts
+        };
+        bump(v, from, -1);
+        bump(v, to, 1);
     }
 
     /// Records `pod` placed into `domains` (one domain per space; missing = not counted).

@@ -1,4 +1,4 @@
-//! Post-greedy improvement, deterministic.
+//! Splitting a claim into one claim per pod.
 //!
 //! First-fit packs pods into one claim as long as *some* instance type can hold them; with a
 //! coarse catalog the type that fits the sum can cost more than separate small nodes (two
