@@ -1,13 +1,14 @@
 //! The `karpenter` binary: one entry point for the controller, the offline simulator, CRD
 //! generation and Provisioner conversion.
 
+mod controller;
 mod convert;
 mod crds;
 mod simulate;
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -24,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the control loops against the cluster in the current kubeconfig.
-    Controller,
+    Controller(controller::ControllerArgs),
     /// Plan nodes for pending pods offline: what would be launched, why, and at what cost.
     Simulate(SimulateArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML.
@@ -72,7 +73,7 @@ fn main() -> Result<()> {
             println!("karpenter {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Controller => bail!("the controller is not implemented yet"),
+        Command::Controller(args) => controller::run(&args),
         Command::Simulate(args) => simulate::run(&simulate::Config {
             files: args.files,
             catalog: args.catalog,

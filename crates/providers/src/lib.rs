@@ -1,3 +1,9 @@
-//! Cloud providers behind one `CloudProvider` trait: `kwok` (simulated nodes) and `aws`.
+//! Cloud providers behind one [`CloudProvider`] trait: `kwok` (simulated nodes) and, later,
+//! `aws`.
 
+pub mod cloudprovider;
 pub mod kwok;
+
+pub use cloudprovider::{
+    CloudProvider, CloudProviderError, OfferingKey, RepairPolicy, UnavailableOfferings,
+};

@@ -1,0 +1,124 @@
+//! What every loop shares: the client, the provider, the cluster state, the event recorder,
+//! metrics and options.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use karpenter_providers::CloudProvider;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use crate::metrics::Metrics;
+use crate::provisioning::batcher;
+use crate::state::ClusterState;
+
+/// Field manager and event reporter name.
+pub const MANAGER: &str = "karpenter";
+
+/// Tunables (flags / environment in the binary).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Batch idle window (`BATCH_IDLE_DURATION`, 1 s).
+    pub batch_idle: Duration,
+    /// Batch maximum window (`BATCH_MAX_DURATION`, 10 s).
+    pub batch_max: Duration,
+    /// A launched NodeClaim whose Node has not registered by then is deleted (15 min).
+    pub registration_timeout: Duration,
+    /// How often garbage collection runs.
+    pub gc_interval: Duration,
+    /// How old an instance without a NodeClaim must be before it is deleted (covers the gap
+    /// between launching an instance and recording its providerID).
+    pub gc_grace: Duration,
+    /// How long a pod's nomination to capacity holds once that capacity is initialized.
+    pub nomination_window: Duration,
+    /// Identity of this replica in events.
+    pub instance: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            batch_idle: batcher::DEFAULT_IDLE,
+            batch_max: batcher::DEFAULT_MAX,
+            registration_timeout: Duration::from_secs(15 * 60),
+            gc_interval: Duration::from_secs(60),
+            gc_grace: Duration::from_secs(30),
+            nomination_window: Duration::from_secs(20),
+            instance: None,
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// The cloud.
+    pub provider: Arc<dyn CloudProvider>,
+    /// Reflector stores.
+    pub state: ClusterState,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Options.
+    pub options: Options,
+}
+
+impl Context {
+    /// A context; the recorder reports as `karpenter`.
+    pub fn new(
+        client: Client,
+        provider: Arc<dyn CloudProvider>,
+        state: ClusterState,
+        metrics: Arc<Metrics>,
+        options: Options,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.to_string(),
+                instance: options.instance.clone(),
+            },
+        );
+        Self {
+            client,
+            provider,
+            state,
+            recorder,
+            metrics,
+            options,
+        }
+    }
+
+    /// Publishes an event; failures are logged, never fatal (events are best effort).
+    pub async fn event(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        // The events API caps notes at 1 kB.
+        let mut note = note;
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, regarding).await {
+            tracing::warn!(error = %e, reason, "publishing an event failed");
+        }
+    }
+}

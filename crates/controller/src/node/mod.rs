@@ -1,0 +1,3 @@
+//! Node control loops.
+
+pub mod termination;

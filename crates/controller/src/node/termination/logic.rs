@@ -1,0 +1,193 @@
+//! Pure decisions of node termination: the disrupted taint, and which pods to evict next.
+
+use k8s_openapi::api::core::v1::{Node, Pod, Taint as K8sTaint};
+use karpenter_api::labels::DISRUPTED_TAINT_KEY;
+use serde_json::{Value, json};
+
+use crate::provisioning::pending::{is_daemon_set_pod, is_mirror_pod, is_terminal, pod_key};
+
+/// Priority classes whose pods are evicted last.
+pub const CRITICAL_PRIORITY_CLASSES: [&str; 2] =
+    ["system-cluster-critical", "system-node-critical"];
+
+/// The merge patch that adds `karpenter.sh/disrupted:NoSchedule` (replacing any taint with
+/// that key), or `None` when the Node already has it.
+pub fn disrupted_taint_patch(node: &Node) -> Option<Value> {
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    if taints
+        .iter()
+        .any(|t| t.key == DISRUPTED_TAINT_KEY && t.effect == "NoSchedule")
+    {
+        return None;
+    }
+    let mut taints: Vec<K8sTaint> = taints
+        .into_iter()
+        .filter(|t| t.key != DISRUPTED_TAINT_KEY)
+        .collect();
+    taints.push(K8sTaint {
+        key: DISRUPTED_TAINT_KEY.to_string(),
+        effect: "NoSchedule".to_string(),
+        ..K8sTaint::default()
+    });
+    Some(json!({
+        "metadata": {"resourceVersion": node.metadata.resource_version},
+        "spec": {"taints": taints},
+    }))
+}
+
+fn tolerates_disruption(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_ref())
+        .is_some_and(|ts| {
+            ts.iter().any(|t| {
+                let key_ok = match t.key.as_deref() {
+                    None | Some("") => t.operator.as_deref() == Some("Exists"),
+                    Some(k) => k == DISRUPTED_TAINT_KEY,
+                };
+                let effect_ok = matches!(t.effect.as_deref(), None | Some("") | Some("NoSchedule"));
+                key_ok && effect_ok
+            })
+        })
+}
+
+fn is_critical(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.priority_class_name.as_deref())
+        .is_some_and(|p| CRITICAL_PRIORITY_CLASSES.contains(&p))
+}
+
+/// What draining a node still needs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drain {
+    /// Pods (`namespace/name`) to evict now: the first non-empty tier, non-critical before
+    /// critical, skipping pods already terminating.
+    pub evict: Vec<String>,
+    /// Pods the drain still waits for (including those being evicted or terminating).
+    pub remaining: usize,
+}
+
+/// Plans the next drain step over the pods bound to the node. DaemonSet pods and mirror pods
+/// are left alone (their controllers own them), as are finished pods and pods that tolerate
+/// the disrupted taint.
+pub fn drain(pods: &[Pod]) -> Drain {
+    let drainable: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            !is_terminal(p)
+                && !is_daemon_set_pod(p)
+                && !is_mirror_pod(p)
+                && !tolerates_disruption(p)
+        })
+        .collect();
+    let remaining = drainable.len();
+    let live: Vec<&Pod> = drainable
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let (critical, normal): (Vec<&Pod>, Vec<&Pod>) = live.into_iter().partition(|p| is_critical(p));
+    // Critical pods go only once everything else has left (they may serve the others).
+    let tier = if normal.is_empty() && remaining == critical.len() {
+        critical
+    } else {
+        normal
+    };
+    Drain {
+        evict: tier.into_iter().map(pod_key).collect(),
+        remaining,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeSpec, PodSpec, PodStatus, Toleration};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+
+    fn pod(name: &str) -> Pod {
+        Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn critical(name: &str) -> Pod {
+        let mut p = pod(name);
+        p.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
+        p
+    }
+
+    #[test]
+    fn taint_added_once() {
+        let mut node = Node {
+            spec: Some(NodeSpec {
+                taints: Some(vec![K8sTaint {
+                    key: DISRUPTED_TAINT_KEY.into(),
+                    effect: "NoExecute".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let patch = disrupted_taint_patch(&node).unwrap();
+        let taints = patch["spec"]["taints"].as_array().unwrap();
+        assert_eq!(taints.len(), 1, "same key replaced");
+        assert_eq!(taints[0]["effect"], "NoSchedule");
+        node.spec.as_mut().unwrap().taints =
+            serde_json::from_value(patch["spec"]["taints"].clone()).unwrap();
+        assert_eq!(disrupted_taint_patch(&node), None);
+    }
+
+    #[test]
+    fn non_critical_first_then_critical() {
+        let pods = vec![pod("a"), critical("c"), pod("b")];
+        let d = drain(&pods);
+        assert_eq!(d.evict, vec!["ns/a", "ns/b"]);
+        assert_eq!(d.remaining, 3);
+
+        let pods = vec![critical("c")];
+        assert_eq!(drain(&pods).evict, vec!["ns/c"]);
+
+        // A non-critical pod still terminating holds the critical tier back.
+        let mut leaving = pod("a");
+        leaving.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let d = drain(&[leaving, critical("c")]);
+        assert!(d.evict.is_empty());
+        assert_eq!(d.remaining, 2);
+    }
+
+    #[test]
+    fn daemon_set_mirror_finished_and_tolerating_pods_are_skipped() {
+        let mut ds = pod("ds");
+        ds.metadata.owner_references = Some(vec![OwnerReference {
+            kind: "DaemonSet".into(),
+            ..Default::default()
+        }]);
+        let mut mirror = pod("m");
+        mirror.metadata.annotations =
+            Some([("kubernetes.io/config.mirror".to_string(), "x".to_string())].into());
+        let mut done = pod("done");
+        done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        let mut tol = pod("tol");
+        tol.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(drain(&[ds, mirror, done, tol]), Drain::default());
+    }
+}

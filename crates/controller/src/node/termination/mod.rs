@@ -1,0 +1,182 @@
+//! Node termination: the `karpenter.sh/termination` finalizer on Nodes. When a Node is
+//! deleted: delete its NodeClaim, taint it `karpenter.sh/disrupted:NoSchedule`, evict its pods
+//! through the Eviction API (PDBs are honoured: a 429 is retried with backoff), then delete
+//! the instance and remove the finalizer. Every step is re-derived from the API, so a restart
+//! at any point resumes the drain.
+
+pub mod logic;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use karpenter_api::labels::{NODE_POOL_LABEL, TERMINATION_FINALIZER};
+use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClaimStatus};
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::error::{Error, Result, is_status};
+use crate::metrics::{Code, Pool};
+use crate::nodeclaim::lifecycle::logic::has_finalizer;
+
+/// Runs the termination controller over Nodes Karpenter manages.
+pub async fn run(ctx: Arc<Context>) {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    Controller::new(nodes, watcher::Config::default().labels(NODE_POOL_LABEL))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(node: Arc<Node>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(Node = %node.name_any(), error = %error, "node termination failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Reconciles one Node.
+pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
+    if node.metadata.deletion_timestamp.is_none()
+        || !has_finalizer(node.metadata.finalizers.as_ref())
+    {
+        return Ok(Action::await_change());
+    }
+    let name = node.name_any();
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let pid = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.provider_id.clone())
+        .unwrap_or_default();
+    let claim = ctx.state.node_claim_for_provider_id(&pid);
+
+    // The NodeClaim goes too (its finalizer waits for this Node to be gone).
+    if let Some(c) = &claim
+        && c.metadata.deletion_timestamp.is_none()
+    {
+        match Api::<NodeClaim>::all(ctx.client.clone())
+            .delete(&c.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    if let Some(patch) = logic::disrupted_taint_patch(&node) {
+        nodes
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        ctx.event(
+            &node.object_ref(&()),
+            EventType::Normal,
+            "Disrupted",
+            "Terminate",
+            "tainted for termination; draining".into(),
+        )
+        .await;
+    }
+
+    let pods = Api::<Pod>::all(ctx.client.clone())
+        .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
+        .await?;
+    let plan = logic::drain(&pods.items);
+    if plan.remaining > 0 {
+        let mut blocked = false;
+        for key in &plan.evict {
+            let Some((ns, pod)) = key.split_once('/') else {
+                continue;
+            };
+            let result = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+                .evict(pod, &EvictParams::default())
+                .await;
+            let code = match &result {
+                Ok(_) => 200,
+                Err(kube::Error::Api(s)) => s.code,
+                Err(_) => 0,
+            };
+            ctx.metrics
+                .eviction_requests
+                .get_or_create(&Code {
+                    code: code.to_string(),
+                })
+                .inc();
+            match result {
+                // Gone already, or already being deleted: nothing to do.
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                // Refused because the pod's namespace is terminating: the namespace
+                // controller is deleting the pod anyway; keep waiting for it.
+                Err(e) if is_status(&e, 403) => blocked = true,
+                // A PodDisruptionBudget forbids it right now.
+                Err(e) if is_status(&e, 429) => {
+                    blocked = true;
+                    ctx.event(
+                        &node.object_ref(&()),
+                        EventType::Warning,
+                        "FailedDraining",
+                        "Drain",
+                        format!("evicting pod {key}: {e}"),
+                    )
+                    .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Blocked evictions retry with the error policy's cadence (PDBs change slowly);
+        // otherwise check back soon for the evicted pods to be gone.
+        let wait = if blocked { 5 } else { 1 };
+        return Ok(Action::requeue(Duration::from_secs(wait)));
+    }
+
+    let instance = claim.map(|c| c.as_ref().clone()).unwrap_or_else(|| {
+        // No NodeClaim (an orphan): describe the instance by the Node's providerID.
+        let mut c = NodeClaim::new(
+            &name,
+            NodeClaimSpec {
+                taints: Vec::new(),
+                startup_taints: Vec::new(),
+                requirements: Vec::new(),
+                resources: Default::default(),
+                node_class_ref: Default::default(),
+                termination_grace_period: None,
+                expire_after: "Never".into(),
+            },
+        );
+        c.status = Some(NodeClaimStatus {
+            provider_id: Some(pid.clone()),
+            ..NodeClaimStatus::default()
+        });
+        c
+    });
+    match ctx.provider.delete(&instance).await {
+        Ok(()) => return Ok(Action::requeue(Duration::from_secs(2))),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut finalizers: Vec<String> = node.finalizers().to_vec();
+    finalizers.retain(|f| f != TERMINATION_FINALIZER);
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": node.resource_version()}});
+    nodes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    ctx.metrics
+        .nodes_terminated
+        .get_or_create(&Pool {
+            nodepool: node
+                .labels()
+                .get(NODE_POOL_LABEL)
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .inc();
+    tracing::info!(Node = %name, "terminated node");
+    Ok(Action::await_change())
+}

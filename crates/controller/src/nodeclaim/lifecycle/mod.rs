@@ -1,0 +1,403 @@
+//! NodeClaim lifecycle: finalizer → launch → registration → initialization, the registration
+//! timeout, and the NodeClaim finalizer (delete the Node, wait for it, delete the instance).
+//!
+//! Every step reads the NodeClaim and Node as the API has them and writes its result back
+//! before moving on, so a restart resumes at the step it stopped at.
+
+pub mod logic;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use karpenter_api::labels::{INITIALIZED_LABEL, NODE_POOL_LABEL, TERMINATION_FINALIZER};
+use karpenter_api::v1::NodeClaim;
+use karpenter_api::v1::nodeclaim::{
+    CONDITION_INITIALIZED, CONDITION_LAUNCHED, CONDITION_READY, CONDITION_REGISTERED,
+};
+use karpenter_providers::CloudProviderError;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::error::{Error, Result, is_status};
+use crate::metrics::{Pool, ReasonPool};
+use logic::{
+    Phase, has_finalizer, initialization_blocker, phase, registration_patch, set_condition,
+};
+
+/// Runs the lifecycle controller until the future is dropped.
+pub async fn run(ctx: Arc<Context>) {
+    let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let store = ctx.state.node_claims.clone();
+    Controller::new(claims, watcher::Config::default())
+        // A Node appearing, turning Ready or losing a taint moves its NodeClaim on.
+        .watches(nodes, watcher::Config::default(), move |node: Node| {
+            let pid = node.spec.and_then(|s| s.provider_id).unwrap_or_default();
+            store
+                .find(|c| {
+                    c.status
+                        .as_ref()
+                        .and_then(|s| s.provider_id.as_deref())
+                        .is_some_and(|p| !pid.is_empty() && p == pid)
+                })
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(claim: Arc<NodeClaim>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(NodeClaim = %claim.name_any(), error = %error, "nodeclaim reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn pool_of(claim: &NodeClaim) -> String {
+    claim
+        .labels()
+        .get(NODE_POOL_LABEL)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Reconciles one NodeClaim.
+pub async fn reconcile(claim: Arc<NodeClaim>, ctx: Arc<Context>) -> Result<Action> {
+    if claim.metadata.deletion_timestamp.is_some() {
+        return finalize(&claim, &ctx).await;
+    }
+    match phase(&claim) {
+        Phase::NeedsFinalizer => {
+            set_finalizers(&ctx, &claim, true).await?;
+            Ok(Action::await_change())
+        }
+        Phase::Launch => launch(&claim, &ctx).await,
+        Phase::Register => register(&claim, &ctx).await,
+        Phase::Initialize => initialize(&claim, &ctx).await,
+        Phase::Ready => Ok(Action::requeue(Duration::from_secs(300))),
+    }
+}
+
+fn api(ctx: &Context) -> Api<NodeClaim> {
+    Api::all(ctx.client.clone())
+}
+
+/// Adds or removes the termination finalizer (merge patch guarded by resourceVersion).
+async fn set_finalizers(ctx: &Context, claim: &NodeClaim, present: bool) -> Result<()> {
+    let mut finalizers: Vec<String> = claim.finalizers().to_vec();
+    finalizers.retain(|f| f != TERMINATION_FINALIZER);
+    if present {
+        finalizers.push(TERMINATION_FINALIZER.to_string());
+    }
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": claim.resource_version()}});
+    api(ctx)
+        .patch(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn patch_status(
+    ctx: &Context,
+    claim: &NodeClaim,
+    status: &karpenter_api::v1::NodeClaimStatus,
+) -> Result<()> {
+    let patch = json!({ "status": status });
+    api(ctx)
+        .patch_status(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes the NodeClaim because it cannot become a node; its pods are solved again.
+async fn give_up(
+    ctx: &Context,
+    claim: &NodeClaim,
+    reason: &str,
+    event_reason: &str,
+    note: String,
+) -> Result<Action> {
+    tracing::info!(NodeClaim = %claim.name_any(), reason, note = %note, "deleting nodeclaim");
+    ctx.event(
+        &claim.object_ref(&()),
+        EventType::Warning,
+        event_reason,
+        "Launch",
+        note,
+    )
+    .await;
+    ctx.metrics
+        .nodeclaims_disrupted
+        .get_or_create(&ReasonPool {
+            reason: reason.to_string(),
+            nodepool: pool_of(claim),
+        })
+        .inc();
+    match api(ctx)
+        .delete(&claim.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) if is_status(&e, 404) => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn launch(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
+    let name = claim.name_any();
+    match ctx.provider.create(claim).await {
+        Ok(launched) => {
+            // Labels first: if we stop between the two writes, the retry's create adopts the
+            // same instance and writes both again.
+            let labels = launched.metadata.labels.clone().unwrap_or_default();
+            api(ctx)
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"metadata": {"labels": labels}})),
+                )
+                .await?;
+            let mut status = launched.status.unwrap_or_default();
+            set_condition(
+                &mut status.conditions,
+                CONDITION_LAUNCHED,
+                "True",
+                "Launched",
+                "",
+                Timestamp::now(),
+            );
+            patch_status(ctx, claim, &status).await?;
+            tracing::info!(
+                NodeClaim = %name,
+                provider_id = status.provider_id.as_deref().unwrap_or_default(),
+                "launched nodeclaim"
+            );
+            Ok(Action::requeue(Duration::from_secs(10)))
+        }
+        Err(CloudProviderError::InsufficientCapacity(msg)) => {
+            give_up(
+                ctx,
+                claim,
+                "insufficient_capacity",
+                "InsufficientCapacityError",
+                msg,
+            )
+            .await
+        }
+        Err(CloudProviderError::NodeClassNotReady(msg)) => {
+            give_up(ctx, claim, "nodeclass_not_ready", "NodeClassNotReady", msg).await
+        }
+        Err(e) => {
+            let mut status = claim.status.clone().unwrap_or_default();
+            if set_condition(
+                &mut status.conditions,
+                CONDITION_LAUNCHED,
+                "Unknown",
+                "LaunchFailed",
+                &e.to_string(),
+                Timestamp::now(),
+            ) {
+                patch_status(ctx, claim, &status).await?;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn register(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
+    let pid = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.provider_id.clone())
+        .unwrap_or_default();
+    let nodes = ctx.state.nodes_for_provider_id(&pid);
+    let mut status = claim.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let node = match nodes.as_slice() {
+        [] => {
+            if logic::registration_timed_out(claim, now, ctx.options.registration_timeout) {
+                // Delete the claim; its finalizer deletes the instance.
+                return give_up(
+                    ctx,
+                    claim,
+                    "registration_timeout",
+                    "RegistrationTimeout",
+                    format!("no node registered with providerID {pid} in time"),
+                )
+                .await;
+            }
+            if set_condition(
+                &mut status.conditions,
+                CONDITION_REGISTERED,
+                "Unknown",
+                "NodeNotFound",
+                "",
+                now,
+            ) {
+                patch_status(ctx, claim, &status).await?;
+            }
+            // The Node watch wakes us when it appears; this requeue only enforces the timeout.
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        [node] => node.clone(),
+        _ => {
+            if set_condition(
+                &mut status.conditions,
+                CONDITION_REGISTERED,
+                "False",
+                "MultipleNodesFound",
+                &pid,
+                now,
+            ) {
+                patch_status(ctx, claim, &status).await?;
+            }
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let node_name = node.name_any();
+    let nodes_api = Api::<Node>::all(ctx.client.clone());
+    // Patch from the API's copy: the store's may be a version behind (kwok updates status).
+    let fresh = nodes_api.get(&node_name).await?;
+    let patch = registration_patch(claim, &fresh);
+    nodes_api
+        .patch(&node_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    status.node_name = Some(node_name.clone());
+    set_condition(
+        &mut status.conditions,
+        CONDITION_REGISTERED,
+        "True",
+        "Registered",
+        "",
+        now,
+    );
+    patch_status(ctx, claim, &status).await?;
+    ctx.metrics
+        .nodes_created
+        .get_or_create(&Pool {
+            nodepool: pool_of(claim),
+        })
+        .inc();
+    tracing::info!(NodeClaim = %claim.name_any(), Node = %node_name, "registered nodeclaim");
+    Ok(Action::requeue(Duration::from_secs(10)))
+}
+
+async fn initialize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
+    let pid = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.provider_id.clone())
+        .unwrap_or_default();
+    let Some(node) = ctx.state.nodes_for_provider_id(&pid).into_iter().next() else {
+        // The Node vanished after registering; garbage collection deals with the claim.
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    };
+    let mut status = claim.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    if let Some((reason, message)) = initialization_blocker(claim, &node) {
+        if set_condition(
+            &mut status.conditions,
+            CONDITION_INITIALIZED,
+            "Unknown",
+            reason,
+            &message,
+            now,
+        ) {
+            patch_status(ctx, claim, &status).await?;
+        }
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+    let patch = json!({"metadata": {"labels": {INITIALIZED_LABEL: "true"}}});
+    Api::<Node>::all(ctx.client.clone())
+        .patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    set_condition(
+        &mut status.conditions,
+        CONDITION_INITIALIZED,
+        "True",
+        "Initialized",
+        "",
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        CONDITION_READY,
+        "True",
+        "Ready",
+        "",
+        now,
+    );
+    patch_status(ctx, claim, &status).await?;
+    tracing::info!(NodeClaim = %claim.name_any(), Node = %node.name_any(), "initialized nodeclaim");
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The NodeClaim finalizer: delete its Node(s) and wait until they are gone (the Node
+/// finalizer drains them), then delete the instance until the provider says it is gone, then
+/// let the NodeClaim go.
+async fn finalize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
+    if !has_finalizer(claim.metadata.finalizers.as_ref()) {
+        return Ok(Action::await_change());
+    }
+    let pid = claim.status.as_ref().and_then(|s| s.provider_id.clone());
+    if let Some(pid) = &pid {
+        let nodes_api = Api::<Node>::all(ctx.client.clone());
+        let mut waiting = false;
+        for node in ctx.state.nodes_for_provider_id(pid) {
+            // The store may lag: ask the API before deciding the Node is gone.
+            match nodes_api.get_opt(&node.name_any()).await? {
+                None => {}
+                Some(n) => {
+                    waiting = true;
+                    if n.metadata.deletion_timestamp.is_none() {
+                        match nodes_api
+                            .delete(&n.name_any(), &DeleteParams::background())
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(e) if is_status(&e, 404) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+        }
+        if waiting {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
+    match ctx.provider.delete(claim).await {
+        Ok(()) => Ok(Action::requeue(Duration::from_secs(2))),
+        Err(e) if e.is_not_found() => {
+            set_finalizers(ctx, claim, false).await?;
+            ctx.metrics
+                .nodeclaims_terminated
+                .get_or_create(&Pool {
+                    nodepool: pool_of(claim),
+                })
+                .inc();
+            tracing::info!(NodeClaim = %claim.name_any(), "deleted nodeclaim");
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,3 @@
+//! NodeClaim control loops.
+
+pub mod lifecycle;

@@ -1,0 +1,179 @@
+//! A planned NodeClaim → the NodeClaim object to create. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use karpenter_api::labels::{
+    CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, ZONE_LABEL,
+};
+use karpenter_api::v1::{
+    NodeClaim, NodeClaimSpec, NodePool, NodeSelectorRequirementWithMinValues, Operator,
+    ResourceRequirements,
+};
+use karpenter_providers::kwok::launch::resource_list;
+use karpenter_solver::PlannedNodeClaim;
+
+fn req(key: &str, values: Vec<String>) -> NodeSelectorRequirementWithMinValues {
+    NodeSelectorRequirementWithMinValues {
+        key: key.to_string(),
+        operator: Operator::In,
+        values,
+        min_values: None,
+    }
+}
+
+/// The NodeClaim for a planned one: `generateName: <nodepool>-`, owned by the NodePool,
+/// labelled with the template labels and the NodePool, and with requirements narrowed to what
+/// the solver decided: the NodePool's requirements, the instance-type options, the chosen zone
+/// and capacity type (so topology decisions hold at launch), and any other single value the
+/// pods pinned on a key the NodePool constrains.
+pub fn node_claim(pool: &NodePool, planned: &PlannedNodeClaim) -> NodeClaim {
+    let t = &pool.spec.template;
+    let pool_name = pool.metadata.name.clone().unwrap_or_default();
+    let pinned = [
+        INSTANCE_TYPE_LABEL,
+        ZONE_LABEL,
+        CAPACITY_TYPE_LABEL,
+        NODE_POOL_LABEL,
+    ];
+    let mut requirements: Vec<NodeSelectorRequirementWithMinValues> = Vec::new();
+    for r in &t.spec.requirements {
+        if pinned.contains(&r.key.as_str()) {
+            continue;
+        }
+        match planned.labels.get(&r.key) {
+            // The plan narrowed this key to one value (e.g. a pod's nodeSelector).
+            Some(v) if r.key != HOSTNAME_LABEL => requirements.push(req(&r.key, vec![v.clone()])),
+            _ => requirements.push(r.clone()),
+        }
+    }
+    let mut options = planned.instance_type_options.clone();
+    if !options.contains(&planned.instance_type) {
+        options.push(planned.instance_type.clone());
+    }
+    options.sort();
+    requirements.push(req(NODE_POOL_LABEL, vec![pool_name.clone()]));
+    requirements.push(req(INSTANCE_TYPE_LABEL, options));
+    requirements.push(req(ZONE_LABEL, vec![planned.zone.clone()]));
+    requirements.push(req(
+        CAPACITY_TYPE_LABEL,
+        vec![planned.capacity_type.clone()],
+    ));
+
+    let mut labels: BTreeMap<String, String> = t.metadata.labels.clone();
+    labels.insert(NODE_POOL_LABEL.to_string(), pool_name.clone());
+    let mut claim = NodeClaim::new(
+        "",
+        NodeClaimSpec {
+            taints: t.spec.taints.clone(),
+            startup_taints: t.spec.startup_taints.clone(),
+            requirements,
+            resources: ResourceRequirements {
+                requests: resource_list(&planned.requests),
+            },
+            node_class_ref: t.spec.node_class_ref.clone(),
+            termination_grace_period: t.spec.termination_grace_period.clone(),
+            expire_after: t.spec.expire_after.clone(),
+        },
+    );
+    claim.metadata = ObjectMeta {
+        generate_name: Some(format!("{pool_name}-")),
+        labels: Some(labels),
+        annotations: (!t.metadata.annotations.is_empty()).then(|| t.metadata.annotations.clone()),
+        owner_references: pool.metadata.uid.clone().map(|uid| {
+            vec![OwnerReference {
+                api_version: "karpenter.sh/v1".into(),
+                kind: "NodePool".into(),
+                name: pool_name,
+                uid,
+                block_owner_deletion: Some(true),
+                controller: None,
+            }]
+        }),
+        ..ObjectMeta::default()
+    };
+    claim
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use karpenter_api::v1::{
+        NodeClaimTemplate, NodeClaimTemplateSpec, NodeClassReference, NodePoolSpec,
+    };
+    use karpenter_solver::Resources;
+
+    #[test]
+    fn narrows_to_the_plan() {
+        let mut pool = NodePool::new(
+            "np",
+            NodePoolSpec {
+                template: NodeClaimTemplate {
+                    metadata: Default::default(),
+                    spec: NodeClaimTemplateSpec {
+                        requirements: vec![
+                            NodeSelectorRequirementWithMinValues {
+                                key: "team".into(),
+                                operator: Operator::In,
+                                values: vec!["a".into(), "b".into()],
+                                min_values: None,
+                            },
+                            NodeSelectorRequirementWithMinValues {
+                                key: CAPACITY_TYPE_LABEL.into(),
+                                operator: Operator::In,
+                                values: vec!["spot".into(), "on-demand".into()],
+                                min_values: None,
+                            },
+                        ],
+                        node_class_ref: NodeClassReference {
+                            group: "karpenter.kwok.sh".into(),
+                            kind: "KWOKNodeClass".into(),
+                            name: "default".into(),
+                        },
+                        ..Default::default()
+                    },
+                },
+                disruption: Default::default(),
+                limits: Default::default(),
+                weight: None,
+            },
+        );
+        pool.metadata.uid = Some("u1".into());
+        let planned = PlannedNodeClaim {
+            name: "np-1".into(),
+            node_pool: "np".into(),
+            instance_type: "c-2x".into(),
+            zone: "z1".into(),
+            capacity_type: "spot".into(),
+            price: 1.0,
+            instance_type_options: vec!["c-4x".into(), "c-2x".into()],
+            labels: BTreeMap::from([("team".to_string(), "b".to_string())]),
+            taints: vec![],
+            pods: vec!["ns/p".into()],
+            requests: Resources::from_pairs([("cpu", 1500), ("pods", 2)]),
+        };
+        let c = node_claim(&pool, &planned);
+        assert_eq!(c.metadata.generate_name.as_deref(), Some("np-"));
+        assert_eq!(c.metadata.labels.as_ref().unwrap()[NODE_POOL_LABEL], "np");
+        let owner = &c.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("NodePool", "u1")
+        );
+        let get = |k: &str| {
+            c.spec
+                .requirements
+                .iter()
+                .find(|r| r.key == k)
+                .map(|r| r.values.clone())
+                .unwrap()
+        };
+        assert_eq!(get("team"), vec!["b"]);
+        assert_eq!(get(INSTANCE_TYPE_LABEL), vec!["c-2x", "c-4x"]);
+        assert_eq!(get(CAPACITY_TYPE_LABEL), vec!["spot"]);
+        assert_eq!(get(ZONE_LABEL), vec!["z1"]);
+        assert_eq!(c.spec.resources.requests["cpu"].0, "1500m");
+        assert_eq!(c.spec.node_class_ref.kind, "KWOKNodeClass");
+    }
+}

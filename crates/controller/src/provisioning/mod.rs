@@ -1,0 +1,274 @@
+//! The provisioner: a singleton loop (not a per-object reconciler). Triggers from the pod
+//! watch are batched ([`batcher`]); each batch snapshots the cluster state, builds the solver
+//! input ([`problem`]), solves, creates the planned NodeClaims ([`claims`]) and tells every
+//! pod that cannot be served why, once per change of reason.
+
+pub mod batcher;
+pub mod claims;
+pub mod input;
+pub mod pending;
+pub mod problem;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use karpenter_api::v1::NodeClaim;
+use karpenter_solver::{Options as SolveOptions, solve};
+use kube::api::PostParams;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::metrics::{PodState, ReasonPool};
+use crate::state::Trigger;
+use batcher::Batcher;
+use problem::Nomination;
+
+/// Event reason on pods no NodePool can serve.
+pub const FAILED_SCHEDULING: &str = "FailedScheduling";
+/// How often pending pods are looked at again without a new trigger (upstream requeues
+/// provisionable pods every 10 s): a nomination may have lapsed, or capacity freed up.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
+/// Cap on instance-type options written into a NodeClaim.
+pub const MAX_INSTANCE_TYPES: usize = 60;
+
+/// The provisioner's memory between rounds: nominations and what each pod was last told.
+/// Losing it on restart is harmless: in-flight NodeClaims still count as capacity, and an
+/// event may be repeated once.
+pub struct Provisioner {
+    ctx: Arc<Context>,
+    nominations: HashMap<String, Nomination>,
+    reported: HashMap<String, String>,
+}
+
+/// Runs the provisioner until the trigger channel closes.
+pub async fn run(
+    ctx: Arc<Context>,
+    rx: UnboundedReceiver<Trigger>,
+    resync: UnboundedSender<Trigger>,
+) {
+    let mut batcher = Batcher::new(rx, ctx.options.batch_idle, ctx.options.batch_max);
+    tracing::debug!("provisioner waiting for the cluster state");
+    if ctx.state.wait_until_ready().await.is_err() {
+        return;
+    }
+    tracing::info!("provisioner started");
+    let resync_ctx = ctx.clone();
+    let ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RESYNC_INTERVAL);
+        loop {
+            tick.tick().await;
+            let any = resync_ctx
+                .state
+                .pods
+                .find(pending::is_provisionable)
+                .is_some();
+            if any && resync.send(Trigger::Resync).is_err() {
+                break;
+            }
+        }
+    });
+    let mut p = Provisioner {
+        ctx,
+        nominations: HashMap::new(),
+        reported: HashMap::new(),
+    };
+    while let Some(n) = batcher.next_batch().await {
+        tracing::debug!(triggers = n, "provisioning batch");
+        if let Err(e) = p.provision().await {
+            tracing::warn!(error = %e, "provisioning round failed");
+        }
+    }
+    ticker.abort();
+}
+
+impl Provisioner {
+    /// One round: snapshot → solve → create NodeClaims → events.
+    pub async fn provision(&mut self) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let snapshot = ctx.state.snapshot();
+        self.record_pod_states(&snapshot);
+        let mut catalogs = BTreeMap::new();
+        for pool in &snapshot.node_pools {
+            let name = pool.metadata.name.clone().unwrap_or_default();
+            match ctx.provider.instance_types(pool).await {
+                Ok(its) if !its.is_empty() => {
+                    catalogs.insert(name, its);
+                }
+                Ok(_) => tracing::warn!(NodePool = %name, "no instance types"),
+                Err(e) => {
+                    tracing::warn!(NodePool = %name, error = %e, "listing instance types failed")
+                }
+            }
+        }
+        // Nominations of pods that are no longer pending are done with.
+        let pending_uids: Vec<String> = snapshot
+            .pods
+            .iter()
+            .filter(|p| pending::is_provisionable(p))
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        self.nominations.retain(|uid, _| pending_uids.contains(uid));
+        self.reported.retain(|uid, _| pending_uids.contains(uid));
+
+        let now = Instant::now();
+        let round = problem::build(
+            &snapshot,
+            &catalogs,
+            &self.nominations,
+            now,
+            ctx.options.nomination_window,
+        );
+        tracing::debug!(
+            pending = round.problem.pods.len(),
+            node_pools = round.problem.node_pools.len(),
+            existing = round.problem.existing_nodes.len(),
+            "provisioning round"
+        );
+        for (pod, reason) in &round.invalid {
+            self.report(pod, format!("Failed to schedule pod, {reason}"))
+                .await;
+        }
+        if round.problem.pods.is_empty() {
+            ctx.metrics.unschedulable_pods.set(0);
+            return Ok(());
+        }
+        let problem = round.problem.clone();
+        let started = Instant::now();
+        let plan = tokio::task::spawn_blocking(move || {
+            solve(
+                &problem,
+                &SolveOptions {
+                    optimise: true,
+                    max_instance_type_options: MAX_INSTANCE_TYPES,
+                    // The bound is for reports; a controller round does not need it.
+                    lower_bound: false,
+                    ignore_preferences: false,
+                },
+            )
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("solver task failed: {e}")))??;
+        ctx.metrics
+            .scheduling_duration
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            pods = round.problem.pods.len(),
+            nodeclaims = plan.node_claims.len(),
+            unschedulable = plan.unschedulable.len(),
+            "computed a provisioning plan"
+        );
+
+        let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+        for planned in &plan.node_claims {
+            let Some(pool) = snapshot
+                .node_pools
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(planned.node_pool.as_str()))
+            else {
+                continue;
+            };
+            let claim = claims::node_claim(pool, planned);
+            match api.create(&PostParams::default(), &claim).await {
+                Ok(created) => {
+                    let name = created.metadata.name.clone().unwrap_or_default();
+                    tracing::info!(
+                        NodeClaim = %name,
+                        NodePool = %planned.node_pool,
+                        instance_type = %planned.instance_type,
+                        pods = planned.pods.len(),
+                        "created nodeclaim"
+                    );
+                    ctx.metrics
+                        .nodeclaims_created
+                        .get_or_create(&ReasonPool {
+                            reason: "provisioning".into(),
+                            nodepool: planned.node_pool.clone(),
+                        })
+                        .inc();
+                    self.nominate(&round, &planned.pods, &name, now);
+                }
+                Err(e) => {
+                    tracing::warn!(NodePool = %planned.node_pool, error = %e, "creating a nodeclaim failed")
+                }
+            }
+        }
+        for placement in &plan.existing_nodes {
+            let target = round
+                .in_flight
+                .get(&placement.node)
+                .cloned()
+                .unwrap_or_else(|| placement.node.clone());
+            self.nominate(&round, &placement.pods, &target, now);
+        }
+        ctx.metrics
+            .unschedulable_pods
+            .set(i64::try_from(plan.unschedulable.len()).unwrap_or(i64::MAX));
+        for u in &plan.unschedulable {
+            if let Some(pod) = round.pending.get(&u.pod) {
+                self.report(pod, format!("Failed to schedule pod, {}", u.reason))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn nominate(&mut self, round: &problem::Round, pods: &[String], target: &str, now: Instant) {
+        for key in pods {
+            if let Some(uid) = round.pending.get(key).and_then(|p| p.metadata.uid.clone()) {
+                self.nominations.insert(
+                    uid,
+                    Nomination {
+                        target: target.to_string(),
+                        at: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Emits a warning on the pod unless it was already told exactly this.
+    async fn report(&mut self, pod: &k8s_openapi::api::core::v1::Pod, note: String) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if self.reported.get(&uid) == Some(&note) {
+            return;
+        }
+        tracing::info!(Pod = %pending::pod_key(pod), reason = %note, "pod cannot be served");
+        self.ctx
+            .event(
+                &pod.object_ref(&()),
+                EventType::Warning,
+                FAILED_SCHEDULING,
+                "Provisioning",
+                note.clone(),
+            )
+            .await;
+        self.reported.insert(uid, note);
+    }
+
+    fn record_pod_states(&self, snapshot: &crate::state::Snapshot) {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for p in &snapshot.pods {
+            let phase = if pending::is_provisionable(p) {
+                "Unschedulable".to_string()
+            } else {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_else(|| "Unknown".into())
+            };
+            *counts.entry(phase).or_default() += 1;
+        }
+        self.ctx.metrics.pods_state.clear();
+        for (phase, n) in counts {
+            self.ctx
+                .metrics
+                .pods_state
+                .get_or_create(&PodState { phase })
+                .set(n);
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Shared set-up of the e2e tests: a real control plane (testkit), our CRDs, a KWOKNodeClass
+//! and a NodePool with names unique to the test, and the controller running in-process.
+//!
+//! Each test's NodePool stamps a unique label on its nodes and the test's pods select it, so a
+//! pool left over by another test can never serve them. Cluster-scoped objects are removed by
+//! [`Env::cleanup`] while the controller still runs (it owns the finalizers).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use karpenter_api::kwok::{KWOKNodeClass, KWOKNodeClassSpec};
+use karpenter_api::labels::NODE_POOL_LABEL;
+use karpenter_api::v1::{
+    NodeClaim, NodeClaimTemplate, NodeClaimTemplateSpec, NodeClassReference, NodePool,
+    NodePoolSpec, NodeSelectorRequirementWithMinValues, Operator, TemplateMetadata,
+};
+use karpenter_controller::{Metrics, Options, Running};
+use karpenter_providers::kwok::KwokProvider;
+use karpenter_testkit::{TestCluster, TestNamespace, unique_name};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client, ResourceExt};
+
+/// Label each test's NodePool puts on its nodes; the test's pods select it.
+pub const POOL_LABEL: &str = "e2e.example.com/pool";
+/// Generous: a cold local control plane can be slow, and a deadline only bounds a failure.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One test's world.
+pub struct Env {
+    pub cluster: TestCluster,
+    pub client: Client,
+    pub ns: Option<TestNamespace>,
+    pub pool: String,
+    pub class: String,
+    pub controller: Running,
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "karpenter_controller=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Options for tests: upstream's batch windows, quick garbage collection.
+pub fn test_options() -> Options {
+    Options {
+        gc_interval: Duration::from_secs(1),
+        gc_grace: Duration::from_secs(3),
+        ..Options::default()
+    }
+}
+
+impl Env {
+    /// Connects (or skips: `None`), installs the CRDs, creates the NodeClass and NodePool and
+    /// starts the controller.
+    pub async fn start() -> Result<Option<Env>> {
+        init_logs();
+        let Some(cluster) = TestCluster::start().await else {
+            return Ok(None);
+        };
+        cluster.apply_crds(&karpenter_api::all_crds()).await?;
+        let client = cluster.client();
+        let ns = cluster.namespace().await?;
+        let pool = unique_name("e2e");
+        let class = unique_name("e2e-class");
+        Api::<KWOKNodeClass>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &KWOKNodeClass::new(&class, KWOKNodeClassSpec::default()),
+            )
+            .await
+            .context("creating the KWOKNodeClass")?;
+        Api::<NodePool>::all(client.clone())
+            .create(&PostParams::default(), &node_pool(&pool, &class))
+            .await
+            .context("creating the NodePool")?;
+        let provider = Arc::new(KwokProvider::new(client.clone()));
+        let (metrics, _registry) = Metrics::new();
+        let controller = karpenter_controller::start(
+            client.clone(),
+            provider,
+            Arc::new(metrics),
+            test_options(),
+        );
+        Ok(Some(Env {
+            cluster,
+            client,
+            ns: Some(ns),
+            pool,
+            class,
+            controller,
+        }))
+    }
+
+    pub fn ns(&self) -> &str {
+        self.ns.as_ref().map(|n| n.name()).unwrap_or_default()
+    }
+
+    /// A pod requesting `cpu`, selecting this test's pool.
+    pub fn pod(&self, name: &str, cpu: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([("app".to_string(), name.to_string())])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(self.pod_spec(cpu)),
+            status: None,
+        }
+    }
+
+    pub fn pod_spec(&self, cpu: &str) -> PodSpec {
+        PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("registry.invalid/app:1".into()),
+                resources: Some(ResourceRequirements {
+                    requests: Some(BTreeMap::from([("cpu".to_string(), Quantity(cpu.into()))])),
+                    ..ResourceRequirements::default()
+                }),
+                ..Container::default()
+            }],
+            node_selector: Some(BTreeMap::from([(
+                POOL_LABEL.to_string(),
+                self.pool.clone(),
+            )])),
+            termination_grace_period_seconds: Some(0),
+            ..PodSpec::default()
+        }
+    }
+
+    /// This pool's NodeClaims.
+    pub async fn node_claims(&self) -> Result<Vec<NodeClaim>> {
+        Ok(Api::<NodeClaim>::all(self.client.clone())
+            .list(&ListParams::default().labels(&format!("{NODE_POOL_LABEL}={}", self.pool)))
+            .await?
+            .items)
+    }
+
+    /// This pool's Nodes.
+    pub async fn nodes(&self) -> Result<Vec<Node>> {
+        Ok(Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default().labels(&format!("{NODE_POOL_LABEL}={}", self.pool)))
+            .await?
+            .items)
+    }
+
+    /// Removes everything the test made: the namespace, then this pool's NodeClaims (the
+    /// controller drains and deletes their nodes), then the NodePool and NodeClass; stops the
+    /// controller last.
+    pub async fn cleanup(mut self) -> Result<()> {
+        if let Some(ns) = self.ns.take() {
+            ns.cleanup().await?;
+        }
+        let claims: Api<NodeClaim> = Api::all(self.client.clone());
+        for c in self.node_claims().await? {
+            let _ = claims
+                .delete(&c.name_any(), &DeleteParams::background())
+                .await;
+        }
+        self.cluster
+            .wait_for(
+                TIMEOUT,
+                "the pool's NodeClaims and Nodes to be gone",
+                || async {
+                    let left = self.node_claims().await?.len() + self.nodes().await?.len();
+                    Ok::<_, anyhow::Error>((left == 0).then_some(()))
+                },
+            )
+            .await?;
+        let _ = Api::<NodePool>::all(self.client.clone())
+            .delete(&self.pool, &DeleteParams::background())
+            .await;
+        let _ = Api::<KWOKNodeClass>::all(self.client.clone())
+            .delete(&self.class, &DeleteParams::background())
+            .await;
+        self.controller.stop();
+        Ok(())
+    }
+}
+
+/// A NodePool over the kwok NodeClass, on-demand linux amd64, labelling its nodes with
+/// [`POOL_LABEL`].
+pub fn node_pool(name: &str, class: &str) -> NodePool {
+    let req = |key: &str, values: &[&str]| NodeSelectorRequirementWithMinValues {
+        key: key.into(),
+        operator: Operator::In,
+        values: values.iter().map(|v| v.to_string()).collect(),
+        min_values: None,
+    };
+    NodePool::new(
+        name,
+        NodePoolSpec {
+            template: NodeClaimTemplate {
+                metadata: TemplateMetadata {
+                    labels: BTreeMap::from([(POOL_LABEL.to_string(), name.to_string())]),
+                    annotations: BTreeMap::new(),
+                },
+                spec: NodeClaimTemplateSpec {
+                    requirements: vec![
+                        req("karpenter.sh/capacity-type", &["on-demand"]),
+                        req("kubernetes.io/arch", &["amd64"]),
+                    ],
+                    node_class_ref: NodeClassReference {
+                        group: "karpenter.kwok.sh".into(),
+                        kind: "KWOKNodeClass".into(),
+                        name: class.into(),
+                    },
+                    expire_after: "Never".into(),
+                    ..NodeClaimTemplateSpec::default()
+                },
+            },
+            disruption: Default::default(),
+            limits: BTreeMap::new(),
+            weight: None,
+        },
+    )
+}
+
+/// Whether a condition of the NodeClaim is True.
+pub fn claim_condition(c: &NodeClaim, type_: &str) -> bool {
+    c.status
+        .as_ref()
+        .and_then(|s| karpenter_api::v1::find_condition(&s.conditions, type_))
+        .is_some_and(|c| c.is_true())
+}
+
+/// Whether the Node reports Ready.
+pub fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether the pod is bound and Running.
+pub fn pod_running(p: &Pod) -> bool {
+    p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
