@@ -1,5 +1,5 @@
 //! The instance-type catalog: `kwok` (the kwok provider's generated one), `aws` (the AWS
-//! provider's embedded one, not available yet) or a catalog JSON file (design.md §6).
+//! provider's embedded us-east-1 catalog) or a catalog JSON file (design.md §6).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,9 +11,9 @@ use serde::Deserialize;
 /// Why the catalog could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    /// `--catalog aws` before the AWS provider ships its catalog.
-    #[error("the aws catalog is not available yet; pass --catalog PATH.json")]
-    AwsUnavailable,
+    /// The AWS provider's embedded catalog could not be read (a bad regeneration).
+    #[error("{0}")]
+    Aws(&'static karpenter_aws::catalog::CatalogDataError),
     /// The file could not be read.
     #[error("{file}: {error}")]
     Io {
@@ -38,7 +38,7 @@ pub enum CatalogError {
 pub fn load(spec: &str) -> Result<Vec<InstanceType>, CatalogError> {
     match spec {
         "kwok" => Ok(karpenter_providers::kwok::catalog()),
-        "aws" => Err(CatalogError::AwsUnavailable),
+        "aws" => karpenter_aws::catalog().map_err(CatalogError::Aws),
         path => {
             let text =
                 std::fs::read_to_string(Path::new(path)).map_err(|error| CatalogError::Io {
@@ -241,9 +241,11 @@ mod tests {
     }
 
     #[test]
-    fn aws_is_not_available_yet() {
-        let err = load("aws").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("--catalog PATH.json"), "{err}");
+    fn aws_is_built_in() -> Result<(), CatalogError> {
+        let aws = load("aws")?;
+        assert!(aws.iter().any(|it| it.name == "m5.large"));
+        assert!(aws.iter().all(|it| !it.offerings.is_empty()));
+        Ok(())
     }
 
     #[test]

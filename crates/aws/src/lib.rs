@@ -1,0 +1,16 @@
+//! The AWS provider for karpenter-rs.
+//!
+//! - Always available, no AWS SDK: the embedded static catalog ([`catalog()`]) of us-east-1
+//!   instance types and prices, and the upstream allocatable/label computation
+//!   ([`InstanceTypeInfo`]) it shares with the live provider.
+//! - Feature `sdk`: the EC2 provider (NodeClass resolution, instance types, launch via
+//!   CreateFleet, terminate, list) on the official AWS SDK for Rust.
+
+pub mod catalog;
+pub mod instance_type;
+
+pub use catalog::{StaticCatalog, catalog};
+pub use instance_type::{InstanceTypeInfo, SPOT_PRICE_RATIO};
+
+#[cfg(feature = "sdk")]
+pub mod sdk;

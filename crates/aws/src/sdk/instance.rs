@@ -1,0 +1,86 @@
+//! EC2 instances seen as NodeClaims (what `get`/`list` return).
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Instance, InstanceLifecycleType, InstanceStateName};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use karpenter_api::labels::{
+    CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, ZONE_LABEL,
+};
+use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClaimStatus};
+use karpenter_solver::InstanceType;
+use karpenter_solver::resources::format_quantity;
+
+use super::launch::{self, NODECLAIM_TAG, NODEPOOL_TAG};
+
+/// Instance states that still count as "the instance exists" for get/list/GC.
+pub const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+
+/// Whether the instance is in one of [`LIVE_STATES`].
+pub fn is_live(i: &Instance) -> bool {
+    let state = i
+        .state()
+        .and_then(|s| s.name())
+        .map(InstanceStateName::as_str);
+    state.is_some_and(|s| LIVE_STATES.contains(&s))
+}
+
+/// An instance described as a NodeClaim: named after its NodeClaim tag (or its id),
+/// instance-type/zone/capacity-type/NodePool labels, providerID, capacity and allocatable
+/// from the instance type when known.
+pub fn instance_view(instance: &Instance, instance_types: &[InstanceType]) -> NodeClaim {
+    let tags: BTreeMap<&str, &str> = instance
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?, t.value()?)))
+        .collect();
+    let id = instance.instance_id().unwrap_or_default();
+    let name = tags.get(NODECLAIM_TAG).copied().unwrap_or(id);
+    let zone = instance
+        .placement()
+        .and_then(|p| p.availability_zone())
+        .unwrap_or_default();
+    let it_name = instance
+        .instance_type()
+        .map(|t| t.as_str())
+        .unwrap_or_default();
+    let capacity_type = if instance.instance_lifecycle() == Some(&InstanceLifecycleType::Spot) {
+        "spot"
+    } else {
+        "on-demand"
+    };
+    let it = instance_types.iter().find(|t| t.name == it_name);
+    let mut labels = it.map(|t| t.labels.clone()).unwrap_or_default();
+    labels.insert(INSTANCE_TYPE_LABEL.to_owned(), it_name.to_owned());
+    labels.insert(ZONE_LABEL.to_owned(), zone.to_owned());
+    labels.insert(CAPACITY_TYPE_LABEL.to_owned(), capacity_type.to_owned());
+    if let Some(pool) = tags.get(NODEPOOL_TAG) {
+        labels.insert(NODE_POOL_LABEL.to_owned(), (*pool).to_owned());
+    }
+    let list = |r: &karpenter_solver::Resources| -> BTreeMap<String, Quantity> {
+        r.0.iter()
+            .map(|(k, v)| (k.clone(), Quantity(format_quantity(k, *v))))
+            .collect()
+    };
+    let mut view = NodeClaim::new(
+        name,
+        NodeClaimSpec {
+            taints: Vec::new(),
+            startup_taints: Vec::new(),
+            requirements: Vec::new(),
+            resources: Default::default(),
+            node_class_ref: Default::default(),
+            termination_grace_period: None,
+            expire_after: "Never".to_owned(),
+        },
+    );
+    view.metadata.labels = Some(labels);
+    view.status = Some(NodeClaimStatus {
+        provider_id: Some(launch::provider_id(zone, id)),
+        image_id: instance.image_id().map(str::to_owned),
+        capacity: it.map(|t| list(&t.capacity)).unwrap_or_default(),
+        allocatable: it.map(|t| list(&t.allocatable())).unwrap_or_default(),
+        ..NodeClaimStatus::default()
+    });
+    view
+}

@@ -1,0 +1,329 @@
+//! Pure parts of launching: which offerings a NodeClaim may get, the CreateFleet overrides
+//! (ordered by price, at most 60), the tags, providerIDs. No I/O, so all of it is unit-tested.
+
+use std::collections::BTreeMap;
+
+use karpenter_api::labels::{
+    CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, ZONE_LABEL,
+};
+use karpenter_api::v1::{self, NodeClaim};
+use karpenter_solver::quantity::parse_for_resource;
+use karpenter_solver::{InstanceType, NodeSelectorRequirement, Operator, Requirements, Resources};
+
+/// CreateFleet accepts at most this many overrides per launch template config.
+pub const MAX_OVERRIDES: usize = 60;
+/// Tag naming the NodeClaim an instance was launched for.
+pub const NODECLAIM_TAG: &str = "karpenter.sh/nodeclaim";
+/// Tag naming the NodePool.
+pub const NODEPOOL_TAG: &str = NODE_POOL_LABEL;
+/// Tag naming the EC2NodeClass.
+pub const NODECLASS_TAG: &str = crate::instance_type::label::EC2_NODE_CLASS;
+
+/// `kubernetes.io/cluster/<name>`: the tag that says an instance belongs to the cluster.
+pub fn cluster_tag(cluster: &str) -> String {
+    format!("kubernetes.io/cluster/{cluster}")
+}
+
+/// One instance type × zone × capacity type a NodeClaim may launch as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Instance type name.
+    pub instance_type: String,
+    /// Zone.
+    pub zone: String,
+    /// `spot` or `on-demand`.
+    pub capacity_type: String,
+    /// USD per hour.
+    pub price: f64,
+}
+
+/// One CreateFleet override: an instance type in a subnet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// Instance type name.
+    pub instance_type: String,
+    /// Subnet to launch into.
+    pub subnet_id: String,
+    /// The subnet's zone.
+    pub zone: String,
+    /// USD per hour (orders the overrides; `priority` follows it).
+    pub price: f64,
+}
+
+/// The NodeClaim's requirements in the solver's algebra.
+pub fn claim_requirements(claim: &NodeClaim) -> Result<Requirements, String> {
+    let selectors: Vec<NodeSelectorRequirement> = claim
+        .spec
+        .requirements
+        .iter()
+        .map(|r| NodeSelectorRequirement {
+            key: r.key.clone(),
+            operator: match r.operator {
+                v1::Operator::In => Operator::In,
+                v1::Operator::NotIn => Operator::NotIn,
+                v1::Operator::Exists => Operator::Exists,
+                v1::Operator::DoesNotExist => Operator::DoesNotExist,
+                v1::Operator::Gt => Operator::Gt,
+                v1::Operator::Lt => Operator::Lt,
+                v1::Operator::Gte => Operator::Gte,
+                v1::Operator::Lte => Operator::Lte,
+            },
+            values: r.values.clone(),
+        })
+        .collect();
+    Requirements::from_selectors(&selectors).map_err(|e| e.to_string())
+}
+
+/// The NodeClaim's resource requests in integer units.
+pub fn claim_requests(claim: &NodeClaim) -> Result<Resources, String> {
+    let mut out = Resources::new();
+    for (name, q) in &claim.spec.resources.requests {
+        let v = parse_for_resource(name, &q.0).map_err(|e| format!("requests.{name}: {e}"))?;
+        out.add_one(name, v);
+    }
+    Ok(out)
+}
+
+/// Every available offering compatible with `requirements` whose instance type holds
+/// `requests`, cheapest first (ties by instance type, then zone, so the order is stable).
+pub fn candidates(
+    instance_types: &[InstanceType],
+    requirements: &Requirements,
+    requests: &Resources,
+) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for it in instance_types {
+        if !requests.fits_in(&it.allocatable()) {
+            continue;
+        }
+        for o in it.offerings.iter().filter(|o| o.available) {
+            let mut labels = it.labels.clone();
+            labels.insert(INSTANCE_TYPE_LABEL.to_owned(), it.name.clone());
+            labels.insert(ZONE_LABEL.to_owned(), o.zone.clone());
+            labels.insert(CAPACITY_TYPE_LABEL.to_owned(), o.capacity_type.clone());
+            if Requirements::from_labels(&labels).intersects(requirements) {
+                out.push(Candidate {
+                    instance_type: it.name.clone(),
+                    zone: o.zone.clone(),
+                    capacity_type: o.capacity_type.clone(),
+                    price: o.price,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        a.price
+            .total_cmp(&b.price)
+            .then_with(|| a.instance_type.cmp(&b.instance_type))
+            .then_with(|| a.zone.cmp(&b.zone))
+    });
+    out
+}
+
+/// Spot when the NodeClaim allows it and some candidate is spot (upstream's rule: spot is
+/// preferred whenever allowed), otherwise on-demand.
+pub fn capacity_type(candidates: &[Candidate]) -> Option<&'static str> {
+    if candidates.iter().any(|c| c.capacity_type == "spot") {
+        Some("spot")
+    } else if candidates.iter().any(|c| c.capacity_type == "on-demand") {
+        Some("on-demand")
+    } else {
+        None
+    }
+}
+
+/// The overrides for `capacity_type`: each candidate in the first resolved subnet of its zone,
+/// cheapest first, at most [`MAX_OVERRIDES`]. Candidates in zones without a subnet are dropped.
+pub fn overrides(
+    candidates: &[Candidate],
+    capacity_type: &str,
+    subnets: &[(String, String)],
+) -> Vec<Override> {
+    let mut subnet_of_zone: BTreeMap<&str, &str> = BTreeMap::new();
+    for (id, zone) in subnets {
+        subnet_of_zone.entry(zone.as_str()).or_insert(id.as_str());
+    }
+    candidates
+        .iter()
+        .filter(|c| c.capacity_type == capacity_type)
+        .filter_map(|c| {
+            subnet_of_zone.get(c.zone.as_str()).map(|subnet| Override {
+                instance_type: c.instance_type.clone(),
+                subnet_id: (*subnet).to_owned(),
+                zone: c.zone.clone(),
+                price: c.price,
+            })
+        })
+        .take(MAX_OVERRIDES)
+        .collect()
+}
+
+/// Tags of a launched instance: the NodeClass's own tags, then the ones Karpenter relies on
+/// (those win: garbage collection and `list` find instances by them).
+pub fn instance_tags(
+    cluster: &str,
+    claim: &NodeClaim,
+    node_class: &str,
+    node_class_tags: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut tags = node_class_tags.clone();
+    let labels = claim.metadata.labels.clone().unwrap_or_default();
+    if let Some(pool) = labels.get(NODE_POOL_LABEL) {
+        tags.insert(NODEPOOL_TAG.to_owned(), pool.clone());
+    }
+    tags.insert(
+        NODECLAIM_TAG.to_owned(),
+        claim.metadata.name.clone().unwrap_or_default(),
+    );
+    tags.insert(NODECLASS_TAG.to_owned(), node_class.to_owned());
+    tags.insert(cluster_tag(cluster), "owned".to_owned());
+    tags.insert(
+        "Name".to_owned(),
+        claim.metadata.name.clone().unwrap_or_default(),
+    );
+    tags
+}
+
+/// `aws:///<zone>/<instance id>`, the providerID the kubelet reports on EC2.
+pub fn provider_id(zone: &str, instance_id: &str) -> String {
+    format!("aws:///{zone}/{instance_id}")
+}
+
+/// The instance id of an AWS providerID (`aws:///us-east-1a/i-0abc` → `i-0abc`).
+pub fn instance_id(provider_id: &str) -> Option<&str> {
+    let rest = provider_id.strip_prefix("aws:///")?;
+    let id = rest.rsplit('/').next()?;
+    id.starts_with("i-").then_some(id)
+}
+
+/// FNV-1a over the parts: a short, stable name suffix (std's hashers may change between Rust
+/// releases, and a renamed launch template would orphan the old one).
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use karpenter_api::v1::{NodeClaimSpec, NodeSelectorRequirementWithMinValues};
+    use karpenter_solver::Offering;
+
+    fn it(name: &str, cpu: i64, offers: &[(&str, &str, f64)]) -> InstanceType {
+        InstanceType {
+            name: name.into(),
+            capacity: Resources::from_pairs([("cpu", cpu * 1000), ("pods", 10)]),
+            overhead: Default::default(),
+            labels: BTreeMap::from([("kubernetes.io/arch".into(), "amd64".into())]),
+            offerings: offers
+                .iter()
+                .map(|(z, c, p)| Offering::new(z, c, *p))
+                .collect(),
+        }
+    }
+
+    fn claim(reqs: &[(&str, &[&str])]) -> NodeClaim {
+        let mut c = NodeClaim::new(
+            "default-x1",
+            NodeClaimSpec {
+                taints: vec![],
+                startup_taints: vec![],
+                requirements: reqs
+                    .iter()
+                    .map(|(k, vs)| NodeSelectorRequirementWithMinValues {
+                        key: k.to_string(),
+                        operator: v1::Operator::In,
+                        values: vs.iter().map(|v| v.to_string()).collect(),
+                        min_values: None,
+                    })
+                    .collect(),
+                resources: Default::default(),
+                node_class_ref: Default::default(),
+                termination_grace_period: None,
+                expire_after: "Never".into(),
+            },
+        );
+        c.metadata.labels = Some(BTreeMap::from([(NODE_POOL_LABEL.into(), "default".into())]));
+        c
+    }
+
+    #[test]
+    fn candidates_respect_requirements_size_and_price_order() -> Result<(), String> {
+        let its = vec![
+            it("big", 8, &[("a", "spot", 0.3), ("b", "on-demand", 0.9)]),
+            it("small", 2, &[("a", "spot", 0.1), ("b", "spot", 0.05)]),
+        ];
+        let c = claim(&[("karpenter.sh/capacity-type", &["spot"])]);
+        let reqs = claim_requirements(&c)?;
+        let cands = candidates(&its, &reqs, &Resources::from_pairs([("cpu", 1000)]));
+        let names: Vec<_> = cands
+            .iter()
+            .map(|c| (c.instance_type.as_str(), c.zone.as_str()))
+            .collect();
+        assert_eq!(names, [("small", "b"), ("small", "a"), ("big", "a")]);
+        let cands = candidates(&its, &reqs, &Resources::from_pairs([("cpu", 4000)]));
+        assert_eq!(cands.len(), 1, "small is too small: {cands:?}");
+        assert_eq!(capacity_type(&cands), Some("spot"));
+        Ok(())
+    }
+
+    #[test]
+    fn overrides_are_cheapest_first_capped_and_need_a_subnet_in_the_zone() {
+        let mut cands = Vec::new();
+        for i in 0..100 {
+            cands.push(Candidate {
+                instance_type: format!("t{i:03}"),
+                zone: if i % 2 == 0 { "a".into() } else { "c".into() },
+                capacity_type: "on-demand".into(),
+                price: f64::from(i),
+            });
+        }
+        let subnets = vec![
+            ("subnet-2".to_owned(), "a".to_owned()),
+            ("subnet-1".into(), "a".into()),
+        ];
+        let o = overrides(&cands, "on-demand", &subnets);
+        assert_eq!(o.len(), 50, "zone c has no subnet");
+        assert!(o.iter().all(|o| o.subnet_id == "subnet-2" && o.zone == "a"));
+        assert!(o.windows(2).all(|w| w[0].price <= w[1].price));
+        let subnets = vec![
+            ("subnet-2".to_owned(), "a".to_owned()),
+            ("subnet-3".into(), "c".into()),
+        ];
+        assert_eq!(
+            overrides(&cands, "on-demand", &subnets).len(),
+            MAX_OVERRIDES
+        );
+        assert!(overrides(&cands, "spot", &subnets).is_empty());
+    }
+
+    #[test]
+    fn tags_name_pool_claim_class_and_cluster() {
+        let user = BTreeMap::from([
+            ("team".to_owned(), "a".to_owned()),
+            (NODECLAIM_TAG.to_owned(), "spoofed".to_owned()),
+        ]);
+        let tags = instance_tags("demo", &claim(&[]), "default", &user);
+        assert_eq!(tags[NODEPOOL_TAG], "default");
+        assert_eq!(tags[NODECLAIM_TAG], "default-x1");
+        assert_eq!(tags[NODECLASS_TAG], "default");
+        assert_eq!(tags["kubernetes.io/cluster/demo"], "owned");
+        assert_eq!(tags["team"], "a");
+    }
+
+    #[test]
+    fn provider_ids_round_trip() {
+        let id = provider_id("us-east-1a", "i-0123");
+        assert_eq!(id, "aws:///us-east-1a/i-0123");
+        assert_eq!(instance_id(&id), Some("i-0123"));
+        assert_eq!(instance_id("kwok://x"), None);
+        assert_eq!(instance_id("aws:///us-east-1a/"), None);
+        assert_ne!(stable_hash(&["a", "bc"]), stable_hash(&["ab", "c"]));
+    }
+}

@@ -1,0 +1,318 @@
+//! EC2NodeClass resolution: subnets, security groups and images by selector terms, reported
+//! as `status` with conditions whose messages name the selector that matched nothing.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::Filter;
+use karpenter_api::ec2::{
+    AmiSelectorTerm, EC2NodeClass, EC2NodeClassStatus, ResolvedAmi, ResolvedSecurityGroup,
+    ResolvedSubnet, SelectorTerm,
+};
+use karpenter_api::v1::Condition;
+
+use super::error::{AwsError, from_sdk};
+
+/// Condition types of an EC2NodeClass.
+pub mod condition {
+    /// Every other condition is true.
+    pub const READY: &str = "Ready";
+    /// At least one subnet matched.
+    pub const SUBNETS_READY: &str = "SubnetsReady";
+    /// At least one security group matched.
+    pub const SECURITY_GROUPS_READY: &str = "SecurityGroupsReady";
+    /// At least one image matched.
+    pub const AMIS_READY: &str = "AMIsReady";
+}
+
+/// EC2 filters for one selector term: `id` → the id filter, `name` → the name filter, each tag
+/// → `tag:<key>` (or `tag-key` for the `*` wildcard, which matches any value).
+fn term_filters(term: &SelectorTerm, id_filter: &str, name_filter: &str) -> Vec<Filter> {
+    let mut out = Vec::new();
+    if let Some(id) = &term.id {
+        out.push(Filter::builder().name(id_filter).values(id).build());
+    }
+    if let Some(name) = &term.name {
+        out.push(Filter::builder().name(name_filter).values(name).build());
+    }
+    out.extend(tag_filters(term.tags.as_ref()));
+    out
+}
+
+fn tag_filters(tags: Option<&BTreeMap<String, String>>) -> Vec<Filter> {
+    tags.into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            if v == "*" {
+                Filter::builder().name("tag-key").values(k).build()
+            } else {
+                Filter::builder().name(format!("tag:{k}")).values(v).build()
+            }
+        })
+        .collect()
+}
+
+/// A selector term as a user wrote it, for messages: `{tags: {a: b}}`, `{id: subnet-1}`.
+pub fn describe_term(term: &SelectorTerm) -> String {
+    let mut parts = Vec::new();
+    if let Some(id) = &term.id {
+        parts.push(format!("id: {id}"));
+    }
+    if let Some(name) = &term.name {
+        parts.push(format!("name: {name}"));
+    }
+    if let Some(tags) = &term.tags {
+        let t: Vec<String> = tags.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        parts.push(format!("tags: {{{}}}", t.join(", ")));
+    }
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn describe_terms(terms: &[SelectorTerm]) -> String {
+    let t: Vec<String> = terms.iter().map(describe_term).collect();
+    format!("[{}]", t.join(", "))
+}
+
+/// Subnets matching any term (fields within a term are ANDed), sorted by id.
+pub async fn resolve_subnets(
+    client: &Client,
+    terms: &[SelectorTerm],
+) -> Result<Vec<ResolvedSubnet>, AwsError> {
+    let mut found: BTreeMap<String, ResolvedSubnet> = BTreeMap::new();
+    for term in terms {
+        let mut token = None;
+        loop {
+            let out = client
+                .describe_subnets()
+                .set_filters(Some(term_filters(term, "subnet-id", "tag:Name")))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DescribeSubnets", e))?;
+            for s in out.subnets() {
+                let (Some(id), Some(zone)) = (s.subnet_id(), s.availability_zone()) else {
+                    continue;
+                };
+                found.insert(
+                    id.to_owned(),
+                    ResolvedSubnet {
+                        id: id.to_owned(),
+                        zone: zone.to_owned(),
+                        zone_id: s.availability_zone_id().map(str::to_owned),
+                    },
+                );
+            }
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+/// Security groups matching any term, sorted by id.
+pub async fn resolve_security_groups(
+    client: &Client,
+    terms: &[SelectorTerm],
+) -> Result<Vec<ResolvedSecurityGroup>, AwsError> {
+    let mut found: BTreeMap<String, ResolvedSecurityGroup> = BTreeMap::new();
+    for term in terms {
+        let mut token = None;
+        loop {
+            let out = client
+                .describe_security_groups()
+                .set_filters(Some(term_filters(term, "group-id", "group-name")))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DescribeSecurityGroups", e))?;
+            for g in out.security_groups() {
+                let Some(id) = g.group_id() else { continue };
+                found.insert(
+                    id.to_owned(),
+                    ResolvedSecurityGroup {
+                        id: id.to_owned(),
+                        name: g.group_name().map(str::to_owned),
+                    },
+                );
+            }
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+/// Images matching any term given by id, name, tags or owner. Aliases (`al2023@latest`) need
+/// the SSM parameters of EKS-optimised images and are reported as unresolved for now.
+pub async fn resolve_amis(
+    client: &Client,
+    terms: &[AmiSelectorTerm],
+) -> Result<(Vec<ResolvedAmi>, Vec<String>), AwsError> {
+    let mut found: BTreeMap<String, ResolvedAmi> = BTreeMap::new();
+    let mut unsupported = Vec::new();
+    for term in terms {
+        if let Some(alias) = &term.alias {
+            unsupported.push(format!("alias {alias}"));
+            continue;
+        }
+        let mut req = client.describe_images();
+        if let Some(id) = &term.id {
+            req = req.image_ids(id);
+        }
+        if let Some(owner) = &term.owner {
+            req = req.owners(owner);
+        }
+        if let Some(name) = &term.name {
+            req = req.filters(Filter::builder().name("name").values(name).build());
+        }
+        for f in tag_filters(term.tags.as_ref()) {
+            req = req.filters(f);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| from_sdk("DescribeImages", e))?;
+        for image in out.images() {
+            let Some(id) = image.image_id() else { continue };
+            found.insert(
+                id.to_owned(),
+                ResolvedAmi {
+                    id: id.to_owned(),
+                    name: image.name().map(str::to_owned),
+                    requirements: Vec::new(),
+                },
+            );
+        }
+    }
+    Ok((found.into_values().collect(), unsupported))
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: Some(if ok {
+            type_.to_owned()
+        } else {
+            reason.to_owned()
+        }),
+        message: (!ok).then_some(message),
+        last_transition_time: None,
+        observed_generation: None,
+    }
+}
+
+/// Resolves the EC2NodeClass and computes its status. A selector that matches nothing is not
+/// an error: it is a `False` condition whose message names the selector and what to fix.
+pub async fn resolve(client: &Client, nc: &EC2NodeClass) -> Result<EC2NodeClassStatus, AwsError> {
+    let spec = &nc.spec;
+    let subnets = resolve_subnets(client, &spec.subnet_selector_terms).await?;
+    let security_groups =
+        resolve_security_groups(client, &spec.security_group_selector_terms).await?;
+    let (amis, unsupported) = resolve_amis(client, &spec.ami_selector_terms).await?;
+    let mut conditions = vec![
+        condition(
+            condition::SUBNETS_READY,
+            !subnets.is_empty(),
+            "SubnetsNotFound",
+            format!(
+                "no subnet matches spec.subnetSelectorTerms {}; tag the cluster's subnets with \
+                 those tags or change the selector",
+                describe_terms(&spec.subnet_selector_terms)
+            ),
+        ),
+        condition(
+            condition::SECURITY_GROUPS_READY,
+            !security_groups.is_empty(),
+            "SecurityGroupsNotFound",
+            format!(
+                "no security group matches spec.securityGroupSelectorTerms {}; tag the node \
+                 security group with those tags or change the selector",
+                describe_terms(&spec.security_group_selector_terms)
+            ),
+        ),
+    ];
+    let ami_message = if spec.ami_selector_terms.is_empty() {
+        "spec.amiSelectorTerms is empty; select an image by id, name or tags".to_owned()
+    } else if !unsupported.is_empty() && amis.is_empty() {
+        format!(
+            "{} cannot be resolved yet (SSM image aliases are not implemented); select the \
+             image by id, name or tags",
+            unsupported.join(", ")
+        )
+    } else {
+        "no image matches spec.amiSelectorTerms; check the ids, names, tags and owners".to_owned()
+    };
+    conditions.push(condition(
+        condition::AMIS_READY,
+        !amis.is_empty(),
+        "AMINotFound",
+        ami_message,
+    ));
+    let not_ready: Vec<String> = conditions
+        .iter()
+        .filter(|c| !c.is_true())
+        .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default()))
+        .collect();
+    conditions.push(condition(
+        condition::READY,
+        not_ready.is_empty(),
+        "NotReady",
+        not_ready.join("; "),
+    ));
+    Ok(EC2NodeClassStatus {
+        subnets,
+        security_groups,
+        amis,
+        instance_profile: spec.instance_profile.clone(),
+        conditions,
+    })
+}
+
+/// The message of the status's `Ready` condition when it is not true.
+pub fn not_ready_reason(status: &EC2NodeClassStatus) -> Option<String> {
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY);
+    match ready {
+        Some(c) if c.is_true() => None,
+        Some(c) => Some(c.message.clone().unwrap_or_else(|| "not ready".into())),
+        None => Some("not resolved yet".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_are_described_as_written() {
+        let term = SelectorTerm {
+            tags: Some(BTreeMap::from([(
+                "kubernetes.io/cluster/demo".into(),
+                "*".into(),
+            )])),
+            id: None,
+            name: None,
+        };
+        assert_eq!(
+            describe_term(&term),
+            "{tags: {kubernetes.io/cluster/demo: *}}"
+        );
+        let f = term_filters(&term, "subnet-id", "tag:Name");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].name(), Some("tag-key"));
+        assert_eq!(f[0].values(), ["kubernetes.io/cluster/demo"]);
+        let by_id = SelectorTerm {
+            id: Some("sg-1".into()),
+            ..Default::default()
+        };
+        let f = term_filters(&by_id, "group-id", "group-name");
+        assert_eq!(f[0].name(), Some("group-id"));
+    }
+}

@@ -1,0 +1,539 @@
+//! The EC2 provider: instance types from DescribeInstanceTypes/-Offerings, launch through a
+//! launch template and an `instant` CreateFleet, terminate, get and list by tag.
+//!
+//! Its async methods have the shape of `karpenter_providers::CloudProvider` (create, delete,
+//! get, list, instance_types); see crates/aws/README.md for the mapping.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::primitives::DateTime;
+use aws_sdk_ec2::types::{
+    DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
+    FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
+    FleetOnDemandAllocationStrategy, FleetType, Instance, InstanceType as Ec2InstanceType,
+    LaunchTemplateIamInstanceProfileSpecificationRequest, LocationType, OnDemandOptionsRequest,
+    RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag,
+    TagSpecification, TargetCapacitySpecificationRequest,
+};
+use karpenter_api::ec2::{EC2NodeClass, EC2NodeClassStatus};
+use karpenter_api::v1::NodeClaim;
+use karpenter_solver::InstanceType;
+
+use super::convert::from_ec2;
+use super::error::{AwsError, fleet_error, from_sdk};
+use super::instance::{LIVE_STATES, instance_view, is_live};
+use super::launch::{self, Candidate, NODECLAIM_TAG, NODEPOOL_TAG};
+use super::nodeclass::not_ready_reason;
+use crate::catalog::StaticCatalog;
+
+/// How long an offering that failed with insufficient capacity is skipped (upstream: 3 min).
+pub const UNAVAILABLE_TTL: Duration = Duration::from_secs(180);
+
+/// The EC2 provider for one cluster.
+#[derive(Debug)]
+pub struct Ec2Provider {
+    client: Client,
+    cluster: String,
+    region: String,
+    /// (instance type, zone, capacity type) → unavailable until.
+    unavailable: Mutex<HashMap<(String, String, String), Instant>>,
+}
+
+impl Ec2Provider {
+    /// A provider for `cluster` in `region` using `client` (build it with
+    /// `aws_config::defaults(...)`; `AWS_ENDPOINT_URL` or `.endpoint_url()` points it at moto).
+    pub fn new(client: Client, cluster: &str, region: &str) -> Self {
+        Self {
+            client,
+            cluster: cluster.to_owned(),
+            region: region.to_owned(),
+            unavailable: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The provider's name, as `CloudProvider::name` reports it.
+    pub fn name(&self) -> &str {
+        "aws"
+    }
+
+    /// Resolves an EC2NodeClass (subnets, security groups, images) into its status.
+    pub async fn resolve_node_class(
+        &self,
+        nc: &EC2NodeClass,
+    ) -> Result<EC2NodeClassStatus, AwsError> {
+        super::nodeclass::resolve(&self.client, nc).await
+    }
+
+    /// Instance types offered in the region: DescribeInstanceTypes + DescribeInstanceTypeOfferings,
+    /// spot prices from DescribeSpotPriceHistory, on-demand prices from the embedded table (the
+    /// Pricing API has no regional endpoint and moto does not implement it). Types without a
+    /// known on-demand price are left out: they could not be compared.
+    pub async fn instance_types(&self) -> Result<Vec<InstanceType>, AwsError> {
+        let mut infos = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .describe_instance_types()
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DescribeInstanceTypes", e))?;
+            infos.extend(out.instance_types().iter().filter_map(from_ec2));
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        let zones = self.offering_zones().await?;
+        let spot = self.spot_prices().await.unwrap_or_else(|e| {
+            // Spot prices are an optimisation; the documented ratio is the fallback.
+            tracing::warn!(error = %e, "DescribeSpotPriceHistory failed; estimating spot prices");
+            BTreeMap::new()
+        });
+        let prices = StaticCatalog::embedded().map_err(|e| AwsError::Fatal(e.to_string()))?;
+        let mut out: Vec<InstanceType> = infos
+            .iter()
+            .filter_map(|info| {
+                let zones = zones.get(&info.name)?;
+                let od = prices.on_demand_price(&info.name)?;
+                Some(info.to_instance_type(&self.region, zones, od, |z| {
+                    spot.get(&(info.name.clone(), z.to_owned())).copied()
+                }))
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        self.apply_unavailable(&mut out);
+        Ok(out)
+    }
+
+    async fn offering_zones(&self) -> Result<BTreeMap<String, Vec<String>>, AwsError> {
+        let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .describe_instance_type_offerings()
+                .location_type(LocationType::AvailabilityZone)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DescribeInstanceTypeOfferings", e))?;
+            for o in out.instance_type_offerings() {
+                if let (Some(it), Some(zone)) = (o.instance_type(), o.location()) {
+                    zones
+                        .entry(it.as_str().to_owned())
+                        .or_default()
+                        .push(zone.to_owned());
+                }
+            }
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for z in zones.values_mut() {
+            z.sort();
+            z.dedup();
+        }
+        Ok(zones)
+    }
+
+    /// Latest Linux spot price per (instance type, zone).
+    async fn spot_prices(&self) -> Result<BTreeMap<(String, String), f64>, AwsError> {
+        let out = self
+            .client
+            .describe_spot_price_history()
+            .product_descriptions("Linux/UNIX")
+            .start_time(DateTime::from(SystemTime::now()))
+            .send()
+            .await
+            .map_err(|e| from_sdk("DescribeSpotPriceHistory", e))?;
+        let mut latest: BTreeMap<(String, String), (DateTime, f64)> = BTreeMap::new();
+        for h in out.spot_price_history() {
+            let (Some(it), Some(zone), Some(price)) =
+                (h.instance_type(), h.availability_zone(), h.spot_price())
+            else {
+                continue;
+            };
+            let Ok(price) = price.parse::<f64>() else {
+                continue;
+            };
+            let at = h.timestamp().copied().unwrap_or(DateTime::from_secs(0));
+            let key = (it.as_str().to_owned(), zone.to_owned());
+            if latest.get(&key).is_none_or(|(t, _)| *t <= at) {
+                latest.insert(key, (at, price));
+            }
+        }
+        Ok(latest.into_iter().map(|(k, (_, p))| (k, p)).collect())
+    }
+
+    fn apply_unavailable(&self, its: &mut [InstanceType]) {
+        let now = Instant::now();
+        let mut cache = self.unavailable.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, until| *until > now);
+        for it in its {
+            for o in &mut it.offerings {
+                let key = (it.name.clone(), o.zone.clone(), o.capacity_type.clone());
+                if cache.contains_key(&key) {
+                    o.available = false;
+                }
+            }
+        }
+    }
+
+    fn mark_unavailable(&self, tried: &[launch::Override], capacity_type: &str) {
+        let until = Instant::now() + UNAVAILABLE_TTL;
+        let mut cache = self.unavailable.lock().unwrap_or_else(|e| e.into_inner());
+        for o in tried {
+            cache.insert(
+                (
+                    o.instance_type.clone(),
+                    o.zone.clone(),
+                    capacity_type.to_owned(),
+                ),
+                until,
+            );
+        }
+    }
+
+    /// Launches one instance for the NodeClaim: the cheapest compatible offerings (spot when
+    /// allowed) as ≤ 60 CreateFleet overrides into the NodeClass's subnets, from a launch
+    /// template with its image and security groups. Idempotent: an instance already tagged
+    /// with this NodeClaim is returned instead of launching another.
+    pub async fn create(
+        &self,
+        claim: &NodeClaim,
+        node_class: &EC2NodeClass,
+        status: &EC2NodeClassStatus,
+        instance_types: &[InstanceType],
+    ) -> Result<NodeClaim, AwsError> {
+        let claim_name = claim.metadata.name.clone().unwrap_or_default();
+        if let Some(existing) = self.find_by_nodeclaim(&claim_name).await? {
+            return Ok(instance_view(&existing, instance_types));
+        }
+        if let Some(reason) = not_ready_reason(status) {
+            return Err(AwsError::NodeClassNotReady(reason));
+        }
+        let requirements = launch::claim_requirements(claim).map_err(AwsError::Fatal)?;
+        let requests = launch::claim_requests(claim).map_err(AwsError::Fatal)?;
+        let candidates: Vec<Candidate> =
+            launch::candidates(instance_types, &requirements, &requests);
+        let Some(capacity_type) = launch::capacity_type(&candidates) else {
+            return Err(AwsError::InsufficientCapacity(format!(
+                "no available offering satisfies NodeClaim {claim_name}'s requirements and requests"
+            )));
+        };
+        let subnets: Vec<(String, String)> = status
+            .subnets
+            .iter()
+            .map(|s| (s.id.clone(), s.zone.clone()))
+            .collect();
+        let overrides = launch::overrides(&candidates, capacity_type, &subnets);
+        if overrides.is_empty() {
+            return Err(AwsError::InsufficientCapacity(format!(
+                "no {capacity_type} offering of NodeClaim {claim_name} is in a zone with a selected subnet"
+            )));
+        }
+        let node_class_name = node_class.metadata.name.clone().unwrap_or_default();
+        let tags = launch::instance_tags(
+            &self.cluster,
+            claim,
+            &node_class_name,
+            &node_class.spec.tags,
+        );
+        let template = self.ensure_launch_template(node_class, status).await?;
+        let instance_id = self
+            .create_fleet(&template, capacity_type, &overrides, &tags)
+            .await?;
+        let instance = self.describe(&instance_id).await?;
+        let mut view = instance_view(&instance, instance_types);
+        // The NodeClaim keeps its own labels and spec; the instance view adds what launching
+        // decided (type, zone, capacity type) and the providerID.
+        let mut labels = view.metadata.labels.take().unwrap_or_default();
+        labels.extend(claim.metadata.labels.clone().unwrap_or_default());
+        let mut out = claim.clone();
+        out.metadata.labels = Some(labels);
+        let mut st = claim.status.clone().unwrap_or_default();
+        let inst = view.status.take().unwrap_or_default();
+        st.provider_id = inst.provider_id;
+        st.image_id = inst.image_id;
+        st.capacity = inst.capacity;
+        st.allocatable = inst.allocatable;
+        out.status = Some(st);
+        Ok(out)
+    }
+
+    /// A launch template per (cluster, NodeClass, image, security groups, profile), named by a
+    /// stable hash of those so a change makes a new template instead of mutating one in use.
+    async fn ensure_launch_template(
+        &self,
+        node_class: &EC2NodeClass,
+        status: &EC2NodeClassStatus,
+    ) -> Result<String, AwsError> {
+        let image = status
+            .amis
+            .first()
+            .map(|a| a.id.clone())
+            .ok_or_else(|| AwsError::NodeClassNotReady("no image resolved".into()))?;
+        let sgs: Vec<String> = status
+            .security_groups
+            .iter()
+            .map(|g| g.id.clone())
+            .collect();
+        let nc_name = node_class.metadata.name.clone().unwrap_or_default();
+        let profile = node_class.spec.instance_profile.clone().unwrap_or_default();
+        let mut parts = vec![
+            self.cluster.as_str(),
+            nc_name.as_str(),
+            image.as_str(),
+            profile.as_str(),
+        ];
+        parts.extend(sgs.iter().map(String::as_str));
+        let name = format!("karpenter.k8s.aws/{:016x}", launch::stable_hash(&parts));
+        let mut data = RequestLaunchTemplateData::builder()
+            .image_id(&image)
+            .set_security_group_ids(Some(sgs));
+        if let Some(p) = &node_class.spec.instance_profile {
+            data = data.iam_instance_profile(
+                LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                    .name(p)
+                    .build(),
+            );
+        }
+        let result = self
+            .client
+            .create_launch_template()
+            .launch_template_name(&name)
+            .launch_template_data(data.build())
+            .tag_specifications(tag_spec(
+                ResourceType::LaunchTemplate,
+                &BTreeMap::from([
+                    (launch::cluster_tag(&self.cluster), "owned".to_owned()),
+                    (launch::NODECLASS_TAG.to_owned(), nc_name.clone()),
+                ]),
+            ))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(name),
+            Err(e) => match from_sdk("CreateLaunchTemplate", e) {
+                // Another launch (or an earlier run) created it: same inputs, same template.
+                AwsError::Fatal(msg) if msg.contains("AlreadyExists") => Ok(name),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn create_fleet(
+        &self,
+        template: &str,
+        capacity_type: &str,
+        overrides: &[launch::Override],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String, AwsError> {
+        let config = FleetLaunchTemplateConfigRequest::builder()
+            .launch_template_specification(
+                FleetLaunchTemplateSpecificationRequest::builder()
+                    .launch_template_name(template)
+                    .version("$Latest")
+                    .build(),
+            )
+            .set_overrides(Some(
+                overrides
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| {
+                        FleetLaunchTemplateOverridesRequest::builder()
+                            .instance_type(Ec2InstanceType::from(o.instance_type.as_str()))
+                            .subnet_id(&o.subnet_id)
+                            .availability_zone(&o.zone)
+                            .priority(i as f64)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let spot = capacity_type == "spot";
+        let out = self
+            .client
+            .create_fleet()
+            .r#type(FleetType::Instant)
+            .target_capacity_specification(
+                TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(1)
+                    .default_target_capacity_type(if spot {
+                        DefaultTargetCapacityType::Spot
+                    } else {
+                        DefaultTargetCapacityType::OnDemand
+                    })
+                    .build(),
+            )
+            .launch_template_configs(config)
+            .spot_options(
+                SpotOptionsRequest::builder()
+                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                    .build(),
+            )
+            .on_demand_options(
+                OnDemandOptionsRequest::builder()
+                    .allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice)
+                    .build(),
+            )
+            .tag_specifications(tag_spec(ResourceType::Instance, tags))
+            .send()
+            .await
+            .map_err(|e| from_sdk("CreateFleet", e))?;
+        if let Some(id) = out.instances().iter().flat_map(|i| i.instance_ids()).next() {
+            return Ok(id.clone());
+        }
+        let errors: Vec<(String, String)> = out
+            .errors()
+            .iter()
+            .map(|e| {
+                (
+                    e.error_code().unwrap_or("Unknown").to_owned(),
+                    e.error_message().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        let err = fleet_error(&errors);
+        if matches!(err, AwsError::InsufficientCapacity(_)) {
+            self.mark_unavailable(overrides, capacity_type);
+        }
+        Err(err)
+    }
+
+    async fn describe_filtered(
+        &self,
+        filters: Vec<Filter>,
+        ids: Vec<String>,
+    ) -> Result<Vec<Instance>, AwsError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .describe_instances()
+                .set_filters(Some(filters.clone()))
+                .set_instance_ids((!ids.is_empty()).then(|| ids.clone()))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DescribeInstances", e))?;
+            out.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .cloned(),
+            );
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn describe(&self, instance_id: &str) -> Result<Instance, AwsError> {
+        let found = self
+            .describe_filtered(Vec::new(), vec![instance_id.to_owned()])
+            .await?;
+        found
+            .into_iter()
+            .find(is_live)
+            .ok_or_else(|| AwsError::NodeClaimNotFound(format!("instance {instance_id}")))
+    }
+
+    async fn find_by_nodeclaim(&self, claim: &str) -> Result<Option<Instance>, AwsError> {
+        let filters = vec![
+            Filter::builder()
+                .name(format!("tag:{NODECLAIM_TAG}"))
+                .values(claim)
+                .build(),
+            Filter::builder()
+                .name(format!("tag:{}", launch::cluster_tag(&self.cluster)))
+                .values("owned")
+                .build(),
+        ];
+        Ok(self
+            .describe_filtered(filters, Vec::new())
+            .await?
+            .into_iter()
+            .find(is_live))
+    }
+
+    /// The instance behind a providerID, as a NodeClaim view; `NodeClaimNotFound` when it does
+    /// not exist or is terminated.
+    pub async fn get(
+        &self,
+        provider_id: &str,
+        instance_types: &[InstanceType],
+    ) -> Result<NodeClaim, AwsError> {
+        let id = launch::instance_id(provider_id)
+            .ok_or_else(|| AwsError::Fatal(format!("{provider_id:?} is not an AWS providerID")))?;
+        Ok(instance_view(&self.describe(id).await?, instance_types))
+    }
+
+    /// Every live instance this cluster's Karpenter launched (tagged with a NodePool and the
+    /// cluster), for garbage collection.
+    pub async fn list(&self, instance_types: &[InstanceType]) -> Result<Vec<NodeClaim>, AwsError> {
+        let filters = vec![
+            Filter::builder()
+                .name("tag-key")
+                .values(NODEPOOL_TAG)
+                .build(),
+            Filter::builder()
+                .name(format!("tag:{}", launch::cluster_tag(&self.cluster)))
+                .values("owned")
+                .build(),
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(LIVE_STATES.iter().map(|s| (*s).to_owned()).collect()))
+                .build(),
+        ];
+        let instances = self.describe_filtered(filters, Vec::new()).await?;
+        let mut views: Vec<NodeClaim> = instances
+            .iter()
+            .filter(|i| is_live(i))
+            .map(|i| instance_view(i, instance_types))
+            .collect();
+        views.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Ok(views)
+    }
+
+    /// Terminates the NodeClaim's instance. `NodeClaimNotFound` once it is gone (callers repeat
+    /// until then).
+    pub async fn delete(&self, claim: &NodeClaim) -> Result<(), AwsError> {
+        let provider_id = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.provider_id.clone())
+            .ok_or_else(|| AwsError::NodeClaimNotFound("NodeClaim has no providerID".into()))?;
+        let id = launch::instance_id(&provider_id)
+            .ok_or_else(|| AwsError::Fatal(format!("{provider_id:?} is not an AWS providerID")))?;
+        // Terminating a terminated instance succeeds on EC2; check first so callers learn it is gone.
+        self.describe(id).await?;
+        self.client
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(|e| from_sdk("TerminateInstances", e))?;
+        Ok(())
+    }
+}
+
+fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
