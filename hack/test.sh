@@ -66,5 +66,17 @@ else
   export KARPENTER_TEST_MOTO_NO_START=1
 fi
 
+# helm for the chart test (crates/controller/tests/e2e_chart.rs): built from Go modules like the
+# control plane (hack/helm/build; cold ~2 min, then cached). CI=true requires it.
+step "helm (hack/helm/build)"
+if helm_bin="$(./hack/helm/build)"; then
+  export HELM="$helm_bin"
+elif [[ "${CI:-}" =~ ^(true|TRUE|True|1)$ ]]; then
+  echo "building helm failed; CI=true requires it" >&2
+  exit 1
+else
+  echo "WARNING: building helm failed; the chart test will be SKIPPED" >&2
+fi
+
 step "cargo test"
 cargo test --workspace "${AWS_FEATURES[@]}" --no-fail-fast -- --test-threads=2

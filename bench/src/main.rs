@@ -1,6 +1,7 @@
 //! `cargo run --release -p karpenter-bench [-- FILTER]`: runs every case (or those whose name
 //! contains FILTER) and prints one JSON line per case.
 
+mod consolidation;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -118,4 +119,5 @@ fn main() {
             );
         }
     }
+    consolidation::run(&want);
 }

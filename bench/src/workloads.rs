@@ -339,5 +339,6 @@ pub fn mixed(scale: usize, rng: &mut Rng) -> Problem {
         pods,
         existing_nodes: vec![],
         daemon_sets: vec![ds],
+        ..Default::default()
     }
 }

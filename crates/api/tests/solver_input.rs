@@ -347,10 +347,13 @@ spec:
     assert_eq!(np.labels.get("team").map(String::as_str), Some("a"));
     assert_eq!(np.requirements[0].values, ["spot"]);
     assert_eq!(np.taints[0].effect, TaintEffect::NoSchedule);
-    assert_eq!(warnings.len(), 1, "minValues is not modelled: {warnings:?}");
+    // minValues is modelled (carried beside the view, for Problem::min_values): no warning.
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let min_values = input::min_values(&pool);
     assert_eq!(
-        warnings[0].to_string(),
-        "NodePool default: spec.template.spec.requirements[0].minValues: minValues is not modelled; ignored"
+        min_values.get("karpenter.sh/capacity-type"),
+        Some(&1),
+        "{min_values:?}"
     );
     Ok(())
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use karpenter_controller::leaderelection::{DEFAULT_LEASE_NAME, LeaderElectionConfig, identity};
 use karpenter_controller::server::{serve_health, serve_metrics};
-use karpenter_controller::{Metrics, Options};
+use karpenter_controller::{Clients, Metrics, Options};
 use karpenter_providers::kwok::KwokProvider;
 
 /// Flags of `karpenter controller` (each also read from the environment, like upstream).
@@ -32,6 +33,17 @@ pub struct ControllerArgs {
     /// Cloud provider; only `kwok` exists so far.
     #[arg(long, env = "CLOUD_PROVIDER", default_value = "kwok")]
     pub cloud_provider: String,
+    /// Act without electing a leader (a single replica, or tests). With it, two replicas
+    /// would both act.
+    #[arg(long, env = "DISABLE_LEADER_ELECTION")]
+    pub disable_leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEADER_ELECTION_NAME", default_value = DEFAULT_LEASE_NAME)]
+    pub leader_election_name: String,
+    /// Namespace of the leader-election Lease; defaults to the controller's own (the service
+    /// account's namespace in a pod, the kubeconfig context's namespace elsewhere).
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
 }
 
 /// Log output format.
@@ -81,18 +93,29 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         "unknown cloud provider {:?} (available: kwok)",
         args.cloud_provider
     );
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
-        .context("cannot connect to the cluster (kubeconfig or in-cluster config)")?;
-    let provider = Arc::new(KwokProvider::new(client.clone()));
+        .context("cannot find a cluster (kubeconfig or in-cluster config)")?;
+    let clients = Clients::new(&config).context("cannot build an API client")?;
+    let provider = Arc::new(KwokProvider::new(clients.client.clone()));
     let (metrics, registry) = Metrics::new();
+    let pod_name = std::env::var("POD_NAME").ok();
+    let leader_election = (!args.disable_leader_election).then(|| {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let base = pod_name.clone().unwrap_or_else(|| "karpenter".into());
+        LeaderElectionConfig::new(&args.leader_election_name, &namespace, &identity(&base))
+    });
     let options = Options {
         batch_idle: args.batch_idle_duration,
         batch_max: args.batch_max_duration,
-        instance: std::env::var("POD_NAME").ok(),
+        instance: pod_name,
+        leader_election,
         ..Options::default()
     };
-    let running = karpenter_controller::start(client, provider, Arc::new(metrics), options);
+    let running = karpenter_controller::start(clients, provider, Arc::new(metrics), options);
     let state = running.context.state.clone();
     let metrics_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.metrics_port));
     let health_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.health_probe_port));
@@ -109,9 +132,10 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         _ = sigterm.recv() => {}
     }
     tracing::info!("shutting down");
+    // Release the Lease before the probes go, so a standby replica takes over at once.
+    running.shutdown().await;
     metrics_server.abort();
     health_server.abort();
-    drop(running);
     Ok(())
 }
 

@@ -8,7 +8,10 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use karpenter_providers::CloudProvider;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::watch;
 
+use crate::backoff::Backoff;
+use crate::leaderelection::LeaderElectionConfig;
 use crate::metrics::Metrics;
 use crate::provisioning::batcher;
 use crate::state::ClusterState;
@@ -34,6 +37,8 @@ pub struct Options {
     pub nomination_window: Duration,
     /// Identity of this replica in events.
     pub instance: Option<String>,
+    /// Leader election; `None` acts at once (`--disable-leader-election`, tests).
+    pub leader_election: Option<LeaderElectionConfig>,
 }
 
 impl Default for Options {
@@ -46,7 +51,29 @@ impl Default for Options {
             gc_grace: Duration::from_secs(30),
             nomination_window: Duration::from_secs(20),
             instance: None,
+            leader_election: None,
         }
+    }
+}
+
+/// The API clients the loops use.
+#[derive(Clone)]
+pub struct Clients {
+    /// For everything but evictions.
+    pub client: Client,
+    /// For evictions: no automatic retries.
+    pub eviction_client: Client,
+}
+
+impl Clients {
+    /// Both clients from one configuration.
+    pub fn new(config: &kube::Config) -> Result<Self, kube::Error> {
+        let mut no_retry = config.clone();
+        no_retry.default_retry = false;
+        Ok(Self {
+            client: Client::try_from(config.clone())?,
+            eviction_client: Client::try_from(no_retry)?,
+        })
     }
 }
 
@@ -54,6 +81,12 @@ impl Default for Options {
 pub struct Context {
     /// API client.
     pub client: Client,
+    /// A client that never retries on its own: evictions answer 429 when a PodDisruptionBudget
+    /// forbids them, and kube's default retry layer would hold the drain in a long backoff
+    /// instead of letting the termination loop report it and requeue.
+    pub eviction_client: Client,
+    /// Whether this replica leads (always true without leader election).
+    pub leader: watch::Receiver<bool>,
     /// The cloud.
     pub provider: Arc<dyn CloudProvider>,
     /// Reflector stores.
@@ -64,17 +97,24 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Options.
     pub options: Options,
+    /// Retry delays of failed reconciles, per object.
+    pub backoff: Backoff,
 }
 
 impl Context {
     /// A context; the recorder reports as `karpenter`.
     pub fn new(
-        client: Client,
+        clients: Clients,
         provider: Arc<dyn CloudProvider>,
         state: ClusterState,
         metrics: Arc<Metrics>,
         options: Options,
+        leader: watch::Receiver<bool>,
     ) -> Self {
+        let Clients {
+            client,
+            eviction_client,
+        } = clients;
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -84,12 +124,20 @@ impl Context {
         );
         Self {
             client,
+            eviction_client,
+            leader,
             provider,
             state,
             recorder,
             metrics,
             options,
+            backoff: Backoff::default(),
         }
+    }
+
+    /// Whether this replica leads (and so may write).
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
     }
 
     /// Publishes an event; failures are logged, never fatal (events are best effort).

@@ -41,5 +41,12 @@ pub fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
+/// Whether the error is routine for a controller: an optimistic-concurrency conflict (409,
+/// the object changed since it was read; a prompt retry on the new version is the fix) or the
+/// object being gone already (404, e.g. a write racing its own finalizer's removal).
+pub fn is_routine(e: &Error) -> bool {
+    matches!(e, Error::Kube(k) if is_status(k, 409) || is_status(k, 404))
+}
+
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

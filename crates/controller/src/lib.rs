@@ -1,12 +1,17 @@
 //! kube-rs control loops of karpenter-rs: cluster state, provisioning, NodeClaim lifecycle,
-//! node termination and garbage collection, plus metrics and health endpoints.
+//! node termination and garbage collection, leader election, plus metrics and health
+//! endpoints.
 //!
 //! [`start`] runs them all in-process on the current tokio runtime (the binary and the e2e
-//! tests use the same entry point).
+//! tests use the same entry point). Every replica keeps the cluster state warm and runs the
+//! provisioner's batching; only the leader provisions and runs the writing loops (lifecycle,
+//! termination, garbage collection), so a follower that takes over acts at once.
 
+pub mod backoff;
 pub mod context;
 pub mod error;
 pub mod garbagecollection;
+pub mod leaderelection;
 pub mod metrics;
 pub mod node;
 pub mod nodeclaim;
@@ -17,26 +22,60 @@ pub mod state;
 use std::sync::Arc;
 
 use karpenter_providers::CloudProvider;
-use kube::Client;
-use tokio::sync::mpsc::unbounded_channel;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use context::{Context, Options};
+pub use context::{Clients, Context, Options};
 pub use error::Error;
+use leaderelection::Elector;
 pub use metrics::Metrics;
+use state::Trigger;
+
+/// Tasks aborted when dropped (a dropped `JoinHandle` would detach its task instead).
+#[derive(Default)]
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Tasks {
+    fn push(&mut self, t: JoinHandle<()>) {
+        self.0.push(t);
+    }
+
+    fn abort(&mut self) {
+        for t in self.0.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
 
 /// The running loops. Dropping it (or calling [`Running::stop`]) stops them all.
 pub struct Running {
     /// Shared context (state stores, metrics).
     pub context: Arc<Context>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
+    elector: Option<Arc<Elector>>,
 }
 
 impl Running {
-    /// Stops every loop.
+    /// Stops every loop at once, as a crash would: a held Lease is not released (it expires).
     pub fn stop(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
+        self.tasks.abort();
+    }
+
+    /// Stops every loop, then releases the Lease if this replica holds it, so another replica
+    /// takes over without waiting for it to expire.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        if let Some(elector) = self.elector.take()
+            && let Err(e) = elector.release().await
+        {
+            tracing::warn!(error = %e, "releasing the lease failed; it will expire");
         }
     }
 
@@ -44,28 +83,86 @@ impl Running {
     pub fn synced(&self) -> bool {
         self.context.state.is_ready()
     }
-}
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop();
+    /// Whether this replica leads (always true without leader election).
+    pub fn is_leader(&self) -> bool {
+        self.context.is_leader()
     }
 }
 
-/// Starts cluster state, provisioner, lifecycle, termination and garbage collection on the
-/// current runtime.
+/// Starts cluster state, leader election, the provisioner and (while leading) lifecycle,
+/// termination and garbage collection on the current runtime.
 pub fn start(
-    client: Client,
+    clients: Clients,
     provider: Arc<dyn CloudProvider>,
     metrics: Arc<Metrics>,
     options: Options,
 ) -> Running {
     let (tx, rx) = unbounded_channel();
-    let (state, mut tasks) = state::ClusterState::start(&client, tx.clone());
-    let context = Arc::new(Context::new(client, provider, state, metrics, options));
-    tasks.push(tokio::spawn(provisioning::run(context.clone(), rx, tx)));
-    tasks.push(tokio::spawn(nodeclaim::lifecycle::run(context.clone())));
-    tasks.push(tokio::spawn(node::termination::run(context.clone())));
-    tasks.push(tokio::spawn(garbagecollection::run(context.clone())));
-    Running { context, tasks }
+    let (state, state_tasks) = state::ClusterState::start(&clients.client, tx.clone());
+    let mut tasks = Tasks::default();
+    for t in state_tasks {
+        tasks.push(t);
+    }
+    let (elector, leader) = match options.leader_election.clone() {
+        Some(config) => {
+            let (elector, leader) = Elector::new(clients.client.clone(), config);
+            let elector = Arc::new(elector);
+            let campaign = elector.clone();
+            tasks.push(tokio::spawn(async move { campaign.run().await }));
+            (Some(elector), leader)
+        }
+        None => {
+            let (always, leader) = watch::channel(true);
+            // Keep the sender alive for as long as the loops run: a closed channel reads as
+            // "stop" to the supervisor.
+            tasks.push(tokio::spawn(async move { always.closed().await }));
+            (None, leader)
+        }
+    };
+    let context = Arc::new(Context::new(
+        clients,
+        provider,
+        state,
+        metrics,
+        options,
+        leader.clone(),
+    ));
+    tasks.push(tokio::spawn(provisioning::run(
+        context.clone(),
+        rx,
+        tx.clone(),
+    )));
+    tasks.push(tokio::spawn(supervise(context.clone(), leader, tx)));
+    Running {
+        context,
+        tasks,
+        elector,
+    }
+}
+
+/// Runs the writing loops while this replica leads, and stops them when it no longer does.
+async fn supervise(
+    ctx: Arc<Context>,
+    mut leader: watch::Receiver<bool>,
+    triggers: UnboundedSender<Trigger>,
+) {
+    loop {
+        if leader.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        tracing::info!("leading: starting the writing loops");
+        // Pods that went pending while we followed get a round now.
+        let _ = triggers.send(Trigger::Resync);
+        let mut writers = Tasks::default();
+        writers.push(tokio::spawn(nodeclaim::lifecycle::run(ctx.clone())));
+        writers.push(tokio::spawn(node::termination::run(ctx.clone())));
+        writers.push(tokio::spawn(garbagecollection::run(ctx.clone())));
+        let lost = leader.wait_for(|l| !*l).await;
+        writers.abort();
+        if lost.is_err() {
+            return;
+        }
+        tracing::warn!("no longer leading: writing loops stopped");
+    }
 }

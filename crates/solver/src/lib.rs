@@ -9,11 +9,14 @@
 //!   why-not for one pod, per NodePool and instance type (`simulate --explain`).
 //! - [`lower_bound`]`(&Problem, &[pod indices]) -> f64`: the LP bound on its own.
 //! - [`effective_pod_requests`]: pod requests from per-container requests (init/sidecar rules).
+//! - [`disruption::plan`]`(&DisruptionProblem, &DisruptionOptions) -> Result<DisruptionPlan, _>`:
+//!   emptiness, drift, expiration and consolidation commands within budgets.
 //! - [`quantity::parse_milli`] / [`quantity::parse_base`] / [`Resources::parse`]: exact quantities.
 //!
 //! Model types live in [`model`]; the algebra in [`requirements`], [`taints`], [`selector`].
 
 pub mod bound;
+pub mod disruption;
 pub mod error;
 pub mod instance_type;
 pub mod labels;

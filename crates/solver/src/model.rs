@@ -243,6 +243,12 @@ pub struct Problem {
     pub existing_nodes: Vec<ExistingNode>,
     /// DaemonSets.
     pub daemon_sets: Vec<DaemonSetView>,
+    /// `minValues` of NodePool requirements: NodePool name → label key → the fewest distinct
+    /// values of that key a NodeClaim's instance-type options must keep (upstream
+    /// `SatisfiesMinValues`, policy Strict). It lives here rather than on [`NodePoolView`] or
+    /// [`NodeSelectorRequirement`] so that callers building those with struct literals are
+    /// unaffected; pools without an entry have no minimum.
+    pub min_values: BTreeMap<String, BTreeMap<String, i32>>,
 }
 
 /// A NodeClaim the plan launches.

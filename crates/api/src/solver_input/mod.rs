@@ -37,7 +37,7 @@ pub use nodes::{
     runs_on,
 };
 pub use pods::{PodContext, pod_view};
-pub use pools::{node_pool_view, requirement, template_taint};
+pub use pools::{min_values, node_pool_view, requirement, template_taint};
 pub use problem::{Assembled, BoundPod, Parts, daemon_set_owner, problem};
 pub use topology::{NO_NAMESPACE, NamespaceIndex};
 

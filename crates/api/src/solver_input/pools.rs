@@ -1,38 +1,29 @@
 //! NodePools → the solver's [`NodePoolView`]. A legacy Provisioner is converted to the NodePool
 //! it becomes first ([`crate::v1alpha5`]) and then works exactly as that NodePool.
 
+use std::collections::BTreeMap;
+
 use karpenter_solver::{
     NodePoolView, NodeSelectorRequirement, Operator, Resources, Taint, TaintEffect,
 };
 
-use super::{At, ConvertError, ConvertWarning, describe, parse_resources};
+use super::{ConvertError, ConvertWarning, describe, parse_resources};
 use crate::v1::{self, NodePool};
 
 /// Converts a NodePool; `usage` is what its existing nodes already use ([`super::pool_usage`]).
 ///
 /// The typed NodePool has passed its schema (or [`crate::validation`]), so only the limits'
-/// quantities can still be wrong. `minValues` is not modelled by the solver: each requirement
-/// carrying one is named in a warning and otherwise ignored.
+/// quantities can still be wrong. Requirements' `minValues` are not part of the view: they go
+/// to [`karpenter_solver::Problem::min_values`] ([`min_values`], [`super::Parts::min_values`]).
+/// Nothing here warns at present; `warnings` stays so callers need not change when it does.
 pub fn node_pool_view(
     np: &NodePool,
     usage: Resources,
-    warnings: &mut Vec<ConvertWarning>,
+    _warnings: &mut Vec<ConvertWarning>,
 ) -> Result<NodePoolView, ConvertError> {
     let object = describe("NodePool", None, np.metadata.name.as_deref());
-    let at = At {
-        object: &object,
-        spec: "",
-    };
     let spec = &np.spec;
     let template = &spec.template.spec;
-    for (i, r) in template.requirements.iter().enumerate() {
-        if r.min_values.is_some() {
-            warnings.push(at.warning(
-                format!("spec.template.spec.requirements[{i}].minValues"),
-                "minValues is not modelled; ignored",
-            ));
-        }
-    }
     let limits = if spec.limits.is_empty() {
         None
     } else {
@@ -51,7 +42,22 @@ pub fn node_pool_view(
     })
 }
 
-/// A NodePool (or NodeClaim) requirement as the solver's requirement; `minValues` is dropped.
+/// The NodePool's `minValues` per requirement key (the largest when a key is repeated, as
+/// requirements on one key intersect and upstream keeps the maximum), for
+/// [`karpenter_solver::Problem::min_values`].
+pub fn min_values(np: &NodePool) -> BTreeMap<String, i32> {
+    let mut out: BTreeMap<String, i32> = BTreeMap::new();
+    for r in &np.spec.template.spec.requirements {
+        if let Some(n) = r.min_values {
+            let e = out.entry(r.key.clone()).or_insert(n);
+            *e = (*e).max(n);
+        }
+    }
+    out
+}
+
+/// A NodePool (or NodeClaim) requirement as the solver's requirement; `minValues` is carried
+/// separately ([`min_values`]).
 pub fn requirement(r: &v1::NodeSelectorRequirementWithMinValues) -> NodeSelectorRequirement {
     let operator = match r.operator {
         v1::Operator::In => Operator::In,

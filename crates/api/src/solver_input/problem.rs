@@ -1,6 +1,8 @@
 //! Converted pieces → one [`Problem`]: pods bound to a node go onto that node, and each node
 //! gets the daemon pods it would run but that are not among its pods.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1 as k8s;
 use karpenter_solver::{DaemonSetView, ExistingNode, InstanceType, NodePoolView, PodView, Problem};
 
@@ -33,6 +35,8 @@ pub struct Parts {
     pub bound: Vec<BoundPod>,
     /// DaemonSets: overhead on every new node, and a pod on every existing one that accepts it.
     pub daemon_sets: Vec<DaemonSetView>,
+    /// NodePool name → requirement key → `minValues` ([`super::min_values`]).
+    pub min_values: BTreeMap<String, BTreeMap<String, i32>>,
 }
 
 /// The assembled problem, and what could not be placed in it.
@@ -60,6 +64,7 @@ pub fn problem(parts: Parts) -> Assembled {
         mut nodes,
         bound,
         daemon_sets,
+        min_values,
     } = parts;
     let mut unplaced = Vec::new();
     // (node index, "namespace/daemonset") of the daemon pods the input already has.
@@ -92,6 +97,7 @@ pub fn problem(parts: Parts) -> Assembled {
             pods: pending,
             existing_nodes: nodes,
             daemon_sets,
+            min_values,
         },
         unplaced,
     }

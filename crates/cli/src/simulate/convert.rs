@@ -155,7 +155,7 @@ pub fn problem(
         nodes.push(node);
     }
 
-    let node_pools = node_pools(&m.karpenter, &mut usage, warnings)?;
+    let (node_pools, min_values) = node_pools(&m.karpenter, &mut usage, warnings)?;
     let bound_keys: BTreeMap<String, String> = bound
         .iter()
         .map(|b| (b.pod.key(), b.node.clone()))
@@ -167,6 +167,7 @@ pub fn problem(
         nodes,
         bound,
         daemon_sets,
+        min_values,
     });
     let mut bound = bound_keys;
     for b in &assembled.unplaced {

@@ -2,12 +2,13 @@
 //!
 //! manifests (YAML) → [`convert`] (through `karpenter_api::solver_input`, shared with the
 //! controller) → solver `Problem` → `solve` → [`output`] report → JSON, YAML or [`table`]; or
-//! `explain` for one pod.
+//! `explain` for one pod. Karpenter-managed Nodes also go through the [`disruption`] planner.
 
 pub mod catalog;
 pub mod convert;
 #[cfg(test)]
 mod convert_tests;
+pub mod disruption;
 pub mod manifests;
 pub mod output;
 pub mod pools;
@@ -107,7 +108,20 @@ pub fn run(config: &Config) -> Result<()> {
     }
 
     let plan = solve(problem, &options).context("the solver refused the input")?;
-    let report = output::report(&plan);
+    let mut report = output::report(&plan);
+    let now = disruption::reference_now(&manifests);
+    let mut notes = Vec::new();
+    if let Some(dp) = disruption::problem(&manifests, &converted, &plan, now, &mut notes) {
+        let planned =
+            disruption::plan(&dp, now).context("the disruption planner refused the input")?;
+        report.disruptions = output::disruptions(&planned);
+        report.protected = planned
+            .blocked
+            .iter()
+            .map(|b| (b.node.clone(), b.reason.clone()))
+            .collect();
+    }
+    print_warnings(&notes);
     let text = match config.format {
         Format::Json => output::to_json(&report).context("cannot render JSON")?,
         Format::Yaml => output::to_yaml(&report).context("cannot render YAML")?,

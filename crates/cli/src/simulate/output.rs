@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use karpenter_solver::disruption::DisruptionPlan;
 use karpenter_solver::labels::{CAPACITY_TYPE, INSTANCE_TYPE, NODEPOOL, ZONE};
 use karpenter_solver::{Plan, PlannedNodeClaim};
 use serde::Serialize;
@@ -17,8 +18,12 @@ pub struct Report {
     pub existing_nodes: Vec<ExistingNodeReport>,
     /// Pods that cannot be placed, with the reason.
     pub unschedulable: Vec<UnschedulableReport>,
-    /// Consolidation decisions; simulate does not plan disruption yet, so always empty.
-    pub disruptions: Vec<serde_json::Value>,
+    /// Disruption commands for the input's Karpenter-managed nodes (empty without any).
+    pub disruptions: Vec<DisruptionReport>,
+    /// Managed nodes no voluntary disruption may touch, and why (`node`, `reason`): shown in
+    /// the table only, the JSON contract has no such field.
+    #[serde(skip)]
+    pub protected: Vec<(String, String)>,
     /// Totals.
     pub summary: Summary,
 }
@@ -78,6 +83,20 @@ pub struct UnschedulableReport {
     pub reason: String,
 }
 
+/// One disruption command: remove `nodes`, launching `replacements` first.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionReport {
+    /// `empty`, `underutilized`, `drifted` or `expired`.
+    pub reason: String,
+    /// Nodes removed.
+    pub nodes: Vec<String>,
+    /// NodeClaims launched instead (0 or 1 for consolidation), with the pods they take.
+    pub replacements: Vec<NodeClaimReport>,
+    /// Σ removed node prices − Σ replacement prices, rounded to [`DECIMALS`] places.
+    pub savings_per_hour: f64,
+}
+
 /// Totals.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -105,7 +124,9 @@ pub const DECIMALS: i32 = 6;
 
 fn round(x: f64) -> f64 {
     let scale = 10f64.powi(DECIMALS);
-    (x * scale).round() / scale
+    // `+ 0.0` turns -0.0 (the sum of no prices, or a rounded tiny negative) into 0.0, so the
+    // JSON never says `-0.0`.
+    (x * scale).round() / scale + 0.0
 }
 
 fn floor(x: f64) -> f64 {
@@ -160,7 +181,21 @@ pub fn report(plan: &Plan) -> Report {
         existing_nodes,
         unschedulable,
         disruptions: Vec::new(),
+        protected: Vec::new(),
     }
+}
+
+/// The report's `disruptions`, in the planner's decision order.
+pub fn disruptions(plan: &DisruptionPlan) -> Vec<DisruptionReport> {
+    plan.commands
+        .iter()
+        .map(|c| DisruptionReport {
+            reason: c.reason.to_string(),
+            nodes: c.nodes.clone(),
+            replacements: c.replacements.iter().map(claim).collect(),
+            savings_per_hour: round(c.savings_per_hour),
+        })
+        .collect()
 }
 
 fn claim(c: &PlannedNodeClaim) -> NodeClaimReport {

@@ -12,23 +12,29 @@ use karpenter_solver::{NodePoolView, Resources};
 use super::convert::{ConvertError, field};
 use super::manifests::{KarpenterDocument, Origin};
 
+/// NodePool name → requirement key → `minValues` (the solver's `Problem::min_values`).
+pub type MinValues = BTreeMap<String, BTreeMap<String, i32>>;
+
 /// A NodePool and where it was written.
 struct PoolInput {
     /// Where the NodePool (or the Provisioner it was converted from) is.
     origin: Origin,
     /// The solver's view.
     view: NodePoolView,
+    /// Its requirements' `minValues` per key.
+    min_values: BTreeMap<String, i32>,
 }
 
 /// Reads every NodePool and Provisioner, taking each one's usage out of `usage` (NodePool name →
 /// what its existing nodes use); NodeClasses are accepted and not needed offline; other
 /// Karpenter kinds are skipped with a warning. Two NodePools with one name are an error (a
 /// Provisioner and the NodePool converted from it would otherwise double the capacity).
+/// Returns the views and the NodePools' `minValues`.
 pub fn node_pools(
     docs: &[KarpenterDocument],
     usage: &mut BTreeMap<String, Resources>,
     warnings: &mut Vec<String>,
-) -> Result<Vec<NodePoolView>, ConvertError> {
+) -> Result<(Vec<NodePoolView>, MinValues), ConvertError> {
     let mut out: Vec<PoolInput> = Vec::new();
     for doc in docs {
         let object = object_from_value(doc.value.clone()).map_err(|e| ConvertError::Object {
@@ -87,9 +93,19 @@ pub fn node_pools(
                 w.message
             )
         }));
-        out.push(PoolInput { origin, view });
+        let min_values = solver_input::min_values(&pool);
+        out.push(PoolInput {
+            origin,
+            view,
+            min_values,
+        });
     }
-    Ok(out.into_iter().map(|p| p.view).collect())
+    let min_values = out
+        .iter()
+        .filter(|p| !p.min_values.is_empty())
+        .map(|p| (p.view.name.clone(), p.min_values.clone()))
+        .collect();
+    Ok((out.into_iter().map(|p| p.view).collect(), min_values))
 }
 
 /// Where a NodePool field path is in the document: a Provisioner's limits are at

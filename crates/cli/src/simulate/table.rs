@@ -1,5 +1,6 @@
 //! `-o table`: the plan for people. One row per new node, then the totals against the lower
-//! bound, the existing nodes that receive pods, and the pods that cannot be placed and why.
+//! bound, the existing nodes that receive pods, the pods that cannot be placed and why, and the
+//! disruption commands for existing nodes with their savings per hour.
 
 use std::fmt::Write as _;
 
@@ -94,7 +95,61 @@ pub fn render(report: &Report, plan: &Plan, catalog: &[InstanceType]) -> String 
             let _ = writeln!(out, "  {}: {}", u.pod, u.reason);
         }
     }
+    disruptions(&mut out, report);
     out
+}
+
+/// The disruption commands: what goes, what comes instead, and what it saves per hour.
+fn disruptions(out: &mut String, report: &Report) {
+    if !report.protected.is_empty() {
+        let _ = writeln!(out, "\nExisting nodes kept from disruption:");
+        for (node, why) in &report.protected {
+            let _ = writeln!(out, "  {node}: {why}");
+        }
+    }
+    if report.disruptions.is_empty() {
+        return;
+    }
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED);
+    table.set_header(["REASON", "REMOVE NODES", "REPLACE WITH", "$/HOUR SAVED"]);
+    for d in &report.disruptions {
+        let with = if d.replacements.is_empty() {
+            "-".to_owned()
+        } else {
+            d.replacements
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} ({} {} {}, {} pods)",
+                        r.name,
+                        r.instance_type,
+                        r.zone,
+                        r.capacity_type,
+                        r.pods.len()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        table.add_row([
+            d.reason.clone(),
+            d.nodes.join("\n"),
+            with,
+            format!("{:.4}", d.savings_per_hour),
+        ]);
+    }
+    if let Some(col) = table.column_mut(3) {
+        col.set_cell_alignment(CellAlignment::Right);
+    }
+    let total: f64 = report.disruptions.iter().map(|d| d.savings_per_hour).sum();
+    let nodes: usize = report.disruptions.iter().map(|d| d.nodes.len()).sum();
+    let _ = writeln!(out, "\nDisruption of existing nodes:\n{table}");
+    let _ = writeln!(
+        out,
+        "{} command(s) remove {nodes} node(s), saving ${total:.4}/hour.",
+        report.disruptions.len()
+    );
 }
 
 /// `used/allocatable (pct%)` of one resource, in `scale` units.

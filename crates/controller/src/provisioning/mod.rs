@@ -5,7 +5,6 @@
 
 pub mod batcher;
 pub mod claims;
-pub mod input;
 pub mod pending;
 pub mod problem;
 
@@ -34,6 +33,17 @@ pub const FAILED_SCHEDULING: &str = "FailedScheduling";
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 /// Cap on instance-type options written into a NodeClaim.
 pub const MAX_INSTANCE_TYPES: usize = 60;
+
+/// How the provisioner runs the solver (public so tests can predict its plans).
+pub fn solve_options() -> SolveOptions {
+    SolveOptions {
+        optimise: true,
+        max_instance_type_options: MAX_INSTANCE_TYPES,
+        // The bound is for reports; a controller round does not need it.
+        lower_bound: false,
+        ignore_preferences: false,
+    }
+}
 
 /// The provisioner's memory between rounds: nominations and what each pod was last told.
 /// Losing it on restart is harmless: in-flight NodeClaims still count as capacity, and an
@@ -77,6 +87,12 @@ pub async fn run(
         reported: HashMap::new(),
     };
     while let Some(n) = batcher.next_batch().await {
+        // Followers batch too (their triggers must not pile up) but leave acting to the
+        // leader; becoming leader sends a resync.
+        if !p.ctx.is_leader() {
+            tracing::debug!(triggers = n, "not leading; batch skipped");
+            continue;
+        }
         tracing::debug!(triggers = n, "provisioning batch");
         if let Err(e) = p.provision().await {
             tracing::warn!(error = %e, "provisioning round failed");
@@ -122,6 +138,9 @@ impl Provisioner {
             now,
             ctx.options.nomination_window,
         );
+        for w in &round.warnings {
+            tracing::debug!(warning = %w, "not modelled by the solver");
+        }
         tracing::debug!(
             pending = round.problem.pods.len(),
             node_pools = round.problem.node_pools.len(),
@@ -138,20 +157,9 @@ impl Provisioner {
         }
         let problem = round.problem.clone();
         let started = Instant::now();
-        let plan = tokio::task::spawn_blocking(move || {
-            solve(
-                &problem,
-                &SolveOptions {
-                    optimise: true,
-                    max_instance_type_options: MAX_INSTANCE_TYPES,
-                    // The bound is for reports; a controller round does not need it.
-                    lower_bound: false,
-                    ignore_preferences: false,
-                },
-            )
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("solver task failed: {e}")))??;
+        let plan = tokio::task::spawn_blocking(move || solve(&problem, &solve_options()))
+            .await
+            .map_err(|e| Error::Invalid(format!("solver task failed: {e}")))??;
         ctx.metrics
             .scheduling_duration
             .observe(started.elapsed().as_secs_f64());

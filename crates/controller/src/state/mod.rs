@@ -1,5 +1,5 @@
-//! Cluster state: one reflector per kind (Pods, Nodes, NodePools, NodeClaims, DaemonSets),
-//! folded into in-memory stores that every loop reads. The provisioner is also told here,
+//! Cluster state: one reflector per kind (Pods, Nodes, NodePools, NodeClaims, DaemonSets,
+//! Namespaces), folded into in-memory stores that every loop reads. The provisioner is also told here,
 //! through a channel, when something happened that may need new capacity.
 //!
 //! The watch plumbing lives in this file; what the provisioner derives from the stores (which
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use karpenter_api::v1::{NodeClaim, NodePool};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -50,6 +50,8 @@ pub struct ClusterState {
     pub node_claims: Store<NodeClaim>,
     /// All DaemonSets.
     pub daemon_sets: Store<DaemonSet>,
+    /// All Namespaces (their labels resolve pod-affinity `namespaceSelector`s).
+    pub namespaces: Store<Namespace>,
     /// True once every store is populated. A `watch` rather than each caller awaiting
     /// `Store::wait_until_ready`: the latter wakes only one of several concurrent waiters.
     ready: watch::Receiver<bool>,
@@ -68,6 +70,8 @@ pub struct Snapshot {
     pub node_claims: Vec<Arc<NodeClaim>>,
     /// DaemonSets.
     pub daemon_sets: Vec<Arc<DaemonSet>>,
+    /// Namespaces.
+    pub namespaces: Vec<Arc<Namespace>>,
 }
 
 impl ClusterState {
@@ -114,6 +118,7 @@ impl ClusterState {
             },
         );
         let daemon_sets = reflect(Api::<DaemonSet>::all(client.clone()), &mut tasks, |_| {});
+        let namespaces = reflect(Api::<Namespace>::all(client.clone()), &mut tasks, |_| {});
         let (ready_tx, ready) = watch::channel(false);
         let stores = (
             pods.clone(),
@@ -121,6 +126,7 @@ impl ClusterState {
             node_pools.clone(),
             node_claims.clone(),
             daemon_sets.clone(),
+            namespaces.clone(),
         );
         // The only task that awaits the stores' own readiness (see `ready`).
         tasks.push(tokio::spawn(async move {
@@ -129,7 +135,8 @@ impl ClusterState {
                 stores.1.wait_until_ready().await?;
                 stores.2.wait_until_ready().await?;
                 stores.3.wait_until_ready().await?;
-                stores.4.wait_until_ready().await
+                stores.4.wait_until_ready().await?;
+                stores.5.wait_until_ready().await
             };
             match all.await {
                 Ok(()) => {
@@ -147,6 +154,7 @@ impl ClusterState {
                 node_pools,
                 node_claims,
                 daemon_sets,
+                namespaces,
                 ready,
             },
             tasks,
@@ -176,6 +184,7 @@ impl ClusterState {
             node_pools: self.node_pools.state(),
             node_claims: self.node_claims.state(),
             daemon_sets: self.daemon_sets.state(),
+            namespaces: self.namespaces.state(),
         }
     }
 

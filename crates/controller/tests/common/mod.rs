@@ -12,15 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, Node, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use karpenter_api::kwok::{KWOKNodeClass, KWOKNodeClassSpec};
 use karpenter_api::labels::NODE_POOL_LABEL;
 use karpenter_api::v1::{
     NodeClaim, NodeClaimTemplate, NodeClaimTemplateSpec, NodeClassReference, NodePool,
     NodePoolSpec, NodeSelectorRequirementWithMinValues, Operator, TemplateMetadata,
 };
-use karpenter_controller::{Metrics, Options, Running};
+use karpenter_controller::{Clients, Metrics, Options, Running};
 use karpenter_providers::kwok::KwokProvider;
 use karpenter_testkit::{TestCluster, TestNamespace, unique_name};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
@@ -62,8 +66,13 @@ pub fn test_options() -> Options {
 
 impl Env {
     /// Connects (or skips: `None`), installs the CRDs, creates the NodeClass and NodePool and
-    /// starts the controller.
+    /// starts the controller with [`test_options`].
     pub async fn start() -> Result<Option<Env>> {
+        Self::start_with(test_options()).await
+    }
+
+    /// [`Env::start`] with these controller options.
+    pub async fn start_with(options: Options) -> Result<Option<Env>> {
         init_logs();
         let Some(cluster) = TestCluster::start().await else {
             return Ok(None);
@@ -84,14 +93,7 @@ impl Env {
             .create(&PostParams::default(), &node_pool(&pool, &class))
             .await
             .context("creating the NodePool")?;
-        let provider = Arc::new(KwokProvider::new(client.clone()));
-        let (metrics, _registry) = Metrics::new();
-        let controller = karpenter_controller::start(
-            client.clone(),
-            provider,
-            Arc::new(metrics),
-            test_options(),
-        );
+        let controller = start_controller(&cluster, options).await?;
         Ok(Some(Env {
             cluster,
             client,
@@ -137,6 +139,71 @@ impl Env {
             termination_grace_period_seconds: Some(0),
             ..PodSpec::default()
         }
+    }
+
+    /// A Deployment of `replicas` pods requesting `cpu` each, labelled `app=<name>`, on this
+    /// test's pool.
+    pub fn deployment(&self, name: &str, replicas: i32, cpu: &str) -> Deployment {
+        let labels = BTreeMap::from([("app".to_string(), name.to_string())]);
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    ..LabelSelector::default()
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(self.pod_spec(cpu)),
+                },
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// The pods labelled `app=<app>` in the test namespace.
+    pub async fn app_pods(&self, app: &str) -> Result<Vec<Pod>> {
+        Ok(Api::<Pod>::namespaced(self.client.clone(), self.ns())
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await?
+            .items)
+    }
+
+    /// Waits until exactly `n` pods of `app` are bound and Running.
+    pub async fn wait_running(&self, app: &str, n: usize) -> Result<()> {
+        self.cluster
+            .wait_for(TIMEOUT, format!("{n} pods of {app} Running"), || async {
+                let pods = self.app_pods(app).await?;
+                let running = pods.iter().filter(|p| pod_running(p)).count();
+                Ok::<_, anyhow::Error>((running == n && pods.len() == n).then_some(()))
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// kwok instances of this pool: Nodes the provider created (its managed label) for this
+    /// pool's NodeClaims, found through the provider itself.
+    pub async fn instances(&self) -> Result<Vec<NodeClaim>> {
+        let provider = KwokProvider::new(self.client.clone());
+        let all = karpenter_providers::CloudProvider::list(&provider).await?;
+        Ok(all
+            .into_iter()
+            .filter(|i| {
+                i.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(NODE_POOL_LABEL))
+                    == Some(&self.pool)
+            })
+            .collect())
     }
 
     /// This pool's NodeClaims.
@@ -187,6 +254,19 @@ impl Env {
         self.controller.stop();
         Ok(())
     }
+}
+
+/// Starts an in-process controller with the kwok provider.
+pub async fn start_controller(cluster: &TestCluster, options: Options) -> Result<Running> {
+    let clients = Clients::new(&cluster.config().await?)?;
+    let provider = Arc::new(KwokProvider::new(clients.client.clone()));
+    let (metrics, _registry) = Metrics::new();
+    Ok(karpenter_controller::start(
+        clients,
+        provider,
+        Arc::new(metrics),
+        options,
+    ))
 }
 
 /// A NodePool over the kwok NodeClass, on-demand linux amd64, labelling its nodes with

@@ -55,6 +55,7 @@ pub(crate) fn split_claims(s: &mut Scheduler<'_>) {
         let pool_i = claim.pool;
         if s.prep.pools[pool_i].remaining.is_some()
             || s.prep.pools[pool_i].remaining_nodes.is_some()
+            || !s.prep.pools[pool_i].min_values.is_empty()
         {
             continue;
         }

@@ -91,6 +91,13 @@ impl Opt {
         if host_affinity || s.placed_reqs[x].is_none() {
             return false;
         }
+        // A move narrows the receiver's instance types; the moves do not re-check minValues,
+        // so claims of pools with minValues keep the greedy result (which checked it).
+        if let Place::Claim(c) = s.placement[x]
+            && !s.prep.pools[s.claims[c].pool].min_values.is_empty()
+        {
+            return false;
+        }
         // Every space the pod takes part in must have a recorded domain, or a move could
         // silently change what it is counted in.
         let involved = pt
@@ -232,6 +239,10 @@ impl Opt {
             v
         };
         let pool = &s.prep.pools[s.claims[c].pool];
+        if !s.claims[c].pods.is_empty() && !s.min_values_ok(pool, &its, &s.claims[c].reqs) {
+            // Keep the options the greedy pass checked rather than lose minValues.
+            return;
+        }
         s.claims[c].max_eff = crate::scheduling::max_eff(pool, &its, s.prep.res.len());
         s.claims[c].its = its;
     }

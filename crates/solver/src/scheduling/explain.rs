@@ -73,6 +73,15 @@ pub(crate) fn pool_reason(s: &Scheduler<'_>, pod: usize, ctx: &Ctx, pi: usize) -
         let best = compatible
             .iter()
             .max_by_key(|j| (pool.eff_alloc[**j as usize][r], std::cmp::Reverse(**j)));
+        // A resource no compatible type offers at all (a GPU on a CPU-only pool) needs a
+        // different pool or catalog, not a bigger type: say so rather than naming a "largest".
+        let offered = compatible
+            .iter()
+            .any(|j| s.prep.its[pool.its[*j as usize]].alloc[r] > 0);
+        if !offered {
+            missing.push(format!("no instance type offers {rname}"));
+            continue;
+        }
         if let Some(&j) = best {
             let have = pool.eff_alloc[j as usize][r];
             if have < need {
@@ -119,6 +128,17 @@ pub(crate) fn pool_reason(s: &Scheduler<'_>, pod: usize, ctx: &Ctx, pi: usize) -
     {
         return Some(format!(
             "nodePool {name:?}: host port conflicts with a DaemonSet"
+        ));
+    }
+    if !s.min_values_ok(pool, &fitting, &merged) {
+        let keys: Vec<String> = pool
+            .min_values
+            .iter()
+            .map(|(k, n)| format!("{k} minValues {n}"))
+            .collect();
+        return Some(format!(
+            "nodePool {name:?}: the instance types that fit the pod do not keep {}",
+            keys.join(", ")
         ));
     }
     let within = s.its_within_limits(pi);

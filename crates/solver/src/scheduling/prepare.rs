@@ -84,6 +84,8 @@ pub(crate) struct PoolInfo {
     pub remaining_nodes: Option<i64>,
     /// Label keys the pool's nodes will define (pool requirements, labels, instance-type labels).
     pub defined: BTreeSet<String>,
+    /// `minValues` per requirement key ([`Problem::min_values`]), ascending by key.
+    pub min_values: Vec<(String, usize)>,
 }
 
 /// A pending pod, prepared.
@@ -222,6 +224,46 @@ pub(crate) fn offering_index(
     best
 }
 
+/// Whether the instance types `its` (positions in `pool.its`) keep at least `minValues`
+/// distinct values for every key the pool sets one on. Zone and capacity type take their values
+/// from the available offerings that `reqs` admits; other keys from the instance-type labels.
+pub(crate) fn satisfies_min_values(
+    prep: &Prepared,
+    problem: &Problem,
+    pool: &PoolInfo,
+    its: &[u32],
+    reqs: &Requirements,
+) -> bool {
+    pool.min_values.iter().all(|(key, min)| {
+        let mut values: BTreeSet<&str> = BTreeSet::new();
+        let allowed = reqs.get(key);
+        for &j in its {
+            let ci = pool.its[j as usize];
+            if key == ZONE || key == CAPACITY_TYPE {
+                for o in problem.instance_types[ci].offerings.iter() {
+                    let v = if key == ZONE {
+                        &o.zone
+                    } else {
+                        &o.capacity_type
+                    };
+                    if o.available
+                        && allowed.is_none_or(|r| r.has(v))
+                        && offering_index(std::slice::from_ref(o), reqs).is_some()
+                    {
+                        values.insert(v);
+                    }
+                }
+            } else if let Some(v) = it_label(&prep.its[ci], key) {
+                values.insert(v);
+            }
+            if values.len() >= *min {
+                break;
+            }
+        }
+        values.len() >= *min
+    })
+}
+
 /// Pool requirements: requirements ∩ labels ∩ nodepool name.
 pub(crate) fn pool_requirements(np: &NodePoolView) -> Result<Requirements, SolveError> {
     let mut r = Requirements::from_selectors(&np.requirements)?;
@@ -344,6 +386,13 @@ impl Prepared {
                 remaining: None,
                 remaining_nodes: None,
                 defined: BTreeSet::new(),
+                min_values: p
+                    .min_values
+                    .get(&np.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), (*v).max(0) as usize))
+                    .collect(),
             };
             for (i, it) in p.instance_types.iter().enumerate() {
                 if allowed

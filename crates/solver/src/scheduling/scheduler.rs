@@ -8,7 +8,7 @@ use crate::taints::{Toleration, first_untolerated};
 
 use super::claim::{Claim, filter_its, max_capacity, max_eff};
 use super::preferences::Attempt;
-use super::prepare::{PoolInfo, Prepared, fits_sum, pool_taint_block};
+use super::prepare::{PoolInfo, Prepared, fits_sum, pool_taint_block, satisfies_min_values};
 use super::topology::{Active, Target, Topology};
 
 /// Where a pod ended up.
@@ -399,7 +399,7 @@ impl<'a> Scheduler<'a> {
                 let f = filter_its(
                     self.prep, self.p, pool, base_its, &r2, true, &total, &all_ports,
                 );
-                if !f.is_empty() {
+                if !f.is_empty() && self.min_values_ok(pool, &f, &r2) {
                     pinned = Some((d, r2, f));
                     break;
                 }
@@ -419,7 +419,7 @@ impl<'a> Scheduler<'a> {
                 self.prep, self.p, pool, its, &merged, changed, &total, &all_ports,
             ),
         };
-        if new_its.is_empty() {
+        if new_its.is_empty() || !self.min_values_ok(pool, &new_its, &merged) {
             return None;
         }
         Some(Fit {
@@ -427,6 +427,11 @@ impl<'a> Scheduler<'a> {
             its: new_its,
             domains,
         })
+    }
+
+    /// Whether a claim of `pool` narrowed to `its` under `reqs` keeps its minValues.
+    pub fn min_values_ok(&self, pool: &PoolInfo, its: &[u32], reqs: &Requirements) -> bool {
+        pool.min_values.is_empty() || satisfies_min_values(self.prep, self.p, pool, its, reqs)
     }
 
     pub fn set_claim_its(&mut self, c: usize, its: Vec<u32>) {

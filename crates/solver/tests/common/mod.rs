@@ -147,3 +147,60 @@ pub fn node_term(reqs: &[NodeSelectorRequirement]) -> NodeSelectorTerm {
         match_expressions: reqs.to_vec(),
     }
 }
+
+pub fn amd64(mut p: PodView) -> PodView {
+    p.node_selector
+        .insert("kubernetes.io/arch".into(), "amd64".into());
+    p
+}
+
+pub fn names(plan: &Plan) -> Vec<&str> {
+    plan.node_claims
+        .iter()
+        .map(|c| c.instance_type.as_str())
+        .collect()
+}
+
+pub fn zone_req(op: Operator, zones: &[&str]) -> NodeSelectorRequirement {
+    NodeSelectorRequirement::new("topology.kubernetes.io/zone", op, zones)
+}
+
+pub fn anti_pod(name: &str, cpu: &str) -> PodView {
+    let mut p = pod(name, &[("cpu", cpu)]);
+    p.labels = labels(&[("app", "foo")]);
+    p.pod_anti_affinity
+        .push(term("kubernetes.io/hostname", &[("app", "foo")]));
+    p
+}
+
+pub fn ds(reqs: &[(&str, &str)]) -> DaemonSetView {
+    DaemonSetView {
+        namespace: "kube-system".into(),
+        name: "ds".into(),
+        pod: pod("ds", reqs),
+    }
+}
+
+pub fn spread_pods(n: usize, key: &str, skew: i32) -> Vec<PodView> {
+    (0..n)
+        .map(|i| {
+            let mut p = pod(&format!("s{i}"), &[]);
+            p.labels = labels(&[("test", "test")]);
+            p.topology_spread
+                .push(spread(key, skew, &[("test", "test")]));
+            p
+        })
+        .collect()
+}
+
+pub fn pool_any_capacity() -> NodePoolView {
+    NodePoolView {
+        name: "default".into(),
+        requirements: vec![NodeSelectorRequirement::new(
+            "karpenter.sh/capacity-type",
+            Operator::Exists,
+            &[],
+        )],
+        ..Default::default()
+    }
+}

@@ -1,6 +1,7 @@
 //! Pure decisions of node termination: the disrupted taint, and which pods to evict next.
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint as K8sTaint};
+use k8s_openapi::jiff::Timestamp;
 use karpenter_api::labels::DISRUPTED_TAINT_KEY;
 use serde_json::{Value, json};
 
@@ -68,14 +69,31 @@ pub struct Drain {
     /// Pods (`namespace/name`) to evict now: the first non-empty tier, non-critical before
     /// critical, skipping pods already terminating.
     pub evict: Vec<String>,
+    /// Pods (`namespace/name`, grace period in seconds) to delete outright because waiting for
+    /// their eviction would outlive the NodeClaim's termination deadline.
+    pub delete: Vec<(String, i64)>,
     /// Pods the drain still waits for (including those being evicted or terminating).
     pub remaining: usize,
+}
+
+/// A pod's own grace period (the API default when unset).
+fn pod_grace_seconds(pod: &Pod) -> i64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(0)
 }
 
 /// Plans the next drain step over the pods bound to the node. DaemonSet pods and mirror pods
 /// are left alone (their controllers own them), as are finished pods and pods that tolerate
 /// the disrupted taint.
-pub fn drain(pods: &[Pod]) -> Drain {
+///
+/// With a termination `deadline` (the NodeClaim's `terminationGracePeriod`), a pod whose own
+/// grace period would no longer fit before it is deleted instead of evicted (whatever its
+/// PodDisruptionBudget says), with the time left as its grace period (at least 1 s): upstream
+/// starts deleting each pod at `deadline − its terminationGracePeriodSeconds`.
+pub fn drain(pods: &[Pod], deadline: Option<Timestamp>, now: Timestamp) -> Drain {
     let drainable: Vec<&Pod> = pods
         .iter()
         .filter(|p| {
@@ -90,6 +108,14 @@ pub fn drain(pods: &[Pod]) -> Drain {
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
+    let left = deadline.map(|d| now.duration_until(d).as_secs());
+    let (overdue, live): (Vec<&Pod>, Vec<&Pod>) = live
+        .into_iter()
+        .partition(|p| left.is_some_and(|left| left <= pod_grace_seconds(p)));
+    let delete = overdue
+        .into_iter()
+        .map(|p| (pod_key(p), left.unwrap_or(0).max(1)))
+        .collect();
     let (critical, normal): (Vec<&Pod>, Vec<&Pod>) = live.into_iter().partition(|p| is_critical(p));
     // Critical pods go only once everything else has left (they may serve the others).
     let tier = if normal.is_empty() && remaining == critical.len() {
@@ -99,8 +125,14 @@ pub fn drain(pods: &[Pod]) -> Drain {
     };
     Drain {
         evict: tier.into_iter().map(pod_key).collect(),
+        delete,
         remaining,
     }
+}
+
+/// Seconds from `now` to `deadline` (negative once past), for logs.
+pub fn seconds_left(deadline: Timestamp, now: Timestamp) -> i64 {
+    now.duration_until(deadline).as_secs()
 }
 
 #[cfg(test)]
@@ -109,6 +141,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeSpec, PodSpec, PodStatus, Toleration};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+    use k8s_openapi::jiff::SignedDuration;
 
     fn pod(name: &str) -> Pod {
         Pod {
@@ -123,6 +156,37 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    fn now() -> Timestamp {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn grace(name: &str, seconds: i64) -> Pod {
+        let mut p = pod(name);
+        p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(seconds);
+        p
+    }
+
+    #[test]
+    fn pods_that_would_outlive_the_deadline_are_deleted() {
+        let pods = vec![grace("quick", 5), grace("slow", 60), pod("default")];
+        let in_20s = now() + SignedDuration::from_secs(20);
+        let d = drain(&pods, Some(in_20s), now());
+        // 60 s and the default 30 s no longer fit in 20 s: deleted with the 20 s left.
+        assert_eq!(
+            d.delete,
+            vec![("ns/slow".to_string(), 20), ("ns/default".to_string(), 20)]
+        );
+        assert_eq!(d.evict, vec!["ns/quick"]);
+        assert_eq!(d.remaining, 3);
+        // Past the deadline every pod goes, with the minimum grace period.
+        let past = now() - SignedDuration::from_secs(5);
+        let d = drain(&pods, Some(past), now());
+        assert_eq!(d.delete.len(), 3);
+        assert!(d.delete.iter().all(|(_, g)| *g == 1));
+        assert!(d.evict.is_empty());
+        assert_eq!(seconds_left(past, now()), -5);
     }
 
     fn critical(name: &str) -> Pod {
@@ -156,17 +220,17 @@ mod tests {
     #[test]
     fn non_critical_first_then_critical() {
         let pods = vec![pod("a"), critical("c"), pod("b")];
-        let d = drain(&pods);
+        let d = drain(&pods, None, now());
         assert_eq!(d.evict, vec!["ns/a", "ns/b"]);
         assert_eq!(d.remaining, 3);
 
         let pods = vec![critical("c")];
-        assert_eq!(drain(&pods).evict, vec!["ns/c"]);
+        assert_eq!(drain(&pods, None, now()).evict, vec!["ns/c"]);
 
         // A non-critical pod still terminating holds the critical tier back.
         let mut leaving = pod("a");
         leaving.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
-        let d = drain(&[leaving, critical("c")]);
+        let d = drain(&[leaving, critical("c")], None, now());
         assert!(d.evict.is_empty());
         assert_eq!(d.remaining, 2);
     }
@@ -188,6 +252,9 @@ mod tests {
             operator: Some("Exists".into()),
             ..Default::default()
         }]);
-        assert_eq!(drain(&[ds, mirror, done, tol]), Drain::default());
+        assert_eq!(
+            drain(&[ds, mirror, done, tol], None, now()),
+            Drain::default()
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! the instance and remove the finalizer. Every step is re-derived from the API, so a restart
 //! at any point resumes the drain.
 
+pub mod deadline;
 pub mod logic;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
 use karpenter_api::labels::{NODE_POOL_LABEL, TERMINATION_FINALIZER};
 use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClaimStatus};
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
@@ -21,7 +23,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::Context;
-use crate::error::{Error, Result, is_status};
+use crate::error::{Error, Result, is_routine, is_status};
 use crate::metrics::{Code, Pool};
 use crate::nodeclaim::lifecycle::logic::has_finalizer;
 
@@ -34,13 +36,29 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-fn error_policy(node: Arc<Node>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(Node = %node.name_any(), error = %error, "node termination failed");
-    Action::requeue(Duration::from_secs(5))
+/// Retries with per-Node exponential backoff (1 s … 1 min).
+fn error_policy(node: Arc<Node>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(&backoff_key(&node));
+    if is_routine(error) {
+        tracing::debug!(Node = %node.name_any(), error = %error, "node termination raced an update");
+    } else {
+        tracing::warn!(Node = %node.name_any(), error = %error, retry_in = ?delay, "node termination failed");
+    }
+    Action::requeue(delay)
+}
+
+fn backoff_key(node: &Node) -> String {
+    format!("Node/{}", node.name_any())
 }
 
 /// Reconciles one Node.
 pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
+    let action = step(&node, &ctx).await?;
+    ctx.backoff.succeeded(&backoff_key(&node));
+    Ok(action)
+}
+
+async fn step(node: &Node, ctx: &Context) -> Result<Action> {
     if node.metadata.deletion_timestamp.is_none()
         || !has_finalizer(node.metadata.finalizers.as_ref())
     {
@@ -69,7 +87,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
         }
     }
 
-    if let Some(patch) = logic::disrupted_taint_patch(&node) {
+    if let Some(patch) = logic::disrupted_taint_patch(node) {
         nodes
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
@@ -86,14 +104,16 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
     let pods = Api::<Pod>::all(ctx.client.clone())
         .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
         .await?;
-    let plan = logic::drain(&pods.items);
+    let deadline = claim.as_deref().and_then(deadline::deadline);
+    let plan = logic::drain(&pods.items, deadline, Timestamp::now());
     if plan.remaining > 0 {
+        delete_overdue(ctx, node, &plan.delete).await?;
         let mut blocked = false;
         for key in &plan.evict {
             let Some((ns, pod)) = key.split_once('/') else {
                 continue;
             };
-            let result = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+            let result = Api::<Pod>::namespaced(ctx.eviction_client.clone(), ns)
                 .evict(pod, &EvictParams::default())
                 .await;
             let code = match &result {
@@ -179,4 +199,38 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
         .inc();
     tracing::info!(Node = %name, "terminated node");
     Ok(Action::await_change())
+}
+
+/// Deletes pods whose eviction would outlive the NodeClaim's termination deadline, each with
+/// the grace period it has left (the eviction API and PodDisruptionBudgets are bypassed: the
+/// NodeClaim's `terminationGracePeriod` is the cluster operator's upper bound on a drain).
+async fn delete_overdue(ctx: &Context, node: &Node, pods: &[(String, i64)]) -> Result<()> {
+    for (key, grace) in pods {
+        let Some((ns, pod)) = key.split_once('/') else {
+            continue;
+        };
+        let params = DeleteParams {
+            grace_period_seconds: u32::try_from(*grace).ok(),
+            ..DeleteParams::default()
+        };
+        match Api::<Pod>::namespaced(ctx.client.clone(), ns)
+            .delete(pod, &params)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(Node = %node.name_any(), Pod = %key, grace_seconds = grace, "deleted pod at the termination deadline");
+                ctx.event(
+                    &node.object_ref(&()),
+                    EventType::Warning,
+                    "TerminationGracePeriodExpiring",
+                    "Drain",
+                    format!("deleting pod {key}: the NodeClaim's terminationGracePeriod ends in {grace}s"),
+                )
+                .await;
+            }
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

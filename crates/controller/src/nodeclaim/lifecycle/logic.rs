@@ -10,13 +10,13 @@ use k8s_openapi::jiff::Timestamp;
 use karpenter_api::labels::{
     DO_NOT_SYNC_TAINTS_LABEL, REGISTERED_LABEL, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY,
 };
+use karpenter_api::solver_input::parse_resources;
 use karpenter_api::v1::nodeclaim::{
     CONDITION_INITIALIZED, CONDITION_LAUNCHED, CONDITION_REGISTERED,
 };
 use karpenter_api::v1::{Condition, NodeClaim, Taint, TaintEffect, find_condition};
 use serde_json::{Value, json};
 
-use crate::provisioning::input::resources;
 use crate::provisioning::problem::EPHEMERAL_TAINTS;
 
 /// Where a live (not deleting) NodeClaim is in its life.
@@ -233,9 +233,20 @@ pub fn initialization_blocker(claim: &NodeClaim, node: &Node) -> Option<(&'stati
             format!("taint {:?} remains", t.key),
         ));
     }
-    let requested = resources(Some(&claim.spec.resources.requests)).unwrap_or_default();
-    let allocatable =
-        resources(node.status.as_ref().and_then(|s| s.allocatable.as_ref())).unwrap_or_default();
+    // Both were accepted by the API server, so parsing cannot fail in practice; a quantity that
+    // does counts as zero (the check then waits, which is the safe side).
+    let requested = parse_resources(
+        "NodeClaim",
+        "spec.resources.requests",
+        &claim.spec.resources.requests,
+    )
+    .unwrap_or_default();
+    let allocatable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .and_then(|a| parse_resources("Node", "status.allocatable", a).ok())
+        .unwrap_or_default();
     for (name, v) in &requested.0 {
         let well_known = ["cpu", "memory", "pods", "ephemeral-storage"].contains(&name.as_str());
         if !well_known && *v > 0 && allocatable.get(name) == 0 {

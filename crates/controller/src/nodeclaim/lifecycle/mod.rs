@@ -12,7 +12,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
-use karpenter_api::labels::{INITIALIZED_LABEL, NODE_POOL_LABEL, TERMINATION_FINALIZER};
+use karpenter_api::labels::{
+    INITIALIZED_LABEL, NODE_POOL_LABEL, TERMINATION_FINALIZER, TERMINATION_TIMESTAMP_ANNOTATION,
+};
 use karpenter_api::v1::NodeClaim;
 use karpenter_api::v1::nodeclaim::{
     CONDITION_INITIALIZED, CONDITION_LAUNCHED, CONDITION_READY, CONDITION_REGISTERED,
@@ -27,8 +29,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::Context;
-use crate::error::{Error, Result, is_status};
+use crate::error::{Error, Result, is_routine, is_status};
 use crate::metrics::{Pool, ReasonPool};
+use crate::node::termination::deadline;
 use logic::{
     Phase, has_finalizer, initialization_blocker, phase, registration_patch, set_condition,
 };
@@ -56,9 +59,21 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-fn error_policy(claim: Arc<NodeClaim>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(NodeClaim = %claim.name_any(), error = %error, "nodeclaim reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+/// Retries with per-NodeClaim exponential backoff (1 s … 1 min): a launch error other than
+/// insufficient capacity, an API conflict, a provider outage.
+fn error_policy(claim: Arc<NodeClaim>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(&backoff_key(&claim));
+    if is_routine(error) {
+        // Someone (kwok, the API server) changed the object since we read it.
+        tracing::debug!(NodeClaim = %claim.name_any(), error = %error, "nodeclaim reconcile raced an update");
+    } else {
+        tracing::warn!(NodeClaim = %claim.name_any(), error = %error, retry_in = ?delay, "nodeclaim reconcile failed");
+    }
+    Action::requeue(delay)
+}
+
+fn backoff_key(claim: &NodeClaim) -> String {
+    format!("NodeClaim/{}", claim.name_any())
 }
 
 fn pool_of(claim: &NodeClaim) -> String {
@@ -69,19 +84,25 @@ fn pool_of(claim: &NodeClaim) -> String {
         .unwrap_or_default()
 }
 
-/// Reconciles one NodeClaim.
+/// Reconciles one NodeClaim; a success clears its backoff.
 pub async fn reconcile(claim: Arc<NodeClaim>, ctx: Arc<Context>) -> Result<Action> {
+    let action = step(&claim, &ctx).await?;
+    ctx.backoff.succeeded(&backoff_key(&claim));
+    Ok(action)
+}
+
+async fn step(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
     if claim.metadata.deletion_timestamp.is_some() {
-        return finalize(&claim, &ctx).await;
+        return finalize(claim, ctx).await;
     }
-    match phase(&claim) {
+    match phase(claim) {
         Phase::NeedsFinalizer => {
-            set_finalizers(&ctx, &claim, true).await?;
+            set_finalizers(ctx, claim, true).await?;
             Ok(Action::await_change())
         }
-        Phase::Launch => launch(&claim, &ctx).await,
-        Phase::Register => register(&claim, &ctx).await,
-        Phase::Initialize => initialize(&claim, &ctx).await,
+        Phase::Launch => launch(claim, ctx).await,
+        Phase::Register => register(claim, ctx).await,
+        Phase::Initialize => initialize(claim, ctx).await,
         Phase::Ready => Ok(Action::requeue(Duration::from_secs(300))),
     }
 }
@@ -357,6 +378,26 @@ async fn initialize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
 async fn finalize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
     if !has_finalizer(claim.metadata.finalizers.as_ref()) {
         return Ok(Action::await_change());
+    }
+    // Fix the drain's deadline first, once: later steps (and a restarted controller) read it.
+    if let Some(at) = deadline::deadline_to_stamp(claim) {
+        let patch = json!({"metadata": {"annotations": {TERMINATION_TIMESTAMP_ANNOTATION: at.to_string()}}});
+        api(ctx)
+            .patch(
+                &claim.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        ctx.event(
+            &claim.object_ref(&()),
+            EventType::Normal,
+            "TerminationGracePeriodExpiring",
+            "Terminate",
+            format!("pods left on the node are deleted at {at}"),
+        )
+        .await;
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let pid = claim.status.as_ref().and_then(|s| s.provider_id.clone());
     if let Some(pid) = &pid {

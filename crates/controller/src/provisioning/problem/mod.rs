@@ -1,0 +1,429 @@
+//! One provisioning round's solver input, from a state snapshot. Pure.
+//!
+//! Objects are converted by the shared [`karpenter_api::solver_input`] (the same code
+//! `karpenter simulate` uses), so the controller sees topology spread, pod (anti-)affinity and
+//! DaemonSet overhead exactly as the simulator predicts them. This module adds what only a
+//! live cluster has:
+//! - capacity on its way: in-flight NodeClaims without a Node become existing nodes (with the
+//!   labels they will have and the smallest allocatable they may get), so a slow launch is
+//!   never launched twice;
+//! - nominations: pending pods the previous round sent to capacity that is still coming stay
+//!   on it (as if bound) instead of being solved again;
+//! - nodes on their way out (deleting, disrupted, or whose NodeClaim is deleting) offer no room;
+//! - a starting node is judged without its startup and ephemeral taints (they go away on
+//!   their own);
+//! - NodePool usage against limits counts NodeClaims, which includes launches in flight.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use karpenter_api::labels::{
+    DISRUPTED_TAINT_KEY, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL,
+    UNREGISTERED_TAINT_KEY,
+};
+use karpenter_api::solver_input::{
+    self as input, BoundPod, ConvertWarning, NODES, NamespaceIndex, Parts, PodContext,
+};
+use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
+use karpenter_api::v1::{NodeClaim, find_condition};
+use karpenter_solver::{ExistingNode, InstanceType, PodView, Problem, Requirements, Resources};
+
+use super::pending::{is_provisionable, is_terminal, pod_key};
+use crate::state::Snapshot;
+
+/// Taints that are expected to go away on their own while a node starts (upstream
+/// `KnownEphemeralTaints`); an uninitialized node is judged without them.
+pub const EPHEMERAL_TAINTS: [&str; 4] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.cloudprovider.kubernetes.io/uninitialized",
+    UNREGISTERED_TAINT_KEY,
+];
+
+/// A pending pod's assignment to capacity that is on its way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nomination {
+    /// NodeClaim (or Node) name.
+    pub target: String,
+    /// When it was made.
+    pub at: Instant,
+}
+
+/// The solver input plus what the provisioner needs to act on the plan.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Solver input.
+    pub problem: Problem,
+    /// Pending pods by `namespace/name`.
+    pub pending: BTreeMap<String, Arc<Pod>>,
+    /// Pending pods that could not be converted, with why (they get an event).
+    pub invalid: Vec<(Arc<Pod>, String)>,
+    /// Existing-node name → NodeClaim name, for in-flight capacity (pods placed there are
+    /// nominated to that NodeClaim).
+    pub in_flight: BTreeMap<String, String>,
+    /// Fields the solver does not model, dropped from the conversion (for the log).
+    pub warnings: Vec<ConvertWarning>,
+}
+
+fn is_initialized(claim: &NodeClaim) -> bool {
+    claim
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, CONDITION_INITIALIZED))
+        .is_some_and(|c| c.is_true())
+}
+
+fn provider_id_of(claim: &NodeClaim) -> Option<&str> {
+    claim.status.as_ref().and_then(|s| s.provider_id.as_deref())
+}
+
+/// Whether a nomination still holds: its target exists and is not going away, and either is
+/// still starting or was nominated less than `window` ago.
+fn nomination_holds(
+    n: &Nomination,
+    claims: &HashMap<&str, &NodeClaim>,
+    nodes: &HashMap<&str, &Node>,
+    now: Instant,
+    window: Duration,
+) -> bool {
+    let fresh = now.saturating_duration_since(n.at) < window;
+    match claims.get(n.target.as_str()) {
+        Some(c) => c.metadata.deletion_timestamp.is_none() && (fresh || !is_initialized(c)),
+        None => fresh && nodes.contains_key(n.target.as_str()),
+    }
+}
+
+/// Builds the round. `catalogs` maps NodePool name → its instance types (NodePools missing
+/// from it are skipped); `nominations` maps pod UID → nomination.
+pub fn build(
+    snapshot: &Snapshot,
+    catalogs: &BTreeMap<String, Vec<InstanceType>>,
+    nominations: &HashMap<String, Nomination>,
+    now: Instant,
+    window: Duration,
+) -> Round {
+    let mut round = Round::default();
+    let namespaces = namespace_index(snapshot);
+    let ctx = PodContext {
+        namespaces: &namespaces,
+    };
+    let claims_by_name: HashMap<&str, &NodeClaim> = snapshot
+        .node_claims
+        .iter()
+        .filter_map(|c| c.metadata.name.as_deref().map(|n| (n, c.as_ref())))
+        .collect();
+    let nodes_by_name: HashMap<&str, &Node> = snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.as_deref().map(|name| (name, n.as_ref())))
+        .collect();
+    let claim_by_pid: HashMap<&str, &NodeClaim> = snapshot
+        .node_claims
+        .iter()
+        .filter_map(|c| provider_id_of(c).map(|p| (p, c.as_ref())))
+        .collect();
+
+    // Instance types: the union of the NodePools' lists, each pool restricted to its own.
+    let mut instance_types: Vec<InstanceType> = Vec::new();
+    for its in catalogs.values() {
+        for it in its {
+            if !instance_types.iter().any(|i| i.name == it.name) {
+                instance_types.push(it.clone());
+            }
+        }
+    }
+
+    // Pending pods; those nominated to capacity that still holds are placed on it (as bound
+    // pods of that target) instead of being solved again.
+    let mut pending: Vec<PodView> = Vec::new();
+    let mut nominated: HashMap<String, Vec<(Arc<Pod>, PodView)>> = HashMap::new();
+    for p in snapshot.pods.iter().filter(|p| is_provisionable(p)) {
+        let view = match input::pod_view(p, &ctx, &mut round.warnings) {
+            Ok(view) => view,
+            Err(e) => {
+                round.invalid.push((p.clone(), e.to_string()));
+                continue;
+            }
+        };
+        let uid = p.metadata.uid.as_deref().unwrap_or_default();
+        match nominations.get(uid) {
+            Some(n) if nomination_holds(n, &claims_by_name, &nodes_by_name, now, window) => {
+                nominated
+                    .entry(n.target.clone())
+                    .or_default()
+                    .push((p.clone(), view));
+            }
+            _ => {
+                round.pending.insert(pod_key(p), p.clone());
+                pending.push(view);
+            }
+        }
+    }
+
+    // Pods bound to a node (finished ones hold nothing); `input::problem` puts them on it.
+    let mut bound = Vec::new();
+    for p in &snapshot.pods {
+        let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        let Some(node) = node.filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        if is_terminal(p) {
+            continue;
+        }
+        // The API validated these pods; one that still fails conversion is left out of the
+        // node's load rather than stopping the round.
+        if let Ok(pod) = input::pod_view(p, &ctx, &mut Vec::new()) {
+            bound.push(BoundPod {
+                node: node.to_string(),
+                pod,
+                daemon_set: input::daemon_set_owner(p),
+            });
+        }
+    }
+
+    let mut nodes = Vec::new();
+    for node in &snapshot.nodes {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let claim = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .and_then(|p| claim_by_pid.get(p).copied());
+        if leaving(node, claim) {
+            continue;
+        }
+        let mut pods = Vec::new();
+        for target in [Some(name), claim.and_then(|c| c.metadata.name.as_deref())]
+            .into_iter()
+            .flatten()
+        {
+            let held = nominated.remove(target).unwrap_or_default();
+            pods.extend(held.into_iter().map(|(_, v)| v));
+        }
+        let mut existing = match input::existing_node(node, pods) {
+            Ok(n) => n,
+            Err(e) => {
+                // Typically a Node whose status the kubelet has not written yet.
+                tracing::debug!(error = %e, "node left out of the round");
+                continue;
+            }
+        };
+        if let Some(c) = claim.filter(|c| !is_initialized(c)) {
+            let startup: Vec<&str> = c
+                .spec
+                .startup_taints
+                .iter()
+                .map(|t| t.key.as_str())
+                .collect();
+            existing.taints.retain(|t| {
+                !EPHEMERAL_TAINTS.contains(&t.key.as_str()) && !startup.contains(&t.key.as_str())
+            });
+        }
+        if let Some(c) = claim.and_then(|c| c.metadata.name.clone()) {
+            round.in_flight.insert(existing.name.clone(), c);
+        }
+        nodes.push(existing);
+    }
+
+    // In-flight NodeClaims without a Node yet.
+    let node_pids: Vec<&str> = snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()))
+        .collect();
+    for claim in &snapshot.node_claims {
+        let Some(name) = claim.metadata.name.as_deref() else {
+            continue;
+        };
+        if claim.metadata.deletion_timestamp.is_some()
+            || provider_id_of(claim).is_some_and(|p| node_pids.contains(&p))
+        {
+            continue;
+        }
+        let held = nominated.remove(name).unwrap_or_default();
+        let pods = held.into_iter().map(|(_, v)| v).collect();
+        round.in_flight.insert(name.to_string(), name.to_string());
+        nodes.push(in_flight_node(claim, name, &instance_types, pods));
+    }
+
+    // A target that is in no node of the round (its Node could not be converted) holds
+    // nothing: its pods are solved again.
+    for (pod, view) in nominated.into_values().flatten() {
+        round.pending.insert(pod_key(&pod), pod);
+        pending.push(view);
+    }
+
+    let mut usage = claim_usage(&snapshot.node_claims);
+    let mut node_pools = Vec::new();
+    let mut min_values = BTreeMap::new();
+    for pool in &snapshot.node_pools {
+        let Some(name) = pool.metadata.name.as_deref() else {
+            continue;
+        };
+        let Some(its) = catalogs.get(name) else {
+            continue;
+        };
+        if pool.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let pool_usage = usage.remove(name).unwrap_or_default();
+        match input::node_pool_view(pool, pool_usage, &mut round.warnings) {
+            Ok(mut view) => {
+                view.instance_types = Some(its.iter().map(|i| i.name.clone()).collect());
+                let pool_min_values = input::min_values(pool);
+                if !pool_min_values.is_empty() {
+                    min_values.insert(name.to_owned(), pool_min_values);
+                }
+                node_pools.push(view);
+            }
+            Err(e) => tracing::warn!(error = %e, "NodePool left out of the round"),
+        }
+    }
+    let mut daemon_sets = Vec::new();
+    for ds in &snapshot.daemon_sets {
+        match input::daemon_set_view(ds, &ctx, &mut round.warnings) {
+            Ok(view) => daemon_sets.push(view),
+            Err(e) => tracing::debug!(error = %e, "DaemonSet left out of the round"),
+        }
+    }
+
+    // Bound pods of nodes left out (leaving, or not converted) are simply not counted.
+    round.problem = input::problem(Parts {
+        instance_types,
+        node_pools,
+        pending,
+        nodes,
+        bound,
+        daemon_sets,
+        min_values,
+    })
+    .problem;
+    round
+}
+
+/// Namespaces from the store, plus every pod's namespace (a namespace the store has not seen
+/// yet but a pod lives in exists).
+fn namespace_index(snapshot: &Snapshot) -> NamespaceIndex {
+    let mut index: NamespaceIndex = snapshot.namespaces.iter().map(|n| n.as_ref()).collect();
+    for p in &snapshot.pods {
+        index.ensure(p.metadata.namespace.as_deref().unwrap_or("default"));
+    }
+    index
+}
+
+/// Whether the node offers no room: being deleted, cordoned for disruption by us, or its
+/// NodeClaim is going away.
+fn leaving(node: &Node, claim: Option<&NodeClaim>) -> bool {
+    let disrupted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == DISRUPTED_TAINT_KEY));
+    node.metadata.deletion_timestamp.is_some()
+        || disrupted
+        || claim.is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+}
+
+/// An in-flight NodeClaim as the node it will become: the labels its requirements pin, its
+/// name as hostname, the allocatable it reported at launch or else the smallest its instance
+/// types offer (every one of them fits the pods it was planned for), and the pods nominated to
+/// it.
+fn in_flight_node(
+    claim: &NodeClaim,
+    name: &str,
+    catalog: &[InstanceType],
+    pods: Vec<PodView>,
+) -> ExistingNode {
+    let mut labels = claim.metadata.labels.clone().unwrap_or_default();
+    let reqs: Vec<_> = claim
+        .spec
+        .requirements
+        .iter()
+        .map(input::requirement)
+        .collect();
+    if let Ok(r) = Requirements::from_selectors(&reqs) {
+        for (k, v) in r.single_values() {
+            labels.entry(k).or_insert(v);
+        }
+    }
+    labels.insert(HOSTNAME_LABEL.to_string(), name.to_string());
+    let launched = claim
+        .status
+        .as_ref()
+        .filter(|s| !s.allocatable.is_empty())
+        .and_then(|s| input::parse_resources(name, "status.allocatable", &s.allocatable).ok())
+        .filter(|r| !r.is_zero());
+    ExistingNode {
+        name: name.to_string(),
+        labels,
+        taints: claim
+            .spec
+            .taints
+            .iter()
+            .map(input::template_taint)
+            .collect(),
+        allocatable: launched.unwrap_or_else(|| smallest_option(claim, catalog)),
+        pods,
+    }
+}
+
+/// Usage per NodePool against its limits: the capacity of its NodeClaims (launched ones
+/// report it) and a [`NODES`] count. Counting claims rather than Nodes includes launches in
+/// flight, so two rounds cannot both spend the same headroom.
+fn claim_usage(claims: &[Arc<NodeClaim>]) -> BTreeMap<String, Resources> {
+    let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
+    for c in claims {
+        let Some(pool) = c
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(NODE_POOL_LABEL))
+        else {
+            continue;
+        };
+        let u = usage.entry(pool.clone()).or_default();
+        let name = c.metadata.name.as_deref().unwrap_or_default();
+        if let Some(s) = &c.status
+            && let Ok(cap) = input::parse_resources(name, "status.capacity", &s.capacity)
+        {
+            u.add(&cap);
+        }
+        u.add_one(NODES, 1);
+    }
+    usage
+}
+
+/// What an unlaunched NodeClaim will at least offer: the element-wise minimum allocatable over
+/// the instance types it allows.
+fn smallest_option(claim: &NodeClaim, catalog: &[InstanceType]) -> Resources {
+    let allowed: Vec<&str> = claim
+        .spec
+        .requirements
+        .iter()
+        .filter(|r| r.key == INSTANCE_TYPE_LABEL)
+        .flat_map(|r| r.values.iter().map(String::as_str))
+        .collect();
+    let mut out: Option<Resources> = None;
+    for it in catalog
+        .iter()
+        .filter(|it| allowed.contains(&it.name.as_str()))
+    {
+        let a = it.allocatable();
+        out = Some(match out {
+            None => a,
+            Some(cur) => {
+                let mut m = Resources::new();
+                for k in cur.0.keys().chain(a.0.keys()) {
+                    m.set(k, cur.get(k).min(a.get(k)));
+                }
+                m
+            }
+        });
+    }
+    out.unwrap_or_default()
+}

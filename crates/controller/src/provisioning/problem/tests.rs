@@ -1,0 +1,455 @@
+//! The round builder on hand-made snapshots (no API server).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, NodeSpec, NodeStatus, PodAffinityTerm, PodAntiAffinity, PodSpec,
+    PodTemplateSpec, ResourceRequirements, Taint as K8sTaint, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use karpenter_api::labels::ZONE_LABEL;
+use karpenter_api::v1::{
+    Condition, NodeClaimSpec, NodeClaimStatus, NodeClaimTemplate, NodeClaimTemplateSpec, NodePool,
+    NodePoolSpec, NodeSelectorRequirementWithMinValues, Operator, Taint, TaintEffect,
+};
+use karpenter_solver::WhenUnsatisfiable;
+use kube::api::ObjectMeta;
+
+use super::*;
+use crate::provisioning::pending::tests::unschedulable;
+
+const WINDOW: Duration = Duration::from_secs(20);
+
+fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+        .collect()
+}
+
+fn with_cpu(mut pod: Pod, cpu: &str) -> Pod {
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    spec.containers = vec![Container {
+        name: "c".into(),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&[("cpu", cpu)])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    pod
+}
+
+fn pending(name: &str) -> Arc<Pod> {
+    Arc::new(with_cpu(unschedulable(name), "1"))
+}
+
+fn bound(name: &str, node: &str) -> Arc<Pod> {
+    let mut p = with_cpu(unschedulable(name), "1");
+    p.spec.as_mut().unwrap().node_name = Some(node.into());
+    p.status.as_mut().unwrap().phase = Some("Running".into());
+    Arc::new(p)
+}
+
+fn node(name: &str, provider_id: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([(ZONE_LABEL.to_string(), "z1".to_string())])),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            provider_id: Some(provider_id.into()),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            allocatable: Some(quantities(&[
+                ("cpu", "4"),
+                ("memory", "8Gi"),
+                ("pods", "110"),
+            ])),
+            ..Default::default()
+        }),
+    }
+}
+
+fn claim(name: &str, provider_id: Option<&str>, initialized: bool) -> NodeClaim {
+    let mut c = NodeClaim::new(
+        name,
+        NodeClaimSpec {
+            taints: Vec::new(),
+            startup_taints: vec![Taint {
+                key: "example.com/starting".into(),
+                value: None,
+                effect: TaintEffect::NoSchedule,
+            }],
+            requirements: vec![
+                NodeSelectorRequirementWithMinValues {
+                    key: INSTANCE_TYPE_LABEL.into(),
+                    operator: Operator::In,
+                    values: vec!["c-2x-amd64-linux".into(), "c-4x-amd64-linux".into()],
+                    min_values: None,
+                },
+                NodeSelectorRequirementWithMinValues {
+                    key: ZONE_LABEL.into(),
+                    operator: Operator::In,
+                    values: vec!["test-zone-b".into()],
+                    min_values: None,
+                },
+            ],
+            resources: Default::default(),
+            node_class_ref: Default::default(),
+            termination_grace_period: None,
+            expire_after: "Never".into(),
+        },
+    );
+    c.metadata.labels = Some(BTreeMap::from([(
+        NODE_POOL_LABEL.to_string(),
+        "np".to_string(),
+    )]));
+    let mut status = NodeClaimStatus {
+        provider_id: provider_id.map(str::to_string),
+        ..Default::default()
+    };
+    if initialized {
+        status.conditions.push(Condition {
+            type_: CONDITION_INITIALIZED.into(),
+            status: "True".into(),
+            reason: Some("Initialized".into()),
+            message: None,
+            last_transition_time: None,
+            observed_generation: None,
+        });
+    }
+    c.status = Some(status);
+    c
+}
+
+fn pool() -> NodePool {
+    NodePool::new(
+        "np",
+        NodePoolSpec {
+            template: NodeClaimTemplate {
+                metadata: Default::default(),
+                spec: NodeClaimTemplateSpec::default(),
+            },
+            disruption: Default::default(),
+            limits: quantities(&[("cpu", "100")]),
+            weight: None,
+        },
+    )
+}
+
+fn catalogs() -> BTreeMap<String, Vec<InstanceType>> {
+    BTreeMap::from([("np".to_string(), karpenter_providers::kwok::catalog())])
+}
+
+fn build_now(s: &Snapshot, nominations: &HashMap<String, Nomination>, now: Instant) -> Round {
+    build(s, &catalogs(), nominations, now, WINDOW)
+}
+
+fn existing<'a>(round: &'a Round, name: &str) -> &'a ExistingNode {
+    round
+        .problem
+        .existing_nodes
+        .iter()
+        .find(|n| n.name == name)
+        .unwrap()
+}
+
+fn pod_names(node: &ExistingNode) -> Vec<&str> {
+    node.pods.iter().map(|p| p.name.as_str()).collect()
+}
+
+#[test]
+fn pending_pods_carry_topology_spread_and_anti_affinity() {
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+        ..Default::default()
+    };
+    let mut p = with_cpu(unschedulable("web-0"), "1");
+    p.metadata.labels = Some(BTreeMap::from([("app".to_string(), "web".to_string())]));
+    let spec = p.spec.as_mut().unwrap();
+    spec.topology_spread_constraints = Some(vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: ZONE_LABEL.into(),
+        when_unsatisfiable: "DoNotSchedule".into(),
+        label_selector: Some(selector.clone()),
+        ..Default::default()
+    }]);
+    spec.affinity = Some(k8s_openapi::api::core::v1::Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(selector),
+                topology_key: HOSTNAME_LABEL.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let s = Snapshot {
+        pods: vec![Arc::new(p)],
+        node_pools: vec![Arc::new(pool())],
+        ..Default::default()
+    };
+    let round = build_now(&s, &HashMap::new(), Instant::now());
+    assert_eq!(round.pending.len(), 1);
+    let view = &round.problem.pods[0];
+    assert_eq!(view.topology_spread.len(), 1);
+    assert_eq!(view.topology_spread[0].topology_key, ZONE_LABEL);
+    assert_eq!(
+        view.topology_spread[0].when_unsatisfiable,
+        WhenUnsatisfiable::DoNotSchedule
+    );
+    assert_eq!(view.pod_anti_affinity.len(), 1);
+    assert_eq!(round.problem.node_pools.len(), 1);
+    let names = round.problem.node_pools[0].instance_types.as_ref().unwrap();
+    assert_eq!(names.len(), karpenter_providers::kwok::catalog().len());
+}
+
+#[test]
+fn invalid_pods_are_reported_not_solved() {
+    let p = with_cpu(unschedulable("bad"), "lots");
+    let s = Snapshot {
+        pods: vec![Arc::new(p), pending("good")],
+        ..Default::default()
+    };
+    let round = build_now(&s, &HashMap::new(), Instant::now());
+    assert_eq!(round.invalid.len(), 1);
+    assert!(
+        round.invalid[0].1.contains("Pod ns/bad"),
+        "{}",
+        round.invalid[0].1
+    );
+    assert_eq!(round.pending.keys().collect::<Vec<_>>(), vec!["ns/good"]);
+}
+
+#[test]
+fn in_flight_claims_are_capacity_with_their_nominated_pods() {
+    let s = Snapshot {
+        pods: vec![pending("a"), pending("b")],
+        node_claims: vec![Arc::new(claim("np-x", None, false))],
+        node_pools: vec![Arc::new(pool())],
+        ..Default::default()
+    };
+    let now = Instant::now();
+    let nominations = HashMap::from([(
+        "uid-a".to_string(),
+        Nomination {
+            target: "np-x".into(),
+            at: now,
+        },
+    )]);
+    let round = build_now(&s, &nominations, now);
+    assert_eq!(round.pending.keys().collect::<Vec<_>>(), vec!["ns/b"]);
+    let n = existing(&round, "np-x");
+    assert_eq!(pod_names(n), vec!["a"], "nominated pod rides on the claim");
+    assert_eq!(n.labels[HOSTNAME_LABEL], "np-x");
+    assert_eq!(
+        n.labels[ZONE_LABEL], "test-zone-b",
+        "pinned by a requirement"
+    );
+    assert_eq!(n.labels[NODE_POOL_LABEL], "np");
+    // The smaller of the two allowed types.
+    let small = karpenter_providers::kwok::catalog()
+        .into_iter()
+        .find(|i| i.name == "c-2x-amd64-linux")
+        .unwrap();
+    assert_eq!(n.allocatable, small.allocatable());
+    assert_eq!(round.in_flight["np-x"], "np-x");
+    assert_eq!(
+        round.problem.node_pools[0].usage.get(NODES),
+        1,
+        "claims count against limits"
+    );
+}
+
+#[test]
+fn nominations_lapse_once_the_target_is_up_or_gone() {
+    let claims = vec![
+        Arc::new(claim("up", Some("kwok://up"), true)),
+        Arc::new(claim("starting", Some("kwok://starting"), false)),
+    ];
+    let s = Snapshot {
+        pods: vec![pending("a"), pending("b"), pending("c")],
+        node_claims: claims,
+        nodes: vec![
+            Arc::new(node("up", "kwok://up")),
+            Arc::new(node("starting", "kwok://starting")),
+        ],
+        node_pools: vec![Arc::new(pool())],
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let nom = |target: &str| Nomination {
+        target: target.into(),
+        at: t0,
+    };
+    let nominations = HashMap::from([
+        ("uid-a".to_string(), nom("up")),
+        ("uid-b".to_string(), nom("starting")),
+        ("uid-c".to_string(), nom("vanished")),
+    ]);
+    let later = t0 + WINDOW + Duration::from_secs(1);
+    let round = build_now(&s, &nominations, later);
+    // a: its node is initialized and the window passed; c: its target is gone.
+    assert_eq!(
+        round.pending.keys().collect::<Vec<_>>(),
+        vec!["ns/a", "ns/c"]
+    );
+    assert_eq!(pod_names(existing(&round, "starting")), vec!["b"]);
+    // Within the window everything holds except the vanished target.
+    let round = build_now(&s, &nominations, t0);
+    assert_eq!(round.pending.keys().collect::<Vec<_>>(), vec!["ns/c"]);
+    assert_eq!(pod_names(existing(&round, "up")), vec!["a"]);
+}
+
+#[test]
+fn leaving_nodes_offer_no_room_and_starting_nodes_lose_startup_taints() {
+    let mut deleting = node("deleting", "kwok://deleting");
+    deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+    let mut disrupted = node("disrupted", "kwok://disrupted");
+    disrupted.spec.as_mut().unwrap().taints = Some(vec![K8sTaint {
+        key: DISRUPTED_TAINT_KEY.into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    }]);
+    let mut starting = node("starting", "kwok://starting");
+    starting.spec.as_mut().unwrap().taints = Some(vec![
+        K8sTaint {
+            key: "example.com/starting".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        },
+        K8sTaint {
+            key: UNREGISTERED_TAINT_KEY.into(),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        },
+        K8sTaint {
+            key: "example.com/dedicated".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        },
+    ]);
+    let mut claim_deleting = claim("claim-deleting", Some("kwok://claim-deleting"), true);
+    claim_deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+    let s = Snapshot {
+        nodes: vec![
+            Arc::new(deleting),
+            Arc::new(disrupted),
+            Arc::new(starting),
+            Arc::new(node("claim-deleting", "kwok://claim-deleting")),
+        ],
+        node_claims: vec![
+            Arc::new(claim("starting", Some("kwok://starting"), false)),
+            Arc::new(claim_deleting),
+        ],
+        ..Default::default()
+    };
+    let round = build_now(&s, &HashMap::new(), Instant::now());
+    let names: Vec<&str> = round
+        .problem
+        .existing_nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["starting"]);
+    let taints: Vec<&str> = round.problem.existing_nodes[0]
+        .taints
+        .iter()
+        .map(|t| t.key.as_str())
+        .collect();
+    assert_eq!(taints, vec!["example.com/dedicated"]);
+}
+
+#[test]
+fn bound_pods_and_daemon_pods_fill_their_nodes() {
+    let ds_labels = BTreeMap::from([("app".to_string(), "agent".to_string())]);
+    let ds = DaemonSet {
+        metadata: ObjectMeta {
+            name: Some("agent".into()),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        },
+        spec: Some(DaemonSetSpec {
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(ds_labels),
+                    ..Default::default()
+                }),
+                spec: Some(with_cpu(unschedulable("t"), "100m").spec.unwrap()),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    };
+    // n1 runs its daemon pod already; n2 does not list one yet.
+    let mut daemon = (*bound("agent-n1", "n1")).clone();
+    daemon.metadata.namespace = Some("kube-system".into());
+    daemon.metadata.owner_references = Some(vec![OwnerReference {
+        kind: "DaemonSet".into(),
+        name: "agent".into(),
+        ..Default::default()
+    }]);
+    let mut done = (*bound("done", "n1")).clone();
+    done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    let s = Snapshot {
+        pods: vec![bound("web", "n1"), Arc::new(daemon), Arc::new(done)],
+        nodes: vec![
+            Arc::new(node("n1", "kwok://n1")),
+            Arc::new(node("n2", "kwok://n2")),
+        ],
+        daemon_sets: vec![Arc::new(ds)],
+        ..Default::default()
+    };
+    let round = build_now(&s, &HashMap::new(), Instant::now());
+    assert_eq!(pod_names(existing(&round, "n1")), vec!["web", "agent-n1"]);
+    assert_eq!(pod_names(existing(&round, "n2")), vec!["agent-n2"]);
+    assert_eq!(round.problem.daemon_sets.len(), 1);
+    assert_eq!(round.problem.daemon_sets[0].pod.requests.get("cpu"), 100);
+}
+
+#[test]
+fn namespace_selectors_resolve_against_namespace_labels() {
+    let mut p = with_cpu(unschedulable("a"), "1");
+    p.spec.as_mut().unwrap().affinity = Some(k8s_openapi::api::core::v1::Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector::default()),
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([("team".to_string(), "x".to_string())])),
+                    ..Default::default()
+                }),
+                topology_key: HOSTNAME_LABEL.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let ns = |name: &str, team: &str| {
+        Arc::new(Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([("team".to_string(), team.to_string())])),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    };
+    let s = Snapshot {
+        pods: vec![Arc::new(p)],
+        namespaces: vec![ns("x1", "x"), ns("x2", "x"), ns("y1", "y")],
+        ..Default::default()
+    };
+    let round = build_now(&s, &HashMap::new(), Instant::now());
+    let term = &round.problem.pods[0].pod_anti_affinity[0];
+    assert_eq!(term.namespaces, vec!["x1", "x2"]);
+}

@@ -1,0 +1,302 @@
+//! The Helm chart (`charts/karpenter`) rendered by a real `helm` (built from Go modules by
+//! `hack/helm/build`, or `$HELM`) and applied to the local control plane: the API server
+//! accepts every object (the Deployment by server-side dry-run: there is no image to run),
+//! the RBAC grants the controller's service account what the code does and nothing broader,
+//! and the defaults fit a base node group of one node.
+//!
+//! Without helm (no Go toolchain) the test prints SKIPPED, except under `CI=true`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use karpenter_testkit::{TestCluster, control_plane_required, unique_name};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::pinned_kind;
+use kube::{Api, Client};
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `$HELM`, or the binary `hack/helm/build` prints (building it once, minutes when cold).
+fn helm() -> Result<Option<PathBuf>> {
+    if let Some(h) = std::env::var_os("HELM").filter(|h| !h.is_empty()) {
+        return Ok(Some(PathBuf::from(h)));
+    }
+    let out = Command::new(repo_root().join("hack/helm/build")).output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let path = String::from_utf8(o.stdout)?.trim().to_string();
+            Ok(Some(PathBuf::from(path)))
+        }
+        other => {
+            let why = match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            if control_plane_required() {
+                bail!("no helm, and CI=true forbids skipping: {why}");
+            }
+            eprintln!("\n******** SKIPPED: no helm: {why} ********\n");
+            Ok(None)
+        }
+    }
+}
+
+/// How to render: helm, the target's Kubernetes version (`helm template` otherwise assumes an
+/// old one and `kubeVersion` fails), namespace and name prefix.
+struct Render<'a> {
+    helm: &'a Path,
+    kube_version: &'a str,
+    namespace: &'a str,
+    fullname: &'a str,
+}
+
+/// Renders the chart; every document as JSON.
+fn render(r: &Render<'_>, set: &[&str]) -> Result<Vec<Value>> {
+    let (namespace, fullname) = (r.namespace, r.fullname);
+    let mut cmd = Command::new(r.helm);
+    cmd.arg("template")
+        .args(["--kube-version", r.kube_version])
+        .arg("karpenter")
+        .arg(repo_root().join("charts/karpenter"))
+        .args(["--namespace", namespace])
+        .args(["--set", &format!("fullnameOverride={fullname}")]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().context("running helm template")?;
+    if !out.status.success() {
+        bail!(
+            "helm template failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let yaml = String::from_utf8(out.stdout)?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml)?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn kind(doc: &Value) -> &str {
+    doc["kind"].as_str().unwrap_or_default()
+}
+
+/// Server-side applies one rendered object (`dry_run`: validated and admitted, not stored).
+async fn apply(client: &Client, doc: &Value, dry_run: bool) -> Result<()> {
+    let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind(doc));
+    let (resource, caps) = pinned_kind(client, &gvk).await?;
+    let obj: DynamicObject = serde_json::from_value(doc.clone())?;
+    let name = obj
+        .metadata
+        .name
+        .clone()
+        .context("rendered object without a name")?;
+    let api: Api<DynamicObject> = match (&caps.scope, obj.metadata.namespace.as_deref()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    let mut params = PatchParams::apply("karpenter-chart-test").force();
+    if dry_run {
+        params = params.dry_run();
+    }
+    api.patch(&name, &params, &Patch::Apply(&obj))
+        .await
+        .with_context(|| format!("applying {} {name}", kind(doc)))?;
+    Ok(())
+}
+
+/// Whether the service account may do `verb` on `resource` (in `namespace`, or cluster-wide).
+async fn allowed(
+    client: &Client,
+    user: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Result<bool> {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource,
+                namespace: namespace.map(str::to_string),
+                name: name.map(str::to_string),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_renders_and_the_api_server_accepts_it() -> Result<()> {
+    let Some(helm) = helm()? else {
+        return Ok(());
+    };
+    let Some(cluster) = TestCluster::start().await else {
+        return Ok(());
+    };
+    let client = cluster.client();
+    let ns = cluster.namespace().await?;
+    let fullname = unique_name("karpenter");
+    let version = client.apiserver_version().await?.git_version;
+    let r = Render {
+        helm: &helm,
+        kube_version: &version,
+        namespace: ns.name(),
+        fullname: &fullname,
+    };
+    let result = body(&r, &client).await;
+    // Cluster-scoped objects are not removed with the namespace.
+    for api in [
+        Api::<DynamicObject>::all_with(
+            client.clone(),
+            &kube::api::ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRole>(&()),
+        ),
+        Api::<DynamicObject>::all_with(
+            client.clone(),
+            &kube::api::ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&()),
+        ),
+    ] {
+        let _ = api.delete(&fullname, &DeleteParams::background()).await;
+    }
+    let cleaned = ns.cleanup().await;
+    result.and(cleaned.map_err(Into::into))
+}
+
+async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
+    let (ns, fullname) = (r.namespace, r.fullname);
+    // Optional parts render when asked (the ServiceMonitor CRD is not installed here).
+    let with_monitor = render(r, &["serviceMonitor.enabled=true"])?;
+    assert!(with_monitor.iter().any(|d| kind(d) == "ServiceMonitor"));
+
+    let docs = render(r, &[])?;
+    let kinds: Vec<&str> = docs.iter().map(kind).collect();
+    for k in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+    ] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    assert!(
+        !kinds.contains(&"ServiceMonitor"),
+        "optional, off by default"
+    );
+    assert!(
+        !kinds.iter().any(|k| k.contains("Webhook")),
+        "no webhook: nothing to certify"
+    );
+
+    // One replica, and nothing that needs a second node to schedule.
+    let deployment = docs
+        .iter()
+        .find(|d| kind(d) == "Deployment")
+        .context("the Deployment")?;
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .context("spread constraints")?;
+    assert!(!spread.is_empty());
+    for c in spread {
+        assert_eq!(c["whenUnsatisfiable"], "ScheduleAnyway", "{c}");
+    }
+    let affinity = &deployment["spec"]["template"]["spec"]["affinity"];
+    assert!(
+        affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"].is_null()
+    );
+
+    // RBAC first (the Deployment's service account must exist for its admission).
+    for doc in docs.iter().filter(|d| kind(d) != "Deployment") {
+        apply(client, doc, false).await?;
+    }
+    apply(client, deployment, true).await?;
+
+    // The service account may do what the controller does, and not more.
+    let user = format!("system:serviceaccount:{ns}:{fullname}");
+    let lease = "karpenter-leader-election";
+    let must = [
+        ("create", "", "pods/eviction", Some("any"), None),
+        ("delete", "", "pods", Some("any"), None),
+        ("watch", "", "pods", None, None),
+        ("create", "", "nodes", None, None),
+        ("patch", "", "nodes", None, None),
+        ("create", "karpenter.sh", "nodeclaims", None, None),
+        ("patch", "karpenter.sh", "nodeclaims/status", None, None),
+        ("watch", "karpenter.sh", "nodepools", None, None),
+        ("get", "karpenter.kwok.sh", "kwoknodeclasses", None, None),
+        ("list", "apps", "daemonsets", None, None),
+        ("create", "events.k8s.io", "events", Some("any"), None),
+        ("create", "coordination.k8s.io", "leases", Some(ns), None),
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some(ns),
+            Some(lease),
+        ),
+    ];
+    for (verb, group, resource, namespace, name) in must {
+        assert!(
+            allowed(client, &user, verb, group, resource, namespace, name).await?,
+            "{verb} {group}/{resource} must be allowed"
+        );
+    }
+    let must_not = [
+        ("update", "karpenter.sh", "nodepools", None, None),
+        ("delete", "karpenter.sh", "nodepools", None, None),
+        ("get", "", "secrets", Some(ns), None),
+        ("update", "", "nodes", None, None),
+        ("create", "", "pods", Some("any"), None),
+        ("delete", "apps", "daemonsets", Some("any"), None),
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some(ns),
+            Some("someone-else"),
+        ),
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some("kube-system"),
+            Some(lease),
+        ),
+    ];
+    for (verb, group, resource, namespace, name) in must_not {
+        assert!(
+            !allowed(client, &user, verb, group, resource, namespace, name).await?,
+            "{verb} {group}/{resource} must be denied"
+        );
+    }
+    Ok(())
+}

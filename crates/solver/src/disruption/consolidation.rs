@@ -1,0 +1,215 @@
+//! Consolidation: remove candidates whose pods fit on the other nodes plus at most one strictly
+//! cheaper new node (upstream `computeConsolidation`, multi- and single-node).
+
+use std::collections::BTreeMap;
+
+use crate::labels::CAPACITY_TYPE;
+use crate::model::PlannedNodeClaim;
+use crate::requirements::{NodeSelectorRequirement, Operator};
+
+use super::Planner;
+use super::candidates::rank;
+use super::model::{DisruptionError, Reason};
+use super::state::Sim;
+
+const SPOT: &str = "spot";
+
+/// Price differences below this are ties (sums of floats in different orders).
+const EPS: f64 = 1e-9;
+
+/// A valid consolidation: the simulation and its 0 or 1 replacement (options filtered).
+type Valid = (Sim, Vec<PlannedNodeClaim>);
+
+impl Planner<'_> {
+    /// The most an offering of `it` with capacity type `ct` may cost at launch (upstream
+    /// `WorstLaunchPrice`; zones are not known here, so every zone counts: conservative).
+    fn worst_price(&self, it: &str, ct: &str) -> Option<f64> {
+        let i = self.work.catalog.get(it)?;
+        self.work.problem.instance_types[*i]
+            .offerings
+            .iter()
+            .filter(|o| o.available && o.capacity_type == ct)
+            .map(|o| o.price)
+            .max_by(f64::total_cmp)
+    }
+
+    /// The simulation again with every NodePool limited to spot capacity.
+    fn simulate_spot(&mut self, ids: &[usize]) -> Result<Option<Sim>, DisruptionError> {
+        let spot = NodeSelectorRequirement::new(CAPACITY_TYPE, Operator::In, &[SPOT]);
+        for np in &mut self.work.problem.node_pools {
+            np.requirements.push(spot.clone());
+        }
+        let sim = self.simulate(ids, true);
+        for np in &mut self.work.problem.node_pools {
+            np.requirements.pop();
+        }
+        let sim = sim?;
+        let ok = sim.plan.unschedulable.is_empty() && sim.plan.node_claims.len() == 1;
+        Ok(ok.then_some(sim))
+    }
+
+    /// Checks removing candidates `idx` (indices into `cands`): all their pods must be placed,
+    /// with no new node (delete) or one whose launch price is strictly below theirs (replace).
+    pub(crate) fn consolidate(
+        &mut self,
+        idx: &[usize],
+        single: bool,
+    ) -> Result<Option<Valid>, DisruptionError> {
+        let ids: Vec<usize> = idx.iter().map(|&i| self.cands[i].id).collect();
+        let total: f64 = idx.iter().filter_map(|&i| self.cands[i].price).sum();
+        let mut sim = self.simulate(&ids, true)?;
+        if !sim.plan.unschedulable.is_empty() {
+            return Ok(None);
+        }
+        match sim.plan.node_claims.len() {
+            0 => return Ok(Some((sim, Vec::new()))),
+            1 => {}
+            _ => return Ok(None),
+        }
+        let all_spot = idx.iter().all(|&i| self.cands[i].capacity_type == SPOT);
+        if all_spot && sim.plan.node_claims[0].capacity_type != SPOT {
+            // Upstream pins a spot candidate's replacement to spot when the NodePool allows
+            // it, rather than trading spot for pricier on-demand; if nothing spot can take the
+            // pods, the ordinary path decides.
+            if let Some(spot) = self.simulate_spot(&ids)? {
+                sim = spot;
+            }
+        }
+        let mut claim = sim.plan.node_claims[0].clone();
+        let spot_to_spot = all_spot && claim.capacity_type == SPOT;
+        if spot_to_spot && !self.opts.spot_to_spot {
+            return Ok(None);
+        }
+        if claim.price >= total - EPS {
+            return Ok(None);
+        }
+        let mut limit = total;
+        if !single {
+            // Upstream `filterOutSameInstanceType`: replacing several nodes with one of a type
+            // among them must beat the cheapest of those, or deleting some would do better.
+            for &i in idx {
+                let c = &self.cands[i];
+                if claim.instance_type_options.contains(&c.instance_type) {
+                    limit = limit.min(c.price.unwrap_or(f64::INFINITY));
+                }
+            }
+        }
+        let mut options: Vec<(f64, String)> = claim
+            .instance_type_options
+            .iter()
+            .filter_map(|it| Some((self.worst_price(it, &claim.capacity_type)?, it.clone())))
+            .filter(|(p, _)| *p < limit - EPS)
+            .collect();
+        options.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        if spot_to_spot && single {
+            // Enough cheaper spot types, or the new node would soon be consolidated again.
+            if options.len() < self.opts.min_spot_options {
+                return Ok(None);
+            }
+            options.truncate(self.opts.min_spot_options.max(1));
+        }
+        if !options.iter().any(|(_, it)| *it == claim.instance_type) {
+            return Ok(None);
+        }
+        claim.instance_type_options = options.into_iter().map(|(_, it)| it).collect();
+        Ok(Some((sim, vec![claim])))
+    }
+
+    /// Candidates for consolidation, best first, that are still available.
+    fn ranked(&self, skip_failed: bool) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.cands.len())
+            .filter(|&i| {
+                let c = &self.cands[i];
+                c.consolidation_ok()
+                    && self.available(c)
+                    && !(skip_failed && self.failed.contains(&c.id))
+            })
+            .collect();
+        rank(&self.cands, &mut order);
+        order
+    }
+
+    /// Multi-node: binary search for the longest prefix (≥ 2 nodes) of the ranked candidates,
+    /// within budget and `max_parallel`, that consolidates.
+    pub(crate) fn multi_node(&mut self) -> Result<bool, DisruptionError> {
+        let mut list = Vec::new();
+        let mut used: BTreeMap<&str, u32> = BTreeMap::new();
+        for i in self.ranked(false) {
+            let pool = self.cands[i].pool.as_str();
+            let n = used.entry(pool).or_insert(0);
+            if self.budgets.allowed(pool, Reason::Underutilized) > *n {
+                *n += 1;
+                list.push(i);
+                if list.len() >= self.opts.max_parallel {
+                    break;
+                }
+            }
+        }
+        if list.len() < 2 {
+            return Ok(false);
+        }
+        let (mut lo, mut hi) = (1usize, list.len() - 1);
+        let mut best: Option<(usize, Valid)> = None;
+        while lo <= hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.consolidate(&list[..=mid], false)? {
+                Some(v) => {
+                    best = Some((mid, v));
+                    lo = mid + 1;
+                }
+                None => hi = mid - 1,
+            }
+        }
+        let Some((mid, (sim, claims))) = best else {
+            return Ok(false);
+        };
+        let replacements = self.replacements(&claims);
+        self.decide(Reason::Underutilized, &list[..=mid], &sim, replacements);
+        Ok(true)
+    }
+
+    /// Single-node: the first candidate (ranked, round-robin across NodePools) within budget
+    /// that consolidates alone.
+    pub(crate) fn single_node(&mut self) -> Result<bool, DisruptionError> {
+        let order = interleave(&self.cands, self.ranked(true));
+        for i in order {
+            if self
+                .budgets
+                .allowed(&self.cands[i].pool, Reason::Underutilized)
+                == 0
+            {
+                continue;
+            }
+            match self.consolidate(&[i], true)? {
+                Some((sim, claims)) => {
+                    let replacements = self.replacements(&claims);
+                    self.decide(Reason::Underutilized, &[i], &sim, replacements);
+                    return Ok(true);
+                }
+                None => {
+                    self.failed.insert(self.cands[i].id);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Round-robin across NodePools (in order of their best candidate), keeping each pool's order,
+/// so one large NodePool does not starve the others.
+fn interleave(cands: &[super::candidates::Cand], order: Vec<usize>) -> Vec<usize> {
+    let mut pools: Vec<(&str, Vec<usize>)> = Vec::new();
+    for i in order {
+        let p = cands[i].pool.as_str();
+        match pools.iter_mut().find(|(name, _)| *name == p) {
+            Some((_, v)) => v.push(i),
+            None => pools.push((p, vec![i])),
+        }
+    }
+    let mut out = Vec::new();
+    let longest = pools.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    for k in 0..longest {
+        out.extend(pools.iter().filter_map(|(_, v)| v.get(k).copied()));
+    }
+    out
+}

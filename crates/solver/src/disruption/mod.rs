@@ -1,0 +1,247 @@
+//! Disruption planning (pure): which nodes to remove and what to launch instead.
+//!
+//! [`plan`]`(&DisruptionProblem, &DisruptionOptions) -> Result<DisruptionPlan, DisruptionError>`
+//! decides, in upstream Karpenter's order:
+//! 1. **Expiration** (forceful: no budget, no do-not-disrupt): nodes older than `expireAfter`.
+//! 2. **Emptiness**: nodes without reschedulable pods for `consolidateAfter` → one delete.
+//! 3. **Drift**: drifted nodes, empty first then oldest drift, one command each, replaced by
+//!    whatever the pods need.
+//! 4. **Multi-node consolidation** (`WhenEmptyOrUnderutilized`): binary search over the prefix
+//!    of the cheapest-to-disrupt candidates for the largest set whose pods fit on the other
+//!    nodes plus at most one strictly cheaper new node.
+//! 5. **Single-node consolidation**: the first candidate (round-robin across NodePools) that can
+//!    be deleted or replaced by one strictly cheaper node.
+//!
+//! "Fits" is always a provisioning [`crate::solve`] on the cluster without the candidates. Each
+//! command is applied to a working copy of the cluster before the next is sought, so the
+//! commands are consistent with each other and with the budgets (per NodePool and reason,
+//! count or rounded-up percentage, cron windows; nodes already disrupting count against every
+//! reason), and may all be carried out at once.
+//!
+//! Within one call a method that found nothing, or a candidate that failed, is not tried again:
+//! later commands only move pods onto nodes (less room) and add replacements that cannot take
+//! pods yet, so they could only fail again (topology may rarely differ; the next call sees it).
+
+mod budget;
+mod candidates;
+mod consolidation;
+pub(crate) mod duration;
+mod methods;
+mod model;
+mod state;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+pub use budget::{budget_allows, parse_nodes, window_active};
+pub use duration::parse_go_duration;
+pub use model::{
+    Allowed, Blocked, Budget, Command, ConsolidationPolicy, DO_NOT_DISRUPT, DisruptionError,
+    DisruptionOptions, DisruptionPlan, DisruptionProblem, DoNotDisrupt, Drift, NodeState,
+    POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason,
+};
+
+use crate::model::{PlannedNodeClaim, PodView};
+use budget::Budgets;
+use candidates::Cand;
+use state::{Sim, Work};
+
+/// Plans disruption commands for the cluster in `input` at `opts.now`.
+pub fn plan(
+    input: &DisruptionProblem,
+    opts: &DisruptionOptions,
+) -> Result<DisruptionPlan, DisruptionError> {
+    Ok(plan_with_stats(input, opts)?.0)
+}
+
+/// [`plan`], plus how many scheduling simulations it ran (for benchmarks).
+pub fn plan_with_stats(
+    input: &DisruptionProblem,
+    opts: &DisruptionOptions,
+) -> Result<(DisruptionPlan, usize), DisruptionError> {
+    validate(input)?;
+    let mut planner = Planner::new(input, opts);
+    planner.run()?;
+    let allowed = planner.initial_allowed;
+    Ok((
+        DisruptionPlan {
+            commands: planner.commands,
+            allowed,
+            blocked: planner.blocked,
+        },
+        planner.work.simulations,
+    ))
+}
+
+fn validate(input: &DisruptionProblem) -> Result<(), DisruptionError> {
+    let mut names = HashSet::new();
+    for n in &input.problem.existing_nodes {
+        if !names.insert(n.name.as_str()) {
+            return Err(DisruptionError::DuplicateNode(n.name.clone()));
+        }
+    }
+    let mut managed = HashSet::new();
+    for n in &input.nodes {
+        if !names.contains(n.name.as_str()) {
+            return Err(DisruptionError::UnknownNode(n.name.clone()));
+        }
+        if !managed.insert(n.name.as_str()) {
+            return Err(DisruptionError::DuplicateNode(n.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// One planning call's state.
+pub(crate) struct Planner<'a> {
+    pub opts: &'a DisruptionOptions,
+    pub work: Work,
+    pub budgets: Budgets,
+    pub cands: Vec<Cand>,
+    /// Keys of DaemonSet pods: they leave with their node instead of moving.
+    pub daemon: HashSet<String>,
+    pub commands: Vec<Command>,
+    pub blocked: Vec<Blocked>,
+    pub initial_allowed: Vec<Allowed>,
+    /// Candidates (stable ids) that failed a simulation in this call.
+    pub failed: HashSet<usize>,
+    pub drift_failed: HashSet<usize>,
+    pub multi_done: bool,
+}
+
+impl<'a> Planner<'a> {
+    fn new(input: &'a DisruptionProblem, opts: &'a DisruptionOptions) -> Self {
+        let mut work = Work::new(input);
+        let pod_state: HashMap<String, &PodState> =
+            input.pods.iter().map(|p| (p.key.clone(), p)).collect();
+        let (cands, blocked) = candidates::evaluate(input, &mut work, opts, &pod_state);
+        let mut counts: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+        for np in &input.problem.node_pools {
+            counts.entry(np.name.as_str()).or_default();
+        }
+        for n in &input.nodes {
+            let e = counts.entry(n.node_pool.as_str()).or_default();
+            if n.initialized {
+                e.0 += 1;
+            }
+            if n.disrupting {
+                e.1 += 1;
+            }
+        }
+        let default_budgets = PoolPolicy::new("").budgets;
+        let budgets = Budgets::new(
+            counts.iter().map(|(pool, (num, disrupting))| {
+                let b = input
+                    .policies
+                    .iter()
+                    .find(|p| p.name == *pool)
+                    .map_or(&default_budgets[..], |p| &p.budgets[..]);
+                (*pool, b, *num, *disrupting)
+            }),
+            opts.now,
+        );
+        let initial_allowed = budgets
+            .snapshot()
+            .into_iter()
+            .map(|(node_pool, reason, nodes)| Allowed {
+                node_pool,
+                reason,
+                nodes,
+            })
+            .collect();
+        Planner {
+            opts,
+            work,
+            budgets,
+            cands,
+            daemon: input
+                .pods
+                .iter()
+                .filter(|p| p.daemon_set)
+                .map(|p| p.key.clone())
+                .collect(),
+            commands: Vec::new(),
+            blocked,
+            initial_allowed,
+            failed: HashSet::new(),
+            drift_failed: HashSet::new(),
+            multi_done: false,
+        }
+    }
+
+    fn run(&mut self) -> Result<(), DisruptionError> {
+        self.expiration()?;
+        loop {
+            if self.emptiness() || self.drift()? {
+                continue;
+            }
+            if !self.multi_done {
+                if self.multi_node()? {
+                    continue;
+                }
+                self.multi_done = true;
+            }
+            if self.single_node()? {
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    /// Still in the cluster and not a destination of an earlier command.
+    pub fn available(&self, c: &Cand) -> bool {
+        let m = &self.work.meta[c.id];
+        !m.removed && !m.nominated
+    }
+
+    /// Simulates removing `ids`; DaemonSet pods are not rescheduled.
+    pub fn simulate(&mut self, ids: &[usize], consolidation: bool) -> Result<Sim, DisruptionError> {
+        let daemon = &self.daemon;
+        Ok(self.work.simulate(ids, consolidation, &|p: &PodView| {
+            !daemon.contains(&p.key())
+        })?)
+    }
+
+    /// Names the simulation's claims as replacements and caps their options.
+    pub fn replacements(&mut self, claims: &[PlannedNodeClaim]) -> Vec<PlannedNodeClaim> {
+        claims
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.name = self.work.replacement_name(&c.node_pool);
+                c.instance_type_options
+                    .truncate(self.opts.max_instance_type_options.max(1));
+                c
+            })
+            .collect()
+    }
+
+    /// Records and applies a command for candidates `idx` (indices into `self.cands`).
+    pub fn decide(
+        &mut self,
+        reason: Reason,
+        idx: &[usize],
+        sim: &Sim,
+        replacements: Vec<PlannedNodeClaim>,
+    ) {
+        let ids: Vec<usize> = idx.iter().map(|&i| self.cands[i].id).collect();
+        self.work.commit(&ids, sim, &replacements);
+        let removed: f64 = idx.iter().filter_map(|&i| self.cands[i].price).sum();
+        let added: f64 = replacements.iter().map(|c| c.price).sum();
+        for &i in idx {
+            self.budgets.take(&self.cands[i].pool);
+        }
+        self.commands.push(Command {
+            reason,
+            nodes: idx.iter().map(|&i| self.cands[i].name.clone()).collect(),
+            replacements,
+            placements: sim.plan.existing_nodes.clone(),
+            unschedulable: sim
+                .plan
+                .unschedulable
+                .iter()
+                .map(|u| u.pod.clone())
+                .collect(),
+            savings_per_hour: removed - added,
+        });
+    }
+}

@@ -1,0 +1,353 @@
+//! The disruption planner's input and output: plain owned structs, additive to the provisioning
+//! model ([`Problem`] carries the catalog, NodePools, DaemonSets and every node with its pods).
+//! Times are plain seconds (e.g. Unix seconds): the planner has no clock.
+
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::error::SolveError;
+use crate::model::{ExistingPlacement, PlannedNodeClaim, Problem};
+use crate::selector::LabelSelector;
+
+/// The well-known annotation that protects a pod or a node from voluntary disruption.
+pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+/// The pod annotation that ranks pods for deletion (`controller.kubernetes.io/pod-deletion-cost`).
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// Why nodes are disrupted (budgets are per reason; expiration is forceful and has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// No reschedulable pods for at least `consolidateAfter`.
+    Empty,
+    /// Consolidation: the pods fit elsewhere (plus at most one cheaper node).
+    Underutilized,
+    /// The node no longer matches its NodePool / NodeClass.
+    Drifted,
+    /// Older than `expireAfter`.
+    Expired,
+}
+
+impl Reason {
+    /// The lower-case name used in `simulate` output (`empty`, `underutilized`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Empty => "empty",
+            Reason::Underutilized => "underutilized",
+            Reason::Drifted => "drifted",
+            Reason::Expired => "expired",
+        }
+    }
+
+    /// Parses a budget `reasons` entry (`Empty`, `Underutilized`, `Drifted`; any case).
+    pub fn from_budget_reason(s: &str) -> Option<Reason> {
+        match s.to_ascii_lowercase().as_str() {
+            "empty" => Some(Reason::Empty),
+            "underutilized" => Some(Reason::Underutilized),
+            "drifted" => Some(Reason::Drifted),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `spec.disruption.consolidationPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsolidationPolicy {
+    /// Only empty nodes are removed.
+    WhenEmpty,
+    /// Empty nodes are removed and underused ones consolidated (the default).
+    #[default]
+    WhenEmptyOrUnderutilized,
+}
+
+/// One `spec.disruption.budgets[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// `nodes`: a count (`"3"`) or a percentage of the NodePool's nodes (`"10%"`, rounded up).
+    /// An unparsable value allows nothing (fail closed, as upstream).
+    pub nodes: String,
+    /// Reasons the budget applies to; `None` = every reason.
+    pub reasons: Option<Vec<Reason>>,
+    /// Cron schedule (5 fields or `@daily`..., UTC) of the window start; `None` = always active.
+    pub schedule: Option<String>,
+    /// Window length in seconds (required with `schedule`).
+    pub duration_seconds: Option<i64>,
+}
+
+impl Budget {
+    /// An always-active budget for every reason.
+    pub fn nodes(nodes: &str) -> Self {
+        Self {
+            nodes: nodes.to_string(),
+            reasons: None,
+            schedule: None,
+            duration_seconds: None,
+        }
+    }
+}
+
+/// What the planner needs of a NodePool beyond the provisioning view ([`crate::NodePoolView`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolPolicy {
+    /// NodePool name.
+    pub name: String,
+    /// `consolidationPolicy`.
+    pub consolidation_policy: ConsolidationPolicy,
+    /// `consolidateAfter` in seconds; `None` = `Never` (no emptiness, no consolidation).
+    pub consolidate_after: Option<i64>,
+    /// `template.spec.expireAfter` in seconds; `None` = `Never`.
+    pub expire_after: Option<i64>,
+    /// `budgets`; the CRD default is one `10%` budget. An empty list limits nothing.
+    pub budgets: Vec<Budget>,
+    /// `template.spec.terminationGracePeriod` in seconds: when set, drift (an *eventual*
+    /// disruption) is not blocked by do-not-disrupt pods or PDBs, as upstream.
+    pub termination_grace_period: Option<i64>,
+}
+
+impl PoolPolicy {
+    /// The CRD defaults: `WhenEmptyOrUnderutilized`, `consolidateAfter: 0s`,
+    /// `expireAfter: 720h`, budgets `[{nodes: 10%}]`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            consolidation_policy: ConsolidationPolicy::WhenEmptyOrUnderutilized,
+            consolidate_after: Some(0),
+            expire_after: Some(720 * 3600),
+            budgets: vec![Budget::nodes("10%")],
+            termination_grace_period: None,
+        }
+    }
+}
+
+/// The value of a `karpenter.sh/do-not-disrupt` annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DoNotDisrupt {
+    /// Absent, `"false"` (or invalid: upstream ignores it with an event).
+    #[default]
+    No,
+    /// `"true"`.
+    Always,
+    /// A duration (`"5m"`): protects until the object is that many seconds old.
+    For(i64),
+}
+
+impl DoNotDisrupt {
+    /// Parses the annotation value: `"true"`, `"false"` or a Go duration (`5m`, `1h30m`).
+    /// An invalid value is an error the caller reports and then ignores.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "true" => Ok(DoNotDisrupt::Always),
+            "false" | "" => Ok(DoNotDisrupt::No),
+            v => super::duration::parse_go_duration(v)
+                .map(DoNotDisrupt::For)
+                .ok_or_else(|| {
+                    format!(
+                        "invalid {DO_NOT_DISRUPT} value {v:?}: want \"true\", \"false\" or a duration like \"5m\""
+                    )
+                }),
+        }
+    }
+
+    /// Whether it protects an object created at `created` at time `now`.
+    pub fn active(self, created: i64, now: i64) -> bool {
+        match self {
+            DoNotDisrupt::No => false,
+            DoNotDisrupt::Always => true,
+            DoNotDisrupt::For(d) => now.saturating_sub(created) < d,
+        }
+    }
+}
+
+/// Drift facts of a node (detection — NodePool hash, requirements, provider — is the caller's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// Why (`NodePoolDrifted`, `RequirementsDrifted`, `InstanceTypeNotFound`, provider reason).
+    pub reason: String,
+    /// When the node was found drifted (oldest drift is replaced first).
+    pub since: i64,
+}
+
+/// What the planner knows about one Karpenter-managed node (its [`crate::ExistingNode`] in
+/// [`DisruptionProblem::problem`] has the same name and holds its pods). Nodes without a
+/// `NodeState` are unmanaged: they receive pods but are never disrupted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeState {
+    /// Node name.
+    pub name: String,
+    /// `karpenter.sh/nodepool`.
+    pub node_pool: String,
+    /// `node.kubernetes.io/instance-type`.
+    pub instance_type: String,
+    /// `topology.kubernetes.io/zone`.
+    pub zone: String,
+    /// `karpenter.sh/capacity-type`.
+    pub capacity_type: String,
+    /// Price per hour of its offering; `None` when the catalog does not know it (the node can
+    /// then only be disrupted for emptiness, drift or expiry).
+    pub price: Option<f64>,
+    /// Creation time.
+    pub created: i64,
+    /// Last pod scheduled/removed on it (`None`: none since creation).
+    pub last_pod_event: Option<i64>,
+    /// Initialized (registered, ready, startup taints gone).
+    pub initialized: bool,
+    /// Already being disrupted or deleted (marked for deletion, terminating, NotReady): counts
+    /// against budgets, never a candidate, never a destination.
+    pub disrupting: bool,
+    /// Drifted, and since when.
+    pub drifted: Option<Drift>,
+    /// The node's `karpenter.sh/do-not-disrupt` (a duration counts from `created`).
+    pub do_not_disrupt: DoNotDisrupt,
+}
+
+/// What the planner knows about a bound pod, keyed by `namespace/name`; pods without one are
+/// ordinary evictable pods (cost 1, priority 0, not protected).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodState {
+    /// `namespace/name`.
+    pub key: String,
+    /// Owned by a DaemonSet: not rescheduled (it goes away with its node).
+    pub daemon_set: bool,
+    /// `karpenter.sh/do-not-disrupt` (a duration counts from `created`).
+    pub do_not_disrupt: DoNotDisrupt,
+    /// `controller.kubernetes.io/pod-deletion-cost`.
+    pub deletion_cost: i64,
+    /// `spec.priority`.
+    pub priority: i32,
+    /// Creation time.
+    pub created: i64,
+}
+
+/// A PodDisruptionBudget, reduced to what candidacy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pdb {
+    /// Namespace (it selects pods of this namespace only).
+    pub namespace: String,
+    /// `spec.selector` (an empty selector matches every pod of the namespace).
+    pub selector: LabelSelector,
+    /// `status.disruptionsAllowed`: 0 blocks eviction of the pods it selects.
+    pub disruptions_allowed: i32,
+}
+
+/// Everything the planner looks at.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DisruptionProblem {
+    /// Catalog, NodePools and DaemonSets (for replacements), and every node with its bound pods
+    /// in `existing_nodes`. `pods` (pending pods) is ignored: plan provisioning first and bind
+    /// its placements on existing nodes, so consolidation does not double-book their room.
+    pub problem: Problem,
+    /// Karpenter-managed nodes.
+    pub nodes: Vec<NodeState>,
+    /// Facts about bound pods.
+    pub pods: Vec<PodState>,
+    /// Per-NodePool disruption settings; a NodePool without one gets [`PoolPolicy::new`].
+    pub policies: Vec<PoolPolicy>,
+    /// PodDisruptionBudgets.
+    pub pdbs: Vec<Pdb>,
+}
+
+/// Planner knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisruptionOptions {
+    /// The current time, in the same unit and epoch as every timestamp of the input.
+    pub now: i64,
+    /// Allow replacing spot nodes with spot nodes (upstream's `SpotToSpotConsolidation`
+    /// gate, off by default there); even then single-node needs [`Self::min_spot_options`]
+    /// cheaper spot types, to avoid churn.
+    pub spot_to_spot: bool,
+    /// Cheaper spot instance types a single-node spot-to-spot replacement needs (upstream 15).
+    pub min_spot_options: usize,
+    /// Most candidates one multi-node command considers (upstream 100).
+    pub max_parallel: usize,
+    /// Cap on a replacement's `instance_type_options`.
+    pub max_instance_type_options: usize,
+}
+
+impl Default for DisruptionOptions {
+    fn default() -> Self {
+        Self {
+            now: 0,
+            spot_to_spot: true,
+            min_spot_options: 15,
+            max_parallel: 100,
+            max_instance_type_options: 60,
+        }
+    }
+}
+
+/// One disruption decision: delete `nodes`, launching `replacements` first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// Why.
+    pub reason: Reason,
+    /// The nodes to remove.
+    pub nodes: Vec<String>,
+    /// New NodeClaims to launch first (0 or 1 for consolidation, any number for drift/expiry).
+    pub replacements: Vec<PlannedNodeClaim>,
+    /// Where the simulation put the nodes' pods that stay on existing nodes.
+    pub placements: Vec<ExistingPlacement>,
+    /// Pods that would find no place (only for expiration, which is forceful).
+    pub unschedulable: Vec<String>,
+    /// Σ removed node prices − Σ replacement prices (negative for a drift to a pricier type).
+    pub savings_per_hour: f64,
+}
+
+/// How many nodes a NodePool may still disrupt for a reason when planning starts
+/// (upstream gauge `karpenter_nodepools_allowed_disruptions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// NodePool.
+    pub node_pool: String,
+    /// Reason.
+    pub reason: Reason,
+    /// Nodes (saturated at `u32::MAX` when nothing limits).
+    pub nodes: u32,
+}
+
+/// A managed node that is not a candidate, and why (for `simulate` and events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// Node.
+    pub node: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The planner's answer. Commands are budget-consistent with each other and were simulated in
+/// order on the cluster left by the previous ones, so they may all run at once.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DisruptionPlan {
+    /// Commands, in decision order (expiration, emptiness, drift, multi-node, single-node).
+    pub commands: Vec<Command>,
+    /// Budgets at the start, per NodePool and reason.
+    pub allowed: Vec<Allowed>,
+    /// Managed nodes excluded from voluntary disruption, and why.
+    pub blocked: Vec<Blocked>,
+}
+
+impl DisruptionPlan {
+    /// Σ savings of every command.
+    pub fn savings_per_hour(&self) -> f64 {
+        self.commands.iter().map(|c| c.savings_per_hour).sum()
+    }
+}
+
+/// Input the planner refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DisruptionError {
+    /// The provisioning solver refused a simulation's input.
+    #[error(transparent)]
+    Solve(#[from] SolveError),
+    /// A [`NodeState`] names a node that is not in `problem.existing_nodes`.
+    #[error("node state for {0:?}, which is not among the existing nodes")]
+    UnknownNode(String),
+    /// Two nodes share a name.
+    #[error("node {0:?} is listed twice")]
+    DuplicateNode(String),
+}
