@@ -8,6 +8,7 @@
 //! - [`daemon_set_view`]: a DaemonSet's pod template, tolerating what the DaemonSet controller
 //!   makes every daemon pod tolerate;
 //! - [`node_pool_view`], [`requirement`], [`template_taint`]: NodePools and their parts;
+//! - [`volume_requirements`]: the zones (node requirements) a pod's claimed volumes pin it to;
 //! - [`problem`]: puts converted pieces together (bound pods onto their nodes, missing daemon
 //!   pods onto the nodes that would run them).
 //!
@@ -24,6 +25,7 @@ mod pods;
 mod pools;
 mod problem;
 mod topology;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,9 +39,10 @@ pub use nodes::{
     runs_on,
 };
 pub use pods::{PodContext, pod_view};
-pub use pools::{min_values, node_pool_view, requirement, template_taint};
+pub use pools::{claim_requirements, min_values, node_pool_view, requirement, template_taint};
 pub use problem::{Assembled, BoundPod, Parts, daemon_set_owner, problem};
 pub use topology::{NO_NAMESPACE, NamespaceIndex};
+pub use volumes::{VolumeIndex, volume_requirements};
 
 /// The pseudo-resource that counts a NodePool's nodes in its limits and usage.
 pub const NODES: &str = "nodes";

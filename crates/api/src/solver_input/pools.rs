@@ -56,6 +56,15 @@ pub fn min_values(np: &NodePool) -> BTreeMap<String, i32> {
     out
 }
 
+/// A NodeClaim's requirements in the solver's algebra: what providers check offerings against.
+pub fn claim_requirements(
+    claim: &crate::v1::NodeClaim,
+) -> Result<karpenter_solver::Requirements, karpenter_solver::SolveError> {
+    let selectors: Vec<NodeSelectorRequirement> =
+        claim.spec.requirements.iter().map(requirement).collect();
+    karpenter_solver::Requirements::from_selectors(&selectors)
+}
+
 /// A NodePool (or NodeClaim) requirement as the solver's requirement; `minValues` is carried
 /// separately ([`min_values`]).
 pub fn requirement(r: &v1::NodeSelectorRequirementWithMinValues) -> NodeSelectorRequirement {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use karpenter_api::labels::{
     CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, ZONE_LABEL,
 };
-use karpenter_api::v1::{self, NodeClaim};
+use karpenter_api::v1::NodeClaim;
 use karpenter_solver::quantity::parse_for_resource;
-use karpenter_solver::{InstanceType, NodeSelectorRequirement, Operator, Requirements, Resources};
+use karpenter_solver::{InstanceType, Requirements, Resources};
 
 /// CreateFleet accepts at most this many overrides per launch template config.
 pub const MAX_OVERRIDES: usize = 60;
@@ -52,26 +52,7 @@ pub struct Override {
 
 /// The NodeClaim's requirements in the solver's algebra.
 pub fn claim_requirements(claim: &NodeClaim) -> Result<Requirements, String> {
-    let selectors: Vec<NodeSelectorRequirement> = claim
-        .spec
-        .requirements
-        .iter()
-        .map(|r| NodeSelectorRequirement {
-            key: r.key.clone(),
-            operator: match r.operator {
-                v1::Operator::In => Operator::In,
-                v1::Operator::NotIn => Operator::NotIn,
-                v1::Operator::Exists => Operator::Exists,
-                v1::Operator::DoesNotExist => Operator::DoesNotExist,
-                v1::Operator::Gt => Operator::Gt,
-                v1::Operator::Lt => Operator::Lt,
-                v1::Operator::Gte => Operator::Gte,
-                v1::Operator::Lte => Operator::Lte,
-            },
-            values: r.values.clone(),
-        })
-        .collect();
-    Requirements::from_selectors(&selectors).map_err(|e| e.to_string())
+    karpenter_api::solver_input::claim_requirements(claim).map_err(|e| e.to_string())
 }
 
 /// The NodeClaim's resource requests in integer units.
@@ -212,7 +193,7 @@ pub fn stable_hash(parts: &[&str]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use karpenter_api::v1::{NodeClaimSpec, NodeSelectorRequirementWithMinValues};
+    use karpenter_api::v1::{self, NodeClaimSpec, NodeSelectorRequirementWithMinValues};
     use karpenter_solver::Offering;
 
     fn it(name: &str, cpu: i64, offers: &[(&str, &str, f64)]) -> InstanceType {

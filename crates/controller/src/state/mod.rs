@@ -1,5 +1,6 @@
 //! Cluster state: one reflector per kind (Pods, Nodes, NodePools, NodeClaims, DaemonSets,
-//! Namespaces), folded into in-memory stores that every loop reads. The provisioner is also told here,
+//! Namespaces, PersistentVolumeClaims, PersistentVolumes, StorageClasses), folded into
+//! in-memory stores that every loop reads. The provisioner is also told here,
 //! through a channel, when something happened that may need new capacity.
 //!
 //! The watch plumbing lives in this file; what the provisioner derives from the stores (which
@@ -9,7 +10,8 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use karpenter_api::v1::{NodeClaim, NodePool};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -52,6 +54,13 @@ pub struct ClusterState {
     pub daemon_sets: Store<DaemonSet>,
     /// All Namespaces (their labels resolve pod-affinity `namespaceSelector`s).
     pub namespaces: Store<Namespace>,
+    /// All PersistentVolumeClaims (with the PersistentVolumes and StorageClasses below, they
+    /// give the zones a pending pod's volumes pin it to).
+    pub volume_claims: Store<PersistentVolumeClaim>,
+    /// All PersistentVolumes.
+    pub volumes: Store<PersistentVolume>,
+    /// All StorageClasses.
+    pub storage_classes: Store<StorageClass>,
     /// True once every store is populated. A `watch` rather than each caller awaiting
     /// `Store::wait_until_ready`: the latter wakes only one of several concurrent waiters.
     ready: watch::Receiver<bool>,
@@ -72,6 +81,12 @@ pub struct Snapshot {
     pub daemon_sets: Vec<Arc<DaemonSet>>,
     /// Namespaces.
     pub namespaces: Vec<Arc<Namespace>>,
+    /// PersistentVolumeClaims.
+    pub volume_claims: Vec<Arc<PersistentVolumeClaim>>,
+    /// PersistentVolumes.
+    pub volumes: Vec<Arc<PersistentVolume>>,
+    /// StorageClasses.
+    pub storage_classes: Vec<Arc<StorageClass>>,
 }
 
 impl ClusterState {
@@ -119,6 +134,19 @@ impl ClusterState {
         );
         let daemon_sets = reflect(Api::<DaemonSet>::all(client.clone()), &mut tasks, |_| {});
         let namespaces = reflect(Api::<Namespace>::all(client.clone()), &mut tasks, |_| {});
+        // No triggers: a pod waiting on its claim is still pending and is looked at again by
+        // the kube-scheduler's next update of it or by the periodic resync.
+        let volume_claims = reflect(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            &mut tasks,
+            |_| {},
+        );
+        let volumes = reflect(
+            Api::<PersistentVolume>::all(client.clone()),
+            &mut tasks,
+            |_| {},
+        );
+        let storage_classes = reflect(Api::<StorageClass>::all(client.clone()), &mut tasks, |_| {});
         let (ready_tx, ready) = watch::channel(false);
         let stores = (
             pods.clone(),
@@ -127,6 +155,9 @@ impl ClusterState {
             node_claims.clone(),
             daemon_sets.clone(),
             namespaces.clone(),
+            volume_claims.clone(),
+            volumes.clone(),
+            storage_classes.clone(),
         );
         // The only task that awaits the stores' own readiness (see `ready`).
         tasks.push(tokio::spawn(async move {
@@ -136,7 +167,10 @@ impl ClusterState {
                 stores.2.wait_until_ready().await?;
                 stores.3.wait_until_ready().await?;
                 stores.4.wait_until_ready().await?;
-                stores.5.wait_until_ready().await
+                stores.5.wait_until_ready().await?;
+                stores.6.wait_until_ready().await?;
+                stores.7.wait_until_ready().await?;
+                stores.8.wait_until_ready().await
             };
             match all.await {
                 Ok(()) => {
@@ -155,6 +189,9 @@ impl ClusterState {
                 node_claims,
                 daemon_sets,
                 namespaces,
+                volume_claims,
+                volumes,
+                storage_classes,
                 ready,
             },
             tasks,
@@ -185,6 +222,9 @@ impl ClusterState {
             node_claims: self.node_claims.state(),
             daemon_sets: self.daemon_sets.state(),
             namespaces: self.namespaces.state(),
+            volume_claims: self.volume_claims.state(),
+            volumes: self.volumes.state(),
+            storage_classes: self.storage_classes.state(),
         }
     }
 

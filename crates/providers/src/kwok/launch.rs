@@ -10,10 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use karpenter_api::labels::{
     CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL,
 };
-use karpenter_api::v1::{self, NodeClaim, NodeClaimSpec, NodeClaimStatus};
+use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClaimStatus};
 use karpenter_solver::quantity::parse_for_resource;
 use karpenter_solver::resources::format_quantity;
-use karpenter_solver::{InstanceType, NodeSelectorRequirement, Operator, Requirements, Resources};
+use karpenter_solver::{InstanceType, Requirements, Resources};
 
 use crate::cloudprovider::{OfferingKey, UnavailableOfferings};
 
@@ -37,30 +37,7 @@ pub struct Choice {
 
 /// Converts a NodeClaim's requirements into the solver's algebra.
 pub fn claim_requirements(claim: &NodeClaim) -> Result<Requirements, String> {
-    let selectors: Vec<NodeSelectorRequirement> = claim
-        .spec
-        .requirements
-        .iter()
-        .map(|r| NodeSelectorRequirement {
-            key: r.key.clone(),
-            operator: operator(r.operator),
-            values: r.values.clone(),
-        })
-        .collect();
-    Requirements::from_selectors(&selectors).map_err(|e| e.to_string())
-}
-
-fn operator(op: v1::Operator) -> Operator {
-    match op {
-        v1::Operator::In => Operator::In,
-        v1::Operator::NotIn => Operator::NotIn,
-        v1::Operator::Exists => Operator::Exists,
-        v1::Operator::DoesNotExist => Operator::DoesNotExist,
-        v1::Operator::Gt => Operator::Gt,
-        v1::Operator::Lt => Operator::Lt,
-        v1::Operator::Gte => Operator::Gte,
-        v1::Operator::Lte => Operator::Lte,
-    }
+    karpenter_api::solver_input::claim_requirements(claim).map_err(|e| e.to_string())
 }
 
 /// Parses a resource list (`spec.resources.requests`, Node capacity) into integer units.
@@ -244,7 +221,7 @@ pub fn launched(claim: &NodeClaim, instance: &NodeClaim) -> NodeClaim {
 mod tests {
     use super::*;
     use crate::kwok::catalog;
-    use karpenter_api::v1::NodeSelectorRequirementWithMinValues;
+    use karpenter_api::v1::{self, NodeSelectorRequirementWithMinValues};
 
     fn claim(reqs: &[(&str, v1::Operator, &[&str])], cpu: &str) -> NodeClaim {
         let mut c = NodeClaim::new(

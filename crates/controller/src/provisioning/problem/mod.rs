@@ -12,7 +12,10 @@
 //! - nodes on their way out (deleting, disrupted, or whose NodeClaim is deleting) offer no room;
 //! - a starting node is judged without its startup and ephemeral taints (they go away on
 //!   their own);
-//! - NodePool usage against limits counts NodeClaims, which includes launches in flight.
+//! - NodePool usage against limits counts NodeClaims, which includes launches in flight;
+//! - a pending pod's claimed volumes pin it to their zones ([`input::volume_requirements`]);
+//!   a pod whose claim cannot be judged yet (missing, unbound with `Immediate` binding) is
+//!   reported invalid for this round rather than placed where its volume may not follow.
 
 #[cfg(test)]
 mod tests;
@@ -27,7 +30,7 @@ use karpenter_api::labels::{
     UNREGISTERED_TAINT_KEY,
 };
 use karpenter_api::solver_input::{
-    self as input, BoundPod, ConvertWarning, NODES, NamespaceIndex, Parts, PodContext,
+    self as input, BoundPod, ConvertWarning, NODES, NamespaceIndex, Parts, PodContext, VolumeIndex,
 };
 use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
 use karpenter_api::v1::{NodeClaim, find_condition};
@@ -112,6 +115,11 @@ pub fn build(
     let ctx = PodContext {
         namespaces: &namespaces,
     };
+    let volumes = VolumeIndex::new(
+        snapshot.volume_claims.iter().map(AsRef::as_ref),
+        snapshot.volumes.iter().map(AsRef::as_ref),
+        snapshot.storage_classes.iter().map(AsRef::as_ref),
+    );
     let claims_by_name: HashMap<&str, &NodeClaim> = snapshot
         .node_claims
         .iter()
@@ -143,7 +151,12 @@ pub fn build(
     let mut pending: Vec<PodView> = Vec::new();
     let mut nominated: HashMap<String, Vec<(Arc<Pod>, PodView)>> = HashMap::new();
     for p in snapshot.pods.iter().filter(|p| is_provisionable(p)) {
-        let view = match input::pod_view(p, &ctx, &mut round.warnings) {
+        // Only pending pods need them: a bound pod's node already satisfies its volumes.
+        let converted = input::pod_view(p, &ctx, &mut round.warnings).and_then(|mut view| {
+            view.volume_requirements = input::volume_requirements(p, &volumes)?;
+            Ok(view)
+        });
+        let view = match converted {
             Ok(view) => view,
             Err(e) => {
                 round.invalid.push((p.clone(), e.to_string()));

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, Namespace, NodeSpec, NodeStatus, PodAffinityTerm, PodAntiAffinity, PodSpec,
-    PodTemplateSpec, ResourceRequirements, Taint as K8sTaint, TopologySpreadConstraint,
+    Container, Namespace, NodeSelector, NodeSelectorRequirement as K8sNodeSelectorRequirement,
+    NodeSelectorTerm, NodeSpec, NodeStatus, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, ResourceRequirements,
+    Taint as K8sTaint, TopologySpreadConstraint, VolumeNodeAffinity,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
@@ -452,4 +455,95 @@ fn namespace_selectors_resolve_against_namespace_labels() {
     let round = build_now(&s, &HashMap::new(), Instant::now());
     let term = &round.problem.pods[0].pod_anti_affinity[0];
     assert_eq!(term.namespaces, vec!["x1", "x2"]);
+}
+
+/// Pending pod `ns/<name>` mounting claim `data`.
+fn with_claim(name: &str) -> Pod {
+    let mut p = with_cpu(unschedulable(name), "1");
+    p.spec.as_mut().unwrap().volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
+        name: "v".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: "data".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    p
+}
+
+#[test]
+fn pending_pods_are_pinned_to_their_volume_zone() {
+    // Not the cheapest (first) zone, so the pin is what puts the claim there.
+    let zone = "test-zone-c";
+    let pvc = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            volume_name: Some("pv-1".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pv = PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some("pv-1".into()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            node_affinity: Some(VolumeNodeAffinity {
+                required: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![K8sNodeSelectorRequirement {
+                            key: ZONE_LABEL.into(),
+                            operator: "In".into(),
+                            values: Some(vec![zone.into()]),
+                        }]),
+                        ..Default::default()
+                    }],
+                }),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let s = Snapshot {
+        pods: vec![Arc::new(with_claim("db-0"))],
+        node_pools: vec![Arc::new(pool())],
+        volume_claims: vec![Arc::new(pvc)],
+        volumes: vec![Arc::new(pv)],
+        ..Default::default()
+    };
+    let round = build_now(&s, &HashMap::new(), Instant::now());
+    assert!(round.invalid.is_empty(), "{:?}", round.invalid);
+    assert_eq!(
+        round.problem.pods[0].volume_requirements,
+        vec![karpenter_solver::NodeSelectorRequirement::new(
+            ZONE_LABEL,
+            karpenter_solver::Operator::In,
+            &[zone]
+        )]
+    );
+    let plan =
+        karpenter_solver::solve(&round.problem, &crate::provisioning::solve_options()).unwrap();
+    assert_eq!(plan.node_claims.len(), 1);
+    assert_eq!(plan.node_claims[0].zone, zone);
+    assert_eq!(plan.node_claims[0].pods, vec!["ns/db-0".to_string()]);
+}
+
+#[test]
+fn pods_with_a_missing_claim_wait() {
+    let s = Snapshot {
+        pods: vec![Arc::new(with_claim("db-0")), pending("web")],
+        node_pools: vec![Arc::new(pool())],
+        ..Default::default()
+    };
+    let round = build_now(&s, &HashMap::new(), Instant::now());
+    assert_eq!(round.invalid.len(), 1);
+    let reason = &round.invalid[0].1;
+    assert!(reason.contains("Pod ns/db-0"), "{reason}");
+    assert!(reason.contains("PersistentVolumeClaim ns/data"), "{reason}");
+    assert_eq!(round.pending.keys().collect::<Vec<_>>(), vec!["ns/web"]);
 }
