@@ -117,6 +117,29 @@ pub struct ResourceRequirements {
     pub requests: BTreeMap<String, Quantity>,
 }
 
+impl NodeClaim {
+    /// A NodeClaim that only describes a cloud instance: empty spec that never expires, and
+    /// `status.providerID`. Providers return such views from `get`/`list`, and termination
+    /// hands one to `delete` for an instance whose NodeClaim is gone.
+    pub fn for_instance(name: &str, provider_id: Option<String>) -> NodeClaim {
+        let spec = NodeClaimSpec {
+            taints: Vec::new(),
+            startup_taints: Vec::new(),
+            requirements: Vec::new(),
+            resources: ResourceRequirements::default(),
+            node_class_ref: Default::default(),
+            termination_grace_period: None,
+            expire_after: "Never".to_owned(),
+        };
+        let mut claim = NodeClaim::new(name, spec);
+        claim.status = Some(NodeClaimStatus {
+            provider_id,
+            ..NodeClaimStatus::default()
+        });
+        claim
+    }
+}
+
 impl ResourceRequirements {
     /// Whether no requests are set.
     pub fn is_empty(&self) -> bool {

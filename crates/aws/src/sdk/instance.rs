@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use karpenter_api::labels::{
     CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, ZONE_LABEL,
 };
-use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClaimStatus};
+use karpenter_api::v1::{NodeClaim, NodeClaimStatus};
 use karpenter_solver::InstanceType;
 use karpenter_solver::resources::format_quantity;
 
@@ -62,18 +62,7 @@ pub fn instance_view(instance: &Instance, instance_types: &[InstanceType]) -> No
             .map(|(k, v)| (k.clone(), Quantity(format_quantity(k, *v))))
             .collect()
     };
-    let mut view = NodeClaim::new(
-        name,
-        NodeClaimSpec {
-            taints: Vec::new(),
-            startup_taints: Vec::new(),
-            requirements: Vec::new(),
-            resources: Default::default(),
-            node_class_ref: Default::default(),
-            termination_grace_period: None,
-            expire_after: "Never".to_owned(),
-        },
-    );
+    let mut view = NodeClaim::for_instance(name, None);
     view.metadata.labels = Some(labels);
     view.status = Some(NodeClaimStatus {
         provider_id: Some(launch::provider_id(zone, id)),

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use karpenter_api::labels::{
     CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL,
 };
-use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClaimStatus};
+use karpenter_api::v1::{NodeClaim, NodeClaimStatus};
 use karpenter_solver::quantity::parse_for_resource;
 use karpenter_solver::resources::format_quantity;
 use karpenter_solver::{InstanceType, Requirements, Resources};
@@ -170,18 +170,7 @@ pub fn node_name(provider_id: &str) -> Option<&str> {
 /// An instance (kwok Node) described as a NodeClaim, as `get`/`list` return it.
 pub fn instance_view(node: &Node) -> NodeClaim {
     let name = node.metadata.name.clone().unwrap_or_default();
-    let mut view = NodeClaim::new(
-        &name,
-        NodeClaimSpec {
-            taints: Vec::new(),
-            startup_taints: Vec::new(),
-            requirements: Vec::new(),
-            resources: Default::default(),
-            node_class_ref: Default::default(),
-            termination_grace_period: None,
-            expire_after: "Never".to_string(),
-        },
-    );
+    let mut view = NodeClaim::for_instance(&name, None);
     view.metadata.labels = node.metadata.labels.clone();
     view.metadata.creation_timestamp = node.metadata.creation_timestamp.clone();
     view.metadata.deletion_timestamp = node.metadata.deletion_timestamp.clone();
@@ -221,7 +210,7 @@ pub fn launched(claim: &NodeClaim, instance: &NodeClaim) -> NodeClaim {
 mod tests {
     use super::*;
     use crate::kwok::catalog;
-    use karpenter_api::v1::{self, NodeSelectorRequirementWithMinValues};
+    use karpenter_api::v1::{self, NodeClaimSpec, NodeSelectorRequirementWithMinValues};
 
     fn claim(reqs: &[(&str, v1::Operator, &[&str])], cpu: &str) -> NodeClaim {
         let mut c = NodeClaim::new(

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use karpenter_api::labels::{NODE_POOL_LABEL, TERMINATION_FINALIZER};
-use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClaimStatus};
+use karpenter_api::v1::NodeClaim;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -155,26 +155,10 @@ async fn step(node: &Node, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(wait)));
     }
 
-    let instance = claim.map(|c| c.as_ref().clone()).unwrap_or_else(|| {
-        // No NodeClaim (an orphan): describe the instance by the Node's providerID.
-        let mut c = NodeClaim::new(
-            &name,
-            NodeClaimSpec {
-                taints: Vec::new(),
-                startup_taints: Vec::new(),
-                requirements: Vec::new(),
-                resources: Default::default(),
-                node_class_ref: Default::default(),
-                termination_grace_period: None,
-                expire_after: "Never".into(),
-            },
-        );
-        c.status = Some(NodeClaimStatus {
-            provider_id: Some(pid.clone()),
-            ..NodeClaimStatus::default()
-        });
-        c
-    });
+    // No NodeClaim (an orphan): describe the instance by the Node's providerID.
+    let instance = claim
+        .map(|c| c.as_ref().clone())
+        .unwrap_or_else(|| NodeClaim::for_instance(&name, Some(pid.clone())));
     match ctx.provider.delete(&instance).await {
         Ok(()) => return Ok(Action::requeue(Duration::from_secs(2))),
         Err(e) if e.is_not_found() => {}
