@@ -252,6 +252,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
         ("create", "karpenter.sh", "nodeclaims", None, None),
         ("patch", "karpenter.sh", "nodeclaims/status", None, None),
         ("watch", "karpenter.sh", "nodepools", None, None),
+        ("watch", "karpenter.sh", "provisioners", None, None),
         ("get", "karpenter.kwok.sh", "kwoknodeclasses", None, None),
         ("list", "apps", "daemonsets", None, None),
         ("create", "events.k8s.io", "events", Some("any"), None),
@@ -273,6 +274,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
     let must_not = [
         ("update", "karpenter.sh", "nodepools", None, None),
         ("delete", "karpenter.sh", "nodepools", None, None),
+        ("update", "karpenter.sh", "provisioners", None, None),
         ("get", "", "secrets", Some(ns), None),
         ("update", "", "nodes", None, None),
         ("create", "", "pods", Some("any"), None),

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use karpenter_api::labels::{
-    CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, ZONE_LABEL,
+    CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL,
+    PROVISIONER_NAME_LABEL, ZONE_LABEL,
 };
 use karpenter_api::v1::{
     NodeClaim, NodeClaimSpec, NodePool, NodeSelectorRequirementWithMinValues, Operator,
@@ -12,6 +13,8 @@ use karpenter_api::v1::{
 };
 use karpenter_providers::kwok::launch::resource_list;
 use karpenter_solver::PlannedNodeClaim;
+
+use crate::state::legacy;
 
 fn req(key: &str, values: Vec<String>) -> NodeSelectorRequirementWithMinValues {
     NodeSelectorRequirementWithMinValues {
@@ -62,6 +65,10 @@ pub fn node_claim(pool: &NodePool, planned: &PlannedNodeClaim) -> NodeClaim {
 
     let mut labels: BTreeMap<String, String> = t.metadata.labels.clone();
     labels.insert(NODE_POOL_LABEL.to_string(), pool_name.clone());
+    if legacy::is_from_provisioner(pool) {
+        // What v1alpha5 nodes carried; selectors and dashboards written for them keep working.
+        labels.insert(PROVISIONER_NAME_LABEL.to_string(), pool_name.clone());
+    }
     let mut claim = NodeClaim::new(
         "",
         NodeClaimSpec {
@@ -81,9 +88,16 @@ pub fn node_claim(pool: &NodePool, planned: &PlannedNodeClaim) -> NodeClaim {
         labels: Some(labels),
         annotations: (!t.metadata.annotations.is_empty()).then(|| t.metadata.annotations.clone()),
         owner_references: pool.metadata.uid.clone().map(|uid| {
+            // A legacy Provisioner's claims are owned by it: an owner reference naming a
+            // NodePool that does not exist would have them garbage-collected at once.
+            let (api_version, kind) = if legacy::is_from_provisioner(pool) {
+                ("karpenter.sh/v1alpha5", "Provisioner")
+            } else {
+                ("karpenter.sh/v1", "NodePool")
+            };
             vec![OwnerReference {
-                api_version: "karpenter.sh/v1".into(),
-                kind: "NodePool".into(),
+                api_version: api_version.into(),
+                kind: kind.into(),
                 name: pool_name,
                 uid,
                 block_owner_deletion: Some(true),
@@ -175,5 +189,32 @@ mod tests {
         assert_eq!(get(ZONE_LABEL), vec!["z1"]);
         assert_eq!(c.spec.resources.requests["cpu"].0, "1500m");
         assert_eq!(c.spec.node_class_ref.kind, "KWOKNodeClass");
+        assert!(
+            !c.metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .contains_key(PROVISIONER_NAME_LABEL)
+        );
+
+        // The same pool as a legacy Provisioner's view: owned by the Provisioner.
+        pool.metadata.annotations = Some(BTreeMap::from([(
+            legacy::PROVISIONER_ORIGIN_ANNOTATION.to_string(),
+            "np".to_string(),
+        )]));
+        let c = node_claim(&pool, &planned);
+        let owner = &c.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (
+                owner.api_version.as_str(),
+                owner.kind.as_str(),
+                owner.uid.as_str()
+            ),
+            ("karpenter.sh/v1alpha5", "Provisioner", "u1")
+        );
+        assert_eq!(
+            c.metadata.labels.as_ref().unwrap()[PROVISIONER_NAME_LABEL],
+            "np"
+        );
     }
 }

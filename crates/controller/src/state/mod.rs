@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use karpenter_api::v1::{NodeClaim, NodePool};
+use karpenter_api::v1alpha5::Provisioner;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -22,6 +23,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::provisioning::pending::is_provisionable;
+
+pub mod legacy;
 
 /// The reflectors stopped before every store was populated.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -50,6 +53,8 @@ pub struct ClusterState {
     pub node_pools: Store<NodePool>,
     /// All NodeClaims.
     pub node_claims: Store<NodeClaim>,
+    /// All legacy v1alpha5 Provisioners (empty when their CRD is not installed).
+    pub provisioners: Store<Provisioner>,
     /// All DaemonSets.
     pub daemon_sets: Store<DaemonSet>,
     /// All Namespaces (their labels resolve pod-affinity `namespaceSelector`s).
@@ -73,7 +78,8 @@ pub struct Snapshot {
     pub pods: Vec<Arc<Pod>>,
     /// Nodes.
     pub nodes: Vec<Arc<Node>>,
-    /// NodePools.
+    /// NodePools, followed by the legacy Provisioners converted to NodePools
+    /// ([`legacy::effective_node_pools`]).
     pub node_pools: Vec<Arc<NodePool>>,
     /// NodeClaims.
     pub node_claims: Vec<Arc<NodeClaim>>,
@@ -132,6 +138,7 @@ impl ClusterState {
                 }
             },
         );
+        let provisioners = reflect(Api::<Provisioner>::all(client.clone()), &mut tasks, |_| {});
         let daemon_sets = reflect(Api::<DaemonSet>::all(client.clone()), &mut tasks, |_| {});
         let namespaces = reflect(Api::<Namespace>::all(client.clone()), &mut tasks, |_| {});
         // No triggers: a pod waiting on its claim is still pending and is looked at again by
@@ -158,6 +165,7 @@ impl ClusterState {
             volume_claims.clone(),
             volumes.clone(),
             storage_classes.clone(),
+            (client.clone(), provisioners.clone()),
         );
         // The only task that awaits the stores' own readiness (see `ready`).
         tasks.push(tokio::spawn(async move {
@@ -170,7 +178,15 @@ impl ClusterState {
                 stores.5.wait_until_ready().await?;
                 stores.6.wait_until_ready().await?;
                 stores.7.wait_until_ready().await?;
-                stores.8.wait_until_ready().await
+                stores.8.wait_until_ready().await?;
+                let (client, provisioners) = stores.9;
+                // Many clusters no longer have the v1alpha5 CRD: its watch would retry forever
+                // and the controller would never become ready. Wait for the Provisioners only
+                // when the API serves them; if the CRD appears later the watch picks it up.
+                if serves_provisioners(&client).await {
+                    provisioners.wait_until_ready().await?;
+                }
+                Ok::<(), reflector::store::WriterDropped>(())
             };
             match all.await {
                 Ok(()) => {
@@ -187,6 +203,7 @@ impl ClusterState {
                 nodes,
                 node_pools,
                 node_claims,
+                provisioners,
                 daemon_sets,
                 namespaces,
                 volume_claims,
@@ -218,7 +235,10 @@ impl ClusterState {
         Snapshot {
             pods: self.pods.state(),
             nodes: self.nodes.state(),
-            node_pools: self.node_pools.state(),
+            node_pools: legacy::effective_node_pools(
+                self.node_pools.state(),
+                &self.provisioners.state(),
+            ),
             node_claims: self.node_claims.state(),
             daemon_sets: self.daemon_sets.state(),
             namespaces: self.namespaces.state(),
@@ -246,6 +266,29 @@ impl ClusterState {
                 .and_then(|s| s.provider_id.as_deref())
                 .is_some_and(|p| p == provider_id)
         })
+    }
+}
+
+/// Whether the API server serves `karpenter.sh/v1alpha5` Provisioners to us (errors other
+/// than "not found" and "forbidden" count as yes, so a flaky API server cannot make us skip
+/// them).
+async fn serves_provisioners(client: &Client) -> bool {
+    let api = Api::<Provisioner>::all(client.clone());
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::info!(
+                "karpenter.sh/v1alpha5 Provisioners are not served; not waiting for them to sync"
+            );
+            false
+        }
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            tracing::warn!(
+                "not allowed to list karpenter.sh/v1alpha5 Provisioners; they are ignored until RBAC allows it"
+            );
+            false
+        }
+        Err(_) => true,
     }
 }
 
