@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use karpenter_api::solver_input::{
-    self as input, BoundPod, ConvertWarning, NamespaceIndex, Parts, PodContext,
+    self as input, BoundPod, ConvertWarning, NamespaceIndex, Parts, PodContext, VolumeIndex,
 };
 use karpenter_solver::{ExistingNode, InstanceType, PodView, Problem};
 
@@ -88,6 +88,38 @@ pub struct Converted {
     pub bound: BTreeMap<String, String>,
 }
 
+/// A pending pod with the zones its volumes pin it to. Inputs often list pods without their
+/// claims (or claims without their volumes), so a volume that cannot be judged is a warning
+/// and leaves the pod unpinned, instead of failing the run the way it blocks the pod in a
+/// cluster; the controller is stricter because there the objects will appear.
+fn with_volumes(
+    mut view: PodView,
+    pod: &super::manifests::Sourced<k8s_openapi::api::core::v1::Pod>,
+    volumes: &VolumeIndex<'_>,
+    warnings: &mut Vec<String>,
+) -> PodView {
+    let uses_claims = pod
+        .object
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|vs| {
+            vs.iter()
+                .any(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
+        });
+    if !uses_claims {
+        return view;
+    }
+    match input::volume_requirements(&pod.object, volumes) {
+        Ok(reqs) => view.volume_requirements = reqs,
+        Err(e) => warnings.push(format!(
+            "warning: {}: {e}; the pod's volumes do not constrain its zone here",
+            pod.origin
+        )),
+    }
+    view
+}
+
 /// Converts everything. `instance_types` is the catalog.
 pub fn problem(
     m: &Manifests,
@@ -102,6 +134,11 @@ pub fn problem(
     let mut bound: Vec<BoundPod> = Vec::new();
     let mut seen: BTreeMap<String, &Origin> = BTreeMap::new();
     let mut notes = Vec::new();
+    let volumes = VolumeIndex::new(
+        m.volume_claims.iter().map(|c| &c.object),
+        m.volumes.iter().map(|v| &v.object),
+        m.storage_classes.iter().map(|s| &s.object),
+    );
     for p in &m.pods {
         let phase = p.object.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
@@ -122,7 +159,7 @@ pub fn problem(
                 pod: view,
                 daemon_set: input::daemon_set_owner(&p.object),
             }),
-            _ => pending.push(view),
+            _ => pending.push(with_volumes(view, p, &volumes, warnings)),
         }
     }
     let mut daemon_sets = Vec::new();

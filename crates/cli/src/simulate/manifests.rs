@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, PodTemplateSpec,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -140,6 +143,13 @@ pub struct Manifests {
     pub namespaces: Vec<Sourced<Namespace>>,
     /// PodDisruptionBudgets.
     pub pdbs: Vec<Sourced<PodDisruptionBudget>>,
+    /// PersistentVolumeClaims, PersistentVolumes and StorageClasses: the zones a pending
+    /// pod's volumes pin it to.
+    pub volume_claims: Vec<Sourced<PersistentVolumeClaim>>,
+    /// PersistentVolumes.
+    pub volumes: Vec<Sourced<PersistentVolume>>,
+    /// StorageClasses.
+    pub storage_classes: Vec<Sourced<StorageClass>>,
     /// One line per skipped document (unknown kind), for stderr.
     pub warnings: Vec<String>,
 }
@@ -371,6 +381,18 @@ fn add_document(
             object: typed(source, &object, prefix, value)?,
         }),
         ("policy", "PodDisruptionBudget") => m.pdbs.push(Sourced {
+            origin: origin(""),
+            object: typed(source, &object, prefix, value)?,
+        }),
+        ("", "PersistentVolumeClaim") => m.volume_claims.push(Sourced {
+            origin: origin(""),
+            object: typed(source, &object, prefix, value)?,
+        }),
+        ("", "PersistentVolume") => m.volumes.push(Sourced {
+            origin: origin(""),
+            object: typed(source, &object, prefix, value)?,
+        }),
+        ("storage.k8s.io", "StorageClass") => m.storage_classes.push(Sourced {
             origin: origin(""),
             object: typed(source, &object, prefix, value)?,
         }),
