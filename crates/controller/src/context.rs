@@ -35,6 +35,19 @@ pub struct Options {
     pub gc_grace: Duration,
     /// How long a pod's nomination to capacity holds once that capacity is initialized.
     pub nomination_window: Duration,
+    /// Whether the disruption loop runs (emptiness, consolidation, drift, expiration).
+    pub disruption: bool,
+    /// How often the disruption loop plans (upstream 10 s).
+    pub disruption_poll_period: Duration,
+    /// How long emptiness and consolidation commands wait before they are planned again and
+    /// kept only if they still hold (upstream 15 s).
+    pub disruption_validation_period: Duration,
+    /// How long a disruption command waits for its replacements to initialize before it is
+    /// rolled back (upstream at least 10 min).
+    pub disruption_replacement_timeout: Duration,
+    /// Replace spot nodes with cheaper spot nodes (upstream feature gate
+    /// `SpotToSpotConsolidation`, off by default).
+    pub spot_to_spot_consolidation: bool,
     /// Identity of this replica in events.
     pub instance: Option<String>,
     /// Leader election; `None` acts at once (`--disable-leader-election`, tests).
@@ -50,6 +63,11 @@ impl Default for Options {
             gc_interval: Duration::from_secs(60),
             gc_grace: Duration::from_secs(30),
             nomination_window: Duration::from_secs(20),
+            disruption: true,
+            disruption_poll_period: Duration::from_secs(10),
+            disruption_validation_period: Duration::from_secs(15),
+            disruption_replacement_timeout: Duration::from_secs(10 * 60),
+            spot_to_spot_consolidation: false,
             instance: None,
             leader_election: None,
         }

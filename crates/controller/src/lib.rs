@@ -1,14 +1,16 @@
 //! kube-rs control loops of karpenter-rs: cluster state, provisioning, NodeClaim lifecycle,
-//! node termination and garbage collection, leader election, plus metrics and health
-//! endpoints.
+//! node termination, disruption (emptiness, consolidation, drift, expiration) and garbage
+//! collection, leader election, plus metrics and health endpoints.
 //!
 //! [`start`] runs them all in-process on the current tokio runtime (the binary and the e2e
 //! tests use the same entry point). Every replica keeps the cluster state warm and runs the
 //! provisioner's batching; only the leader provisions and runs the writing loops (lifecycle,
-//! termination, garbage collection), so a follower that takes over acts at once.
+//! pod events, termination, disruption, garbage collection), so a follower that takes over
+//! acts at once.
 
 pub mod backoff;
 pub mod context;
+pub mod disruption;
 pub mod error;
 pub mod garbagecollection;
 pub mod leaderelection;
@@ -90,8 +92,8 @@ impl Running {
     }
 }
 
-/// Starts cluster state, leader election, the provisioner and (while leading) lifecycle,
-/// termination and garbage collection on the current runtime.
+/// Starts cluster state, leader election, the provisioner and (while leading) lifecycle, pod
+/// events, termination, disruption and garbage collection on the current runtime.
 pub fn start(
     clients: Clients,
     provider: Arc<dyn CloudProvider>,
@@ -158,6 +160,10 @@ async fn supervise(
         writers.push(tokio::spawn(nodeclaim::lifecycle::run(ctx.clone())));
         writers.push(tokio::spawn(node::termination::run(ctx.clone())));
         writers.push(tokio::spawn(garbagecollection::run(ctx.clone())));
+        writers.push(tokio::spawn(nodeclaim::podevents::run(ctx.clone())));
+        if ctx.options.disruption {
+            writers.push(tokio::spawn(disruption::run(ctx.clone())));
+        }
         let lost = leader.wait_for(|l| !*l).await;
         writers.abort();
         if lost.is_err() {

@@ -38,6 +38,17 @@ pub struct Code {
     pub code: String,
 }
 
+/// `{decision, reason, consolidation_type}` of a voluntary disruption.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Decision {
+    /// `delete` or `replace`.
+    pub decision: String,
+    /// `empty`, `underutilized`, `drifted` or `expired`.
+    pub reason: String,
+    /// `single` or `multi` for consolidation, empty otherwise.
+    pub consolidation_type: String,
+}
+
 /// Every metric the controller exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -59,6 +70,14 @@ pub struct Metrics {
     pub scheduling_duration: Histogram,
     /// `karpenter_scheduler_unschedulable_pods_count`.
     pub unschedulable_pods: Gauge,
+    /// `karpenter_voluntary_disruption_decisions_total{decision,reason,consolidation_type}`.
+    pub disruption_decisions: Family<Decision, Counter>,
+    /// `karpenter_voluntary_disruption_queue_failures_total`: commands rolled back.
+    pub disruption_queue_failures: Counter,
+    /// `karpenter_voluntary_disruption_decision_evaluation_duration_seconds`.
+    pub disruption_evaluation_duration: Histogram,
+    /// `karpenter_nodepools_allowed_disruptions{reason,nodepool}`.
+    pub allowed_disruptions: Family<ReasonPool, Gauge>,
 }
 
 impl Metrics {
@@ -75,6 +94,10 @@ impl Metrics {
             // 5 ms .. ~11 min, doubling (upstream's duration range).
             scheduling_duration: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             unschedulable_pods: Gauge::default(),
+            disruption_decisions: Family::default(),
+            disruption_queue_failures: Counter::default(),
+            disruption_evaluation_duration: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
+            allowed_disruptions: Family::default(),
         };
         let mut r = Registry::with_prefix("karpenter");
         r.register(
@@ -113,6 +136,26 @@ impl Metrics {
             "scheduler_unschedulable_pods_count",
             "Pods the last solve could not place",
             m.unschedulable_pods.clone(),
+        );
+        r.register(
+            "voluntary_disruption_decisions",
+            "Disruption commands started, by decision, reason and consolidation type",
+            m.disruption_decisions.clone(),
+        );
+        r.register(
+            "voluntary_disruption_queue_failures",
+            "Disruption commands rolled back (replacements failed or timed out)",
+            m.disruption_queue_failures.clone(),
+        );
+        r.register(
+            "voluntary_disruption_decision_evaluation_duration_seconds",
+            "Time of one disruption planning call",
+            m.disruption_evaluation_duration.clone(),
+        );
+        r.register(
+            "nodepools_allowed_disruptions",
+            "Nodes a NodePool may still disrupt, by reason",
+            m.allowed_disruptions.clone(),
         );
         (m, r)
     }

@@ -1,22 +1,28 @@
 //! e2e: a legacy `karpenter.sh/v1alpha5` Provisioner (no NodePool for it) is served as a
-//! NodePool: its pending pods get nodes whose NodeClaims it owns.
+//! NodePool: its pending pods get nodes whose NodeClaims it owns, and with
+//! `ttlSecondsAfterEmpty: 30` the nodes go about 30 s (+ the 15 s validation) after their pods
+//! leave — not before.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use common::{Env, POOL_LABEL, TIMEOUT};
+use common::{Env, POOL_LABEL, TIMEOUT, disruption_options};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use karpenter_api::labels::{NODE_POOL_LABEL, PROVISIONER_NAME_LABEL};
 use karpenter_api::v1::{NodeClaim, NodeSelectorRequirementWithMinValues, Operator};
 use karpenter_api::v1alpha5::{ProviderRef, Provisioner, ProvisionerSpec};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use serde_json::json;
 
 /// The Provisioner's `ttlSecondsAfterEmpty`.
 const TTL: i64 = 30;
+/// The disruption loop's validation period (upstream's).
+const VALIDATION: Duration = Duration::from_secs(15);
 
 fn provisioner(name: &str, class: &str) -> Provisioner {
     let req = |key: &str, v: &str| NodeSelectorRequirementWithMinValues {
@@ -45,8 +51,10 @@ fn provisioner(name: &str, class: &str) -> Provisioner {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_provisioner_gets_nodes_it_owns() -> Result<()> {
-    let Some(env) = Env::start().await? else {
+async fn a_provisioner_gets_nodes_and_its_empty_nodes_go_after_the_ttl() -> Result<()> {
+    // Upstream's validation period: an empty node goes once it has been empty for the TTL and
+    // the command has been confirmed 15 s later.
+    let Some(env) = Env::start_with(disruption_options(VALIDATION)).await? else {
         return Ok(());
     };
     let legacy = format!("{}-legacy", env.pool);
@@ -107,6 +115,39 @@ async fn body(env: &Env, legacy: &str) -> Result<()> {
         "nodes lack the {PROVISIONER_NAME_LABEL} label"
     );
 
+    // Empty the nodes; they must stay for the TTL, then go.
+    deployments
+        .patch(
+            "legacy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await?;
+    env.cluster
+        .wait_for(TIMEOUT, "the legacy pods to be gone", || async {
+            Ok::<_, anyhow::Error>(env.app_pods("legacy").await?.is_empty().then_some(()))
+        })
+        .await?;
+    let emptied = Instant::now();
+    env.cluster
+        .wait_for(
+            TIMEOUT + Duration::from_secs(TTL as u64),
+            "the empty legacy nodes to be removed",
+            || async {
+                let left = legacy_nodes(env, legacy).await?.len()
+                    + legacy_claims(env, legacy).await?.len();
+                Ok::<_, anyhow::Error>((left == 0).then_some(()))
+            },
+        )
+        .await?;
+    let waited = emptied.elapsed();
+    // The pods were gone before `emptied`, so the nodes had been empty at least `waited`;
+    // 5 s of slack covers the time between the last pod leaving and this test noticing.
+    ensure!(
+        waited >= Duration::from_secs(TTL as u64 - 5),
+        "empty nodes were removed after {waited:?}, before ttlSecondsAfterEmpty ({TTL} s)"
+    );
+    eprintln!("empty legacy nodes removed {waited:?} after their pods left (ttl {TTL} s)");
     Ok(())
 }
 

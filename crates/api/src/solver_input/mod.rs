@@ -9,6 +9,8 @@
 //!   makes every daemon pod tolerate;
 //! - [`node_pool_view`], [`requirement`], [`template_taint`]: NodePools and their parts;
 //! - [`volume_requirements`]: the zones (node requirements) a pod's claimed volumes pin it to;
+//! - [`disruption`]: the disruption planner's facts (node and pod states, NodePool policies,
+//!   PodDisruptionBudgets);
 //! - [`problem`]: puts converted pieces together (bound pods onto their nodes, missing daemon
 //!   pods onto the nodes that would run them).
 //!
@@ -20,6 +22,7 @@
 //!
 //! [`effective_pod_requests`]: karpenter_solver::effective_pod_requests
 
+pub mod disruption;
 mod nodes;
 mod pods;
 mod pools;

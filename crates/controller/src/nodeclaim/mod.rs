@@ -1,3 +1,4 @@
 //! NodeClaim control loops.
 
 pub mod lifecycle;
+pub mod podevents;

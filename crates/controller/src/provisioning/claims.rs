@@ -86,7 +86,15 @@ pub fn node_claim(pool: &NodePool, planned: &PlannedNodeClaim) -> NodeClaim {
     claim.metadata = ObjectMeta {
         generate_name: Some(format!("{pool_name}-")),
         labels: Some(labels),
-        annotations: (!t.metadata.annotations.is_empty()).then(|| t.metadata.annotations.clone()),
+        // The NodePool hash: a later change of the template makes this claim drifted.
+        annotations: Some(
+            t.metadata
+                .annotations
+                .clone()
+                .into_iter()
+                .chain(crate::disruption::drift::hash_annotations(pool))
+                .collect(),
+        ),
         owner_references: pool.metadata.uid.clone().map(|uid| {
             // A legacy Provisioner's claims are owned by it: an owner reference naming a
             // NodePool that does not exist would have them garbage-collected at once.

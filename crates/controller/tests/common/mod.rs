@@ -55,12 +55,25 @@ fn init_logs() {
         .try_init();
 }
 
-/// Options for tests: upstream's batch windows, quick garbage collection.
+/// Options for tests: upstream's batch windows, quick garbage collection, no disruption (the
+/// tests of other loops must not see their nodes consolidated under them).
 pub fn test_options() -> Options {
     Options {
         gc_interval: Duration::from_secs(1),
         gc_grace: Duration::from_secs(3),
+        disruption: false,
         ..Options::default()
+    }
+}
+
+/// [`test_options`] with the disruption loop on, planning every second and validating
+/// emptiness and consolidation commands for `validation`.
+pub fn disruption_options(validation: Duration) -> Options {
+    Options {
+        disruption: true,
+        disruption_poll_period: Duration::from_secs(1),
+        disruption_validation_period: validation,
+        ..test_options()
     }
 }
 
@@ -321,6 +334,30 @@ pub fn node_ready(n: &Node) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The hourly price of a kwok Node's offering (instance type, zone, capacity type labels).
+pub fn node_price(n: &Node) -> Option<f64> {
+    let l = n.metadata.labels.as_ref()?;
+    let it = l.get("node.kubernetes.io/instance-type")?;
+    let zone = l.get("topology.kubernetes.io/zone")?;
+    let ct = l.get("karpenter.sh/capacity-type")?;
+    karpenter_providers::kwok::catalog()
+        .into_iter()
+        .find(|t| &t.name == it)?
+        .offerings
+        .into_iter()
+        .find(|o| &o.zone == zone && &o.capacity_type == ct)
+        .map(|o| o.price)
+}
+
+/// Whether the Node is being disrupted: tainted `karpenter.sh/disrupted` or being deleted.
+pub fn node_disrupting(n: &Node) -> bool {
+    n.metadata.deletion_timestamp.is_some()
+        || n.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == "karpenter.sh/disrupted"))
 }
 
 /// Whether the pod is bound and Running.

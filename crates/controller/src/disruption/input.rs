@@ -1,0 +1,239 @@
+//! One disruption round's planner input, from a state snapshot. Pure.
+//!
+//! The cluster as the provisioner sees it ([`crate::provisioning::problem::build`]: nodes with
+//! their bound pods, in-flight NodeClaims, DaemonSets, NodePools) plus the facts the planner
+//! needs, through the same conversion `karpenter simulate` uses
+//! ([`karpenter_api::solver_input::disruption`]). A node's facts come from its NodeClaim:
+//! creation time, `status.lastPodEventTime`, the `Initialized` condition, and drift.
+//!
+//! - Pending pods that some node could take make the round wait ([`Skip::Pending`]): the
+//!   planner assumes they already have a place, and consolidating while the provisioner still
+//!   looks for one would race it. Pods nothing can take are left out instead.
+//! - Nodes on their way out (tainted `karpenter.sh/disrupted`, deleting, NodeClaim deleting,
+//!   or part of a command in flight) are kept as disrupting nodes: they count against budgets
+//!   and receive nothing.
+//! - In-flight NodeClaims without a Node are uninitialized nodes: never candidates, never
+//!   destinations.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use karpenter_api::labels::{CAPACITY_TYPE_LABEL, NODE_POOL_LABEL};
+use karpenter_api::solver_input::disruption::{self as shared, NodeFacts, secs};
+use karpenter_api::solver_input::{self as input};
+use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
+use karpenter_api::v1::{NodeClaim, find_condition};
+use karpenter_solver::InstanceType;
+use karpenter_solver::disruption::{DisruptionProblem, DoNotDisrupt, Drift, NodeState, PodState};
+
+use crate::provisioning::problem as round;
+use crate::state::Snapshot;
+
+/// Why a round does not plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// Pods are waiting for capacity (how many).
+    Pending(usize),
+}
+
+/// The planner input, and how to act on its answer.
+#[derive(Debug, Default)]
+pub struct Input {
+    /// What the planner reads.
+    pub problem: DisruptionProblem,
+    /// Node name → NodeClaim name, for every managed node with a NodeClaim.
+    pub claims: BTreeMap<String, String>,
+    /// Conversion warnings (invalid annotations), for the log.
+    pub warnings: Vec<String>,
+}
+
+fn condition_true(claim: &NodeClaim, type_: &str) -> bool {
+    claim
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, type_))
+        .is_some_and(|c| c.is_true())
+}
+
+/// How many pending pods the provisioner could still place (on existing or new nodes). Pods no
+/// NodePool can serve (too big, no matching NodePool, ...) do not count: waiting for them
+/// would stop disruption for as long as they exist.
+pub fn placeable_pending(problem: &karpenter_solver::Problem) -> usize {
+    if problem.pods.is_empty() {
+        return 0;
+    }
+    let opts = karpenter_solver::Options {
+        optimise: false,
+        lower_bound: false,
+        ..karpenter_solver::Options::default()
+    };
+    match karpenter_solver::solve(problem, &opts) {
+        Ok(plan) => problem.pods.len().saturating_sub(plan.unschedulable.len()),
+        // A problem the solver rejects is not one we can reason about: be careful and wait.
+        Err(_) => problem.pods.len(),
+    }
+}
+
+/// Builds the round at `now` (Unix seconds). `drift` maps NodeClaim name → drift;
+/// `in_flight` names nodes of commands being carried out.
+pub fn build(
+    snapshot: &Snapshot,
+    catalogs: &BTreeMap<String, Vec<InstanceType>>,
+    pdbs: &[PodDisruptionBudget],
+    drift: &BTreeMap<String, Drift>,
+    in_flight: &BTreeSet<String>,
+    now: i64,
+    window: std::time::Duration,
+) -> Result<Input, Skip> {
+    let r = round::build(snapshot, catalogs, &HashMap::new(), Instant::now(), window);
+    let placeable = placeable_pending(&r.problem);
+    if placeable > 0 {
+        return Err(Skip::Pending(placeable));
+    }
+    let mut problem = r.problem;
+    // What is left pending has no place anywhere: it waits either way and must not hold up
+    // disruption for the whole cluster (nor be counted as a pod the candidates must fit).
+    problem.pods.clear();
+    let mut out = Input::default();
+    let claim_by_pid: HashMap<&str, &NodeClaim> = snapshot
+        .node_claims
+        .iter()
+        .filter_map(|c| {
+            let pid = c.status.as_ref()?.provider_id.as_deref()?;
+            Some((pid, c.as_ref()))
+        })
+        .collect();
+
+    // Managed nodes: the ones the round kept, plus the ones leaving (as disrupting).
+    let mut names: BTreeSet<String> = problem
+        .existing_nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    let mut nodes = Vec::new();
+    for node in &snapshot.nodes {
+        let Some(name) = node.metadata.name.clone() else {
+            continue;
+        };
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        if !labels.contains_key(NODE_POOL_LABEL) {
+            continue;
+        }
+        let pid = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
+        let Some(claim) = pid.and_then(|p| claim_by_pid.get(p).copied()) else {
+            // Not ours to disrupt (no NodeClaim); it still takes pods if the round kept it.
+            continue;
+        };
+        if !names.contains(&name) {
+            // Leaving: the round left it out. Keep it, without pods, so it counts against
+            // budgets; the planner never places pods on a disrupting node.
+            match input::existing_node(node, Vec::new()) {
+                Ok(n) => {
+                    names.insert(name.clone());
+                    problem.existing_nodes.push(n);
+                }
+                Err(_) => continue,
+            }
+        }
+        let claim_name = claim.metadata.name.clone().unwrap_or_default();
+        let facts = NodeFacts {
+            created: secs(claim.metadata.creation_timestamp.as_ref()).unwrap_or(now),
+            last_pod_event: secs(
+                claim
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_pod_event_time.as_ref()),
+            ),
+            initialized: condition_true(claim, CONDITION_INITIALIZED),
+            drifted: drift.get(&claim_name).cloned(),
+            disrupting: claim.metadata.deletion_timestamp.is_some()
+                || in_flight.contains(&name)
+                || super::command::record_of(claim).is_some(),
+        };
+        nodes.push(shared::node_state(
+            node,
+            facts,
+            &problem.instance_types,
+            &mut out.warnings,
+        ));
+        out.claims.insert(name, claim_name);
+    }
+
+    // In-flight NodeClaims (the round made them nodes named after the claim): uninitialized.
+    for claim in &snapshot.node_claims {
+        let Some(name) = claim.metadata.name.as_deref() else {
+            continue;
+        };
+        if !names.contains(name) || nodes.iter().any(|n: &NodeState| n.name == name) {
+            continue;
+        }
+        let has_node = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .is_some_and(|p| {
+                snapshot
+                    .nodes
+                    .iter()
+                    .any(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(p))
+            });
+        if has_node {
+            continue;
+        }
+        let l = claim.metadata.labels.clone().unwrap_or_default();
+        nodes.push(NodeState {
+            name: name.to_string(),
+            node_pool: l.get(NODE_POOL_LABEL).cloned().unwrap_or_default(),
+            instance_type: String::new(),
+            zone: String::new(),
+            capacity_type: l.get(CAPACITY_TYPE_LABEL).cloned().unwrap_or_default(),
+            price: None,
+            created: secs(claim.metadata.creation_timestamp.as_ref()).unwrap_or(now),
+            last_pod_event: None,
+            initialized: false,
+            disrupting: claim.metadata.deletion_timestamp.is_some(),
+            drifted: None,
+            do_not_disrupt: DoNotDisrupt::No,
+        });
+    }
+
+    let objects: HashMap<String, &k8s_openapi::api::core::v1::Pod> = snapshot
+        .pods
+        .iter()
+        .map(|p| (crate::provisioning::pending::pod_key(p), p.as_ref()))
+        .collect();
+    let mut pods = Vec::new();
+    for n in &problem.existing_nodes {
+        for p in &n.pods {
+            let key = p.key();
+            match objects.get(&key) {
+                Some(object) => pods.push(shared::pod_state(object, key, now, &mut out.warnings)),
+                // A DaemonSet pod the conversion added (the node would run it).
+                None => pods.push(PodState {
+                    key,
+                    daemon_set: true,
+                    created: now,
+                    ..PodState::default()
+                }),
+            }
+        }
+    }
+    let pdbs = pdbs
+        .iter()
+        .map(|b| shared::pdb(b, problem.existing_nodes.iter().flat_map(|n| &n.pods)))
+        .collect();
+    let policies = snapshot
+        .node_pools
+        .iter()
+        .map(|p| shared::pool_policy(p))
+        .collect();
+    out.problem = DisruptionProblem {
+        problem,
+        nodes,
+        pods,
+        policies,
+        pdbs,
+    };
+    Ok(out)
+}

@@ -1,0 +1,428 @@
+//! One round of the disruption loop: stamp NodePool hashes, resume recorded commands, detect
+//! drift, plan, validate, and start commands.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use karpenter_api::labels::{DISRUPTED_TAINT_KEY, NODE_POOL_LABEL};
+use karpenter_api::v1::nodeclaim::{CONDITION_DRIFTED, CONDITION_LAUNCHED};
+use karpenter_api::v1::{NodeClaim, find_condition};
+use karpenter_solver::disruption::{
+    Command, DisruptionOptions, DisruptionPlan, Drift, Reason, plan,
+};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use super::command::{self, record_of};
+use super::input::{self, Skip};
+use super::{Shared, drift, lock};
+use crate::context::Context;
+use crate::error::{Error, Result, is_status};
+use crate::metrics::{Decision, ReasonPool};
+use crate::nodeclaim::lifecycle::logic::set_condition;
+use crate::state::{Snapshot, legacy};
+
+/// What the loop remembers between rounds.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Node → the last `DisruptionBlocked` note published on it (events only on change).
+    blocked: BTreeMap<String, String>,
+    /// The last reason a round was skipped (logged only on change).
+    skipped: Option<String>,
+}
+
+/// One round.
+pub async fn run(
+    ctx: &Arc<Context>,
+    shared: &Shared,
+    memory: &mut Memory,
+    tasks: &mut JoinSet<()>,
+) -> Result<()> {
+    let snapshot = ctx.state.snapshot();
+    stamp_pools(ctx, &snapshot).await;
+    resume(ctx, shared, &snapshot, tasks).await;
+    let drift = detect_drift(ctx, &snapshot).await;
+    let Some((claims, first)) = plan_once(ctx, shared, &drift, memory).await? else {
+        return Ok(());
+    };
+    report(ctx, &snapshot, &first, memory).await;
+    let (now, later): (Vec<Command>, Vec<Command>) = first
+        .commands
+        .into_iter()
+        .partition(|c| matches!(c.reason, Reason::Drifted | Reason::Expired));
+    for c in now {
+        spawn(ctx, shared, tasks, c, claims.clone());
+    }
+    if later.is_empty() {
+        return Ok(());
+    }
+    tracing::debug!(commands = later.len(), "validating disruption commands");
+    tokio::time::sleep(ctx.options.disruption_validation_period).await;
+    let Some((claims, second)) = plan_once(ctx, shared, &drift, memory).await? else {
+        return Ok(());
+    };
+    for c in later {
+        let nodes: BTreeSet<&String> = c.nodes.iter().collect();
+        let again = second
+            .commands
+            .iter()
+            .find(|n| n.reason == c.reason && n.nodes.iter().collect::<BTreeSet<_>>() == nodes);
+        match again {
+            Some(n) => spawn(ctx, shared, tasks, n.clone(), claims.clone()),
+            None => {
+                tracing::info!(reason = %c.reason, nodes = ?c.nodes, "disruption command no longer holds; dropped")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Plans on a fresh snapshot; `None` when the round is skipped.
+async fn plan_once(
+    ctx: &Arc<Context>,
+    shared: &Shared,
+    drift: &BTreeMap<String, Drift>,
+    memory: &mut Memory,
+) -> Result<Option<(BTreeMap<String, String>, DisruptionPlan)>> {
+    let snapshot = ctx.state.snapshot();
+    let mut catalogs = BTreeMap::new();
+    for pool in &snapshot.node_pools {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        match ctx.provider.instance_types(pool).await {
+            Ok(its) => {
+                catalogs.insert(name, its);
+            }
+            Err(e) => tracing::warn!(NodePool = %name, error = %e, "listing instance types failed"),
+        }
+    }
+    let pdbs = Api::<PodDisruptionBudget>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let in_flight = lock(shared).nodes();
+    let now = Timestamp::now().as_second();
+    let built = input::build(
+        &snapshot,
+        &catalogs,
+        &pdbs,
+        drift,
+        &in_flight,
+        now,
+        ctx.options.nomination_window,
+    );
+    let input = match built {
+        Ok(i) => i,
+        Err(Skip::Pending(n)) => {
+            let why = format!("{n} pods pending");
+            if memory.skipped.as_deref() != Some(why.as_str()) {
+                tracing::debug!(pending = n, "disruption waits for pending pods");
+                memory.skipped = Some(why);
+            }
+            return Ok(None);
+        }
+    };
+    memory.skipped = None;
+    for w in &input.warnings {
+        tracing::debug!(warning = %w, "disruption input");
+    }
+    let opts = DisruptionOptions {
+        now,
+        spot_to_spot: ctx.options.spot_to_spot_consolidation,
+        ..DisruptionOptions::default()
+    };
+    let problem = input.problem;
+    let started = std::time::Instant::now();
+    let planned = tokio::task::spawn_blocking(move || plan(&problem, &opts))
+        .await
+        .map_err(|e| Error::Invalid(format!("planner task failed: {e}")))?
+        .map_err(|e| Error::Invalid(format!("disruption planner: {e}")))?;
+    ctx.metrics
+        .disruption_evaluation_duration
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Some((input.claims, planned)))
+}
+
+fn spawn(
+    ctx: &Arc<Context>,
+    shared: &Shared,
+    tasks: &mut JoinSet<()>,
+    cmd: Command,
+    claims: BTreeMap<String, String>,
+) {
+    {
+        let mut guard = lock(shared);
+        let busy = guard.nodes();
+        if cmd.nodes.iter().any(|n| busy.contains(n)) {
+            return;
+        }
+        let claim_names = cmd
+            .nodes
+            .iter()
+            .filter_map(|n| claims.get(n).cloned())
+            .collect();
+        guard
+            .entries
+            .insert(cmd.nodes.join(","), (cmd.nodes.clone(), claim_names));
+    }
+    let decision = if cmd.replacements.is_empty() {
+        "delete"
+    } else {
+        "replace"
+    };
+    let consolidation_type = match (cmd.reason, cmd.nodes.len()) {
+        (Reason::Underutilized, 1) => "single",
+        (Reason::Underutilized, _) => "multi",
+        _ => "",
+    };
+    ctx.metrics
+        .disruption_decisions
+        .get_or_create(&Decision {
+            decision: decision.into(),
+            reason: cmd.reason.as_str().into(),
+            consolidation_type: consolidation_type.into(),
+        })
+        .inc();
+    let (ctx, shared) = (ctx.clone(), shared.clone());
+    tasks.spawn(async move {
+        let key = cmd.nodes.join(",");
+        if let Err(e) = command::start(ctx, cmd, claims).await {
+            tracing::warn!(error = %e, "disruption command failed");
+        }
+        lock(&shared).entries.remove(&key);
+    });
+}
+
+/// Resumes commands recorded in the API that no task carries out, and removes disrupted
+/// taints that belong to no command.
+async fn resume(ctx: &Arc<Context>, shared: &Shared, snapshot: &Snapshot, tasks: &mut JoinSet<()>) {
+    let (busy_claims, busy_nodes) = {
+        let g = lock(shared);
+        (g.claims(), g.nodes())
+    };
+    let mut records = BTreeMap::new();
+    for c in &snapshot.node_claims {
+        // A deleting candidate is done with; the others of its command still need deleting.
+        if c.metadata.deletion_timestamp.is_none()
+            && let Some(r) = record_of(c)
+            && !r.candidates.iter().any(|x| busy_claims.contains(x))
+        {
+            records.insert(r.id.clone(), r);
+        }
+    }
+    for (id, r) in records {
+        let nodes: Vec<String> = r
+            .candidates
+            .iter()
+            .filter_map(|c| node_name_of(snapshot, c))
+            .collect();
+        lock(shared)
+            .entries
+            .insert(id.clone(), (nodes, r.candidates.clone()));
+        let (ctx, shared) = (ctx.clone(), shared.clone());
+        tasks.spawn(async move {
+            if let Err(e) = command::resume(ctx, r).await {
+                tracing::warn!(error = %e, "resuming a disruption command failed");
+            }
+            lock(&shared).entries.remove(&id);
+        });
+    }
+    // Stale taints: tainted by a command that never recorded itself (crash in between).
+    let busy_nodes: BTreeSet<String> = busy_nodes.union(&lock(shared).nodes()).cloned().collect();
+    for node in &snapshot.nodes {
+        let name = node.name_any();
+        let tainted = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == DISRUPTED_TAINT_KEY));
+        if !tainted
+            || node.metadata.deletion_timestamp.is_some()
+            || busy_nodes.contains(&name)
+            || !node.labels().contains_key(NODE_POOL_LABEL)
+        {
+            continue;
+        }
+        let pid = node.spec.as_ref().and_then(|s| s.provider_id.clone());
+        let claim = pid.and_then(|p| ctx.state.node_claim_for_provider_id(&p));
+        let owned = claim
+            .as_ref()
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_some() || record_of(c).is_some());
+        if owned || claim.is_none() {
+            continue;
+        }
+        if let Some(patch) = command::untaint_patch(node) {
+            tracing::info!(Node = %name, "removing a disrupted taint that belongs to no command");
+            if let Err(e) = Api::<k8s_openapi::api::core::v1::Node>::all(ctx.client.clone())
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!(Node = %name, error = %e, "untainting failed; next round retries");
+            }
+        }
+    }
+}
+
+fn node_name_of(snapshot: &Snapshot, claim: &str) -> Option<String> {
+    let c = snapshot
+        .node_claims
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(claim))?;
+    let pid = c.status.as_ref()?.provider_id.as_deref()?;
+    snapshot
+        .nodes
+        .iter()
+        .find(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(pid))
+        .map(|n| n.name_any())
+}
+
+/// Writes the current hash on NodePools that lack it (legacy Provisioners are read-only).
+async fn stamp_pools(ctx: &Context, snapshot: &Snapshot) {
+    let api: Api<karpenter_api::v1::NodePool> = Api::all(ctx.client.clone());
+    for pool in &snapshot.node_pools {
+        if legacy::is_from_provisioner(pool) || drift::pool_stamped(pool) {
+            continue;
+        }
+        let annotations: serde_json::Map<String, serde_json::Value> = drift::hash_annotations(pool)
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        let patch = json!({"metadata": {"annotations": annotations}});
+        if let Err(e) = api
+            .patch(
+                &pool.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::debug!(NodePool = %pool.name_any(), error = %e, "stamping the hash failed");
+        }
+    }
+}
+
+/// Finds drifted NodeClaims (NodePool hash, requirements, then the provider), keeps their
+/// `Drifted` condition current, and returns claim name → drift.
+async fn detect_drift(ctx: &Context, snapshot: &Snapshot) -> BTreeMap<String, Drift> {
+    let mut out = BTreeMap::new();
+    let now = Timestamp::now();
+    for claim in &snapshot.node_claims {
+        if claim.metadata.deletion_timestamp.is_some() || !launched(claim) {
+            continue;
+        }
+        let labels = claim.labels().clone();
+        let Some(pool) = labels.get(NODE_POOL_LABEL).and_then(|p| {
+            snapshot
+                .node_pools
+                .iter()
+                .find(|np| np.metadata.name.as_deref() == Some(p.as_str()))
+        }) else {
+            continue;
+        };
+        let node_labels = node_name_of(snapshot, &claim.name_any())
+            .and_then(|n| snapshot.nodes.iter().find(|x| x.name_any() == n))
+            .map(|n| n.labels().clone())
+            .unwrap_or(labels);
+        let mut found = drift::drifted(claim, pool, &node_labels);
+        if found.is_none() {
+            match ctx.provider.is_drifted(claim).await {
+                Ok(Some(reason)) => found = Some((reason, "the cloud provider says so".into())),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(NodeClaim = %claim.name_any(), error = %e, "drift check failed")
+                }
+            }
+        }
+        let mut conditions = claim
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let changed = match &found {
+            Some((reason, message)) => set_condition(
+                &mut conditions,
+                CONDITION_DRIFTED,
+                "True",
+                reason,
+                message,
+                now,
+            ),
+            None => {
+                let before = conditions.len();
+                conditions.retain(|c| c.type_ != CONDITION_DRIFTED);
+                conditions.len() != before
+            }
+        };
+        if changed {
+            let patch = json!({
+                "metadata": {"resourceVersion": claim.resource_version()},
+                "status": {"conditions": conditions},
+            });
+            match Api::<NodeClaim>::all(ctx.client.clone())
+                .patch_status(
+                    &claim.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 409) || is_status(&e, 404) => {}
+                Err(e) => {
+                    tracing::debug!(NodeClaim = %claim.name_any(), error = %e, "setting Drifted failed")
+                }
+            }
+        }
+        if let Some((reason, _)) = found {
+            let since = find_condition(&conditions, CONDITION_DRIFTED)
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map_or(now.as_second(), |t| t.0.as_second());
+            out.insert(claim.name_any(), Drift { reason, since });
+        }
+    }
+    out
+}
+
+fn launched(claim: &NodeClaim) -> bool {
+    claim
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, CONDITION_LAUNCHED))
+        .is_some_and(|c| c.is_true())
+}
+
+/// Budgets as a gauge, and a `DisruptionBlocked` event on a node whenever why it is blocked
+/// changes.
+async fn report(ctx: &Context, snapshot: &Snapshot, plan: &DisruptionPlan, memory: &mut Memory) {
+    for a in &plan.allowed {
+        ctx.metrics
+            .allowed_disruptions
+            .get_or_create(&ReasonPool {
+                reason: a.reason.as_str().into(),
+                nodepool: a.node_pool.clone(),
+            })
+            .set(i64::from(a.nodes.min(i32::MAX as u32)));
+    }
+    let mut seen = BTreeMap::new();
+    for b in &plan.blocked {
+        seen.insert(b.node.clone(), b.reason.clone());
+        if memory.blocked.get(&b.node) == Some(&b.reason) {
+            continue;
+        }
+        if let Some(n) = snapshot.nodes.iter().find(|n| n.name_any() == b.node) {
+            ctx.event(
+                &n.object_ref(&()),
+                EventType::Normal,
+                "DisruptionBlocked",
+                "Disrupt",
+                b.reason.clone(),
+            )
+            .await;
+        }
+    }
+    memory.blocked = seen;
+}

@@ -1,0 +1,102 @@
+//! e2e: changing a NodePool's template labels drifts its NodeClaims (they carry the hash of
+//! the template they were made from): each is marked `Drifted` and replaced by a NodeClaim of
+//! the new template, and the pods move over and keep running.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{Env, claim_condition, disruption_options, node_disrupting};
+use k8s_openapi::api::apps::v1::Deployment;
+use karpenter_api::labels::NODE_POOL_HASH_ANNOTATION;
+use karpenter_api::v1::NodePool;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+const LABEL: &str = "e2e.example.com/revision";
+const DEADLINE: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changed_template_labels_replace_the_nodes() -> Result<()> {
+    let Some(env) = Env::start_with(disruption_options(Duration::from_secs(1))).await? else {
+        return Ok(());
+    };
+    let result = body(&env).await;
+    let cleaned = env.cleanup().await;
+    result.and(cleaned)
+}
+
+async fn body(env: &Env) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), env.ns());
+    deployments
+        .create(
+            &PostParams::default(),
+            &env.deployment("steady", 3, "1500m"),
+        )
+        .await?;
+    env.wait_running("steady", 3).await?;
+    let old: BTreeSet<String> = env
+        .node_claims()
+        .await?
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert!(!old.is_empty());
+    for c in env.node_claims().await? {
+        assert!(
+            c.annotations().contains_key(NODE_POOL_HASH_ANNOTATION),
+            "{} carries no NodePool hash",
+            c.name_any()
+        );
+    }
+
+    let pools: Api<NodePool> = Api::all(env.client.clone());
+    pools
+        .patch(
+            &env.pool,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"template": {"metadata": {"labels": {LABEL: "2"}}}}})),
+        )
+        .await?;
+    // The old claims are marked Drifted on the way (seen unless they go within one poll).
+    let seen_drifted = env
+        .cluster
+        .wait_for(
+            DEADLINE,
+            "a NodeClaim marked Drifted or already replaced",
+            || async {
+                let claims = env.node_claims().await?;
+                let drifted = claims.iter().any(|c| claim_condition(c, "Drifted"));
+                let replaced = !claims.iter().any(|c| old.contains(&c.name_any()));
+                Ok::<_, anyhow::Error>((drifted || replaced).then_some(drifted))
+            },
+        )
+        .await?;
+    env.cluster
+        .wait_for(
+            DEADLINE,
+            "every node replaced by one with the new label, pods running",
+            || async {
+                let claims = env.node_claims().await?;
+                let nodes = env.nodes().await?;
+                let old_left = claims.iter().any(|c| old.contains(&c.name_any()));
+                let relabelled = !nodes.is_empty()
+                    && nodes.iter().all(|n| {
+                        n.labels().get(LABEL).map(String::as_str) == Some("2")
+                            && !node_disrupting(n)
+                    });
+                let pods = env.app_pods("steady").await?;
+                let running = pods.len() == 3 && pods.iter().all(common::pod_running);
+                Ok::<_, anyhow::Error>((!old_left && relabelled && running).then_some(()))
+            },
+        )
+        .await?;
+    println!("drifted condition observed: {seen_drifted}");
+    // The NodePool carries the hash of its current template.
+    let pool = pools.get(&env.pool).await?;
+    assert!(pool.annotations().contains_key(NODE_POOL_HASH_ANNOTATION));
+    Ok(())
+}
