@@ -4,7 +4,9 @@
 //!   instance types and prices, and the upstream allocatable/label computation
 //!   ([`InstanceTypeInfo`]) it shares with the live provider.
 //! - Feature `sdk`: the EC2 provider (NodeClass resolution, instance types, launch via
-//!   CreateFleet, terminate, list) on the official AWS SDK for Rust.
+//!   CreateFleet, terminate, list) on the official AWS SDK for Rust, the `CloudProvider` impl
+//!   with drift, the EC2NodeClass status controller (IAM checks) and the SQS interruption
+//!   controller.
 
 pub mod catalog;
 pub mod instance_type;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use karpenter_controller::leaderelection::{DEFAULT_LEASE_NAME, LeaderElectionConfig, identity};
 use karpenter_controller::server::{serve_health, serve_metrics};
 use karpenter_controller::{Clients, Metrics, Options};
+use karpenter_providers::CloudProvider;
 use karpenter_providers::kwok::KwokProvider;
 
 /// Flags of `karpenter controller` (each also read from the environment, like upstream).
@@ -30,9 +31,18 @@ pub struct ControllerArgs {
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
-    /// Cloud provider; only `kwok` exists so far.
+    /// Cloud provider: `kwok`, or `aws` (binaries built with `--features aws`).
     #[arg(long, env = "CLOUD_PROVIDER", default_value = "kwok")]
     pub cloud_provider: String,
+    /// AWS: the cluster's name (instances are tagged `kubernetes.io/cluster/<name>`); required
+    /// with `--cloud-provider aws`. Region and credentials come from the standard AWS chain
+    /// (`AWS_REGION`, profile, IRSA/IMDS); `AWS_ENDPOINT_URL` points it at an emulator.
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// AWS: SQS queue (name or URL) of EventBridge interruption events; no interruption
+    /// handling when unset.
+    #[arg(long, env = "INTERRUPTION_QUEUE")]
+    pub interruption_queue: Option<String>,
     /// Act without electing a leader (a single replica, or tests). With it, two replicas
     /// would both act.
     #[arg(long, env = "DISABLE_LEADER_ELECTION")]
@@ -89,17 +99,27 @@ pub fn run(args: &ControllerArgs) -> Result<()> {
 
 async fn serve(args: &ControllerArgs) -> Result<()> {
     anyhow::ensure!(
-        args.cloud_provider == "kwok",
-        "unknown cloud provider {:?} (available: kwok)",
+        matches!(args.cloud_provider.as_str(), "kwok" | "aws"),
+        "unknown cloud provider {:?} (available: kwok, aws)",
         args.cloud_provider
     );
+    if args.cloud_provider == "aws" {
+        // Before touching the cluster, so a misconfigured start fails with the real reason.
+        aws::validate(args)?;
+    }
     let config = kube::Config::infer()
         .await
         .context("cannot find a cluster (kubeconfig or in-cluster config)")?;
     let clients = Clients::new(&config).context("cannot build an API client")?;
-    let provider = Arc::new(KwokProvider::new(clients.client.clone()));
-    let (metrics, registry) = Metrics::new();
+    let (metrics, mut registry) = Metrics::new();
     let pod_name = std::env::var("POD_NAME").ok();
+    let (provider, aws_setup): (Arc<dyn CloudProvider>, Option<aws::Setup>) =
+        if args.cloud_provider == "aws" {
+            let (p, setup) = aws::provider(args, &clients.client, &mut registry).await?;
+            (p, Some(setup))
+        } else {
+            (Arc::new(KwokProvider::new(clients.client.clone())), None)
+        };
     let leader_election = (!args.disable_leader_election).then(|| {
         let namespace = args
             .leader_election_namespace
@@ -111,11 +131,13 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
     let options = Options {
         batch_idle: args.batch_idle_duration,
         batch_max: args.batch_max_duration,
-        instance: pod_name,
+        instance: pod_name.clone(),
         leader_election,
         ..Options::default()
     };
+    let client = clients.client.clone();
     let running = karpenter_controller::start(clients, provider, Arc::new(metrics), options);
+    let _aws_tasks = aws_setup.map(|s| s.spawn(client, running.context.leader.clone(), pod_name));
     let state = running.context.state.clone();
     let metrics_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.metrics_port));
     let health_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.health_probe_port));
@@ -137,6 +159,173 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
     metrics_server.abort();
     health_server.abort();
     Ok(())
+}
+
+/// `--cloud-provider aws`: the provider, the EC2NodeClass status controller and the
+/// interruption controller.
+#[cfg(feature = "aws")]
+mod aws {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use anyhow::{Context, Result};
+    use karpenter_aws::sdk::interruption::{
+        InterruptionController, InterruptionMetrics, InterruptionOptions,
+    };
+    use karpenter_aws::sdk::status::{self, StatusOptions};
+    use karpenter_aws::sdk::{AwsClients, AwsCloudProvider};
+    use karpenter_providers::CloudProvider;
+    use prometheus_client::registry::Registry;
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
+
+    use super::ControllerArgs;
+
+    /// What runs next to the core loops.
+    pub struct Setup {
+        aws: AwsClients,
+        cluster: String,
+        queue: Option<String>,
+        metrics: Arc<InterruptionMetrics>,
+    }
+
+    /// Tasks aborted when dropped.
+    pub struct Tasks(Vec<JoinHandle<()>>);
+
+    impl Drop for Tasks {
+        fn drop(&mut self) {
+            for t in &self.0 {
+                t.abort();
+            }
+        }
+    }
+
+    impl Setup {
+        /// Starts the EC2NodeClass status controller and, with a queue, the interruption
+        /// controller, each while this replica leads.
+        pub fn spawn(
+            self,
+            client: kube::Client,
+            leader: watch::Receiver<bool>,
+            instance: Option<String>,
+        ) -> Tasks {
+            let status_options = StatusOptions {
+                cluster: self.cluster.clone(),
+                resync: Duration::from_secs(5 * 60),
+                instance: instance.clone(),
+            };
+            let (status_client, aws, mut status_leader) =
+                (client.clone(), self.aws.clone(), leader.clone());
+            // Like every writing loop, only the leader writes status (and creates instance
+            // profiles): two replicas would race each other.
+            let mut tasks = vec![tokio::spawn(async move {
+                loop {
+                    if status_leader.wait_for(|l| *l).await.is_err() {
+                        return;
+                    }
+                    tokio::select! {
+                        () = status::run(status_client.clone(), aws.clone(), status_options.clone()) => return,
+                        lost = status_leader.wait_for(|l| !*l) => if lost.is_err() { return },
+                    }
+                }
+            })];
+            if let Some(queue) = self.queue {
+                tracing::info!(%queue, "watching the interruption queue");
+                let mut options = InterruptionOptions::new(&queue);
+                options.instance = instance;
+                let c = InterruptionController::new(
+                    client,
+                    self.aws.sqs.clone(),
+                    options,
+                    Some(self.metrics),
+                );
+                tasks.push(tokio::spawn(c.run(Some(leader))));
+            }
+            Tasks(tasks)
+        }
+    }
+
+    /// The flags `--cloud-provider aws` needs.
+    pub fn validate(args: &ControllerArgs) -> Result<String> {
+        args.cluster_name
+            .clone()
+            .filter(|c| !c.is_empty())
+            .context("--cloud-provider aws needs the cluster name (CLUSTER_NAME or --cluster-name)")
+    }
+
+    /// The AWS provider from the flags and the standard AWS configuration chain.
+    pub async fn provider(
+        args: &ControllerArgs,
+        client: &kube::Client,
+        registry: &mut Registry,
+    ) -> Result<(Arc<dyn CloudProvider>, Setup)> {
+        let cluster = validate(args)?;
+        let conf = karpenter_aws::sdk::aws_config::load_defaults(
+            karpenter_aws::sdk::aws_config::BehaviorVersion::latest(),
+        )
+        .await;
+        let region = conf
+            .region()
+            .map(|r| r.to_string())
+            .context("no AWS region: set AWS_REGION (or a profile with a region)")?;
+        let aws = AwsClients::new(&conf);
+        tracing::info!(%cluster, %region, "AWS provider");
+        let provider = AwsCloudProvider::new(client.clone(), aws.clone(), &cluster, &region);
+        let metrics = InterruptionMetrics::register(registry);
+        Ok((
+            Arc::new(provider),
+            Setup {
+                aws,
+                cluster,
+                queue: args.interruption_queue.clone().filter(|q| !q.is_empty()),
+                metrics,
+            },
+        ))
+    }
+}
+
+/// Without feature `aws`: `--cloud-provider aws` says how to get a binary that has it.
+#[cfg(not(feature = "aws"))]
+mod aws {
+    use std::sync::Arc;
+
+    use anyhow::{Result, bail};
+    use karpenter_providers::CloudProvider;
+    use prometheus_client::registry::Registry;
+    use tokio::sync::watch;
+
+    use super::ControllerArgs;
+
+    /// Never built without the feature.
+    pub enum Setup {}
+
+    impl Setup {
+        pub fn spawn(
+            self,
+            _client: kube::Client,
+            _leader: watch::Receiver<bool>,
+            _instance: Option<String>,
+        ) {
+            match self {}
+        }
+    }
+
+    const NO_AWS: &str = "this karpenter binary was built without AWS support; rebuild it \
+        with `cargo build -p karpenter --features aws` to use --cloud-provider aws";
+
+    /// Always an error: this binary has no AWS support.
+    pub fn validate(_args: &ControllerArgs) -> Result<()> {
+        bail!(NO_AWS)
+    }
+
+    /// Always an error: this binary has no AWS support.
+    pub async fn provider(
+        _args: &ControllerArgs,
+        _client: &kube::Client,
+        _registry: &mut Registry,
+    ) -> Result<(Arc<dyn CloudProvider>, Setup)> {
+        bail!(NO_AWS)
+    }
 }
 
 #[cfg(test)]

@@ -193,6 +193,42 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
     let with_monitor = render(r, &["serviceMonitor.enabled=true"])?;
     assert!(with_monitor.iter().any(|d| kind(d) == "ServiceMonitor"));
 
+    // The AWS provider: its settings reach the container, it may read EC2NodeClasses and
+    // write their status, and a missing cluster name stops the render with a message.
+    let no_name = render(r, &["controller.cloudProvider=aws"]);
+    let err = no_name
+        .err()
+        .context("aws without settings.clusterName must not render")?;
+    assert!(err.to_string().contains("settings.clusterName"), "{err}");
+    let aws = render(
+        r,
+        &[
+            "controller.cloudProvider=aws",
+            "settings.clusterName=demo",
+            "settings.interruptionQueue=demo-queue",
+        ],
+    )?;
+    let env = aws
+        .iter()
+        .find(|d| kind(d) == "Deployment")
+        .map(|d| d["spec"]["template"]["spec"]["containers"][0]["env"].clone())
+        .context("the aws Deployment")?;
+    let env_value = |name: &str| {
+        env.as_array()
+            .and_then(|e| e.iter().find(|v| v["name"] == name))
+            .map(|v| v["value"].clone())
+    };
+    assert_eq!(env_value("CLOUD_PROVIDER"), Some("aws".into()));
+    assert_eq!(env_value("CLUSTER_NAME"), Some("demo".into()));
+    assert_eq!(env_value("INTERRUPTION_QUEUE"), Some("demo-queue".into()));
+    let aws_rules = aws
+        .iter()
+        .find(|d| kind(d) == "ClusterRole")
+        .map(|d| d["rules"].to_string())
+        .context("the aws ClusterRole")?;
+    assert!(aws_rules.contains("ec2nodeclasses/status"), "{aws_rules}");
+    assert!(!aws_rules.contains("kwoknodeclasses"), "{aws_rules}");
+
     let docs = render(r, &[])?;
     let kinds: Vec<&str> = docs.iter().map(kind).collect();
     for k in [

@@ -11,6 +11,7 @@ use karpenter_api::v1::{NodeClaim, NodeClaimStatus};
 use karpenter_solver::InstanceType;
 use karpenter_solver::resources::format_quantity;
 
+use super::drift::InstanceFacts;
 use super::launch::{self, NODECLAIM_TAG, NODEPOOL_TAG};
 
 /// Instance states that still count as "the instance exists" for get/list/GC.
@@ -64,6 +65,11 @@ pub fn instance_view(instance: &Instance, instance_types: &[InstanceType]) -> No
     };
     let mut view = NodeClaim::for_instance(name, None);
     view.metadata.labels = Some(labels);
+    // Garbage collection only collects instances older than its grace period.
+    view.metadata.creation_timestamp = instance
+        .launch_time()
+        .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t.secs()).ok())
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
     view.status = Some(NodeClaimStatus {
         provider_id: Some(launch::provider_id(zone, id)),
         image_id: instance.image_id().map(str::to_owned),
@@ -72,4 +78,17 @@ pub fn instance_view(instance: &Instance, instance_types: &[InstanceType]) -> No
         ..NodeClaimStatus::default()
     });
     view
+}
+
+/// The facts drift compares with the EC2NodeClass: image, subnet, security groups.
+pub fn instance_facts(instance: &Instance) -> InstanceFacts {
+    InstanceFacts {
+        image_id: instance.image_id().map(str::to_owned),
+        subnet_id: instance.subnet_id().map(str::to_owned),
+        security_groups: instance
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_owned))
+            .collect(),
+    }
 }

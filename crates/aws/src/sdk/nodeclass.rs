@@ -23,6 +23,11 @@ pub mod condition {
     pub const SECURITY_GROUPS_READY: &str = "SecurityGroupsReady";
     /// At least one image matched.
     pub const AMIS_READY: &str = "AMIsReady";
+    /// The instance profile (or the role it is made for) exists.
+    pub const INSTANCE_PROFILE_READY: &str = "InstanceProfileReady";
+    /// Only while a NodePool using the class allows spot: the EC2 Spot service-linked role
+    /// exists.
+    pub const SPOT_SERVICE_LINKED_ROLE_READY: &str = "SpotServiceLinkedRoleReady";
 }
 
 /// EC2 filters for one selector term: `id` → the id filter, `name` → the name filter, each tag
@@ -191,7 +196,8 @@ pub async fn resolve_amis(
     Ok((found.into_values().collect(), unsupported))
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
+/// A condition: `True` with the type as reason, or `False` with `reason` and `message`.
+pub fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
     Condition {
         type_: type_.to_owned(),
         status: if ok { "True" } else { "False" }.to_owned(),
@@ -253,6 +259,20 @@ pub async fn resolve(client: &Client, nc: &EC2NodeClass) -> Result<EC2NodeClassS
         "AMINotFound",
         ami_message,
     ));
+    set_ready(&mut conditions);
+    Ok(EC2NodeClassStatus {
+        subnets,
+        security_groups,
+        amis,
+        instance_profile: spec.instance_profile.clone(),
+        conditions,
+    })
+}
+
+/// (Re)computes the `Ready` condition from every other one: `True` when all are, otherwise
+/// `False` with their messages joined.
+pub fn set_ready(conditions: &mut Vec<Condition>) {
+    conditions.retain(|c| c.type_ != condition::READY);
     let not_ready: Vec<String> = conditions
         .iter()
         .filter(|c| !c.is_true())
@@ -264,13 +284,6 @@ pub async fn resolve(client: &Client, nc: &EC2NodeClass) -> Result<EC2NodeClassS
         "NotReady",
         not_ready.join("; "),
     ));
-    Ok(EC2NodeClassStatus {
-        subnets,
-        security_groups,
-        amis,
-        instance_profile: spec.instance_profile.clone(),
-        conditions,
-    })
 }
 
 /// The message of the status's `Ready` condition when it is not true.

@@ -54,6 +54,11 @@ impl Ec2Provider {
         }
     }
 
+    /// The cluster name instances are tagged with.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
     /// The provider's name, as `CloudProvider::name` reports it.
     pub fn name(&self) -> &str {
         "aws"
@@ -171,7 +176,9 @@ impl Ec2Provider {
         Ok(latest.into_iter().map(|(k, (_, p))| (k, p)).collect())
     }
 
-    fn apply_unavailable(&self, its: &mut [InstanceType]) {
+    /// Marks offerings that recently failed with insufficient capacity unavailable (for
+    /// callers that cache [`Ec2Provider::instance_types`]).
+    pub fn apply_unavailable(&self, its: &mut [InstanceType]) {
         let now = Instant::now();
         let mut cache = self.unavailable.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|_, until| *until > now);
@@ -285,7 +292,12 @@ impl Ec2Provider {
             .map(|g| g.id.clone())
             .collect();
         let nc_name = node_class.metadata.name.clone().unwrap_or_default();
-        let profile = node_class.spec.instance_profile.clone().unwrap_or_default();
+        // The resolved profile (for `spec.role`, the one Karpenter manages), else the spec's.
+        let profile_name = status
+            .instance_profile
+            .clone()
+            .or_else(|| node_class.spec.instance_profile.clone());
+        let profile = profile_name.clone().unwrap_or_default();
         let mut parts = vec![
             self.cluster.as_str(),
             nc_name.as_str(),
@@ -297,7 +309,7 @@ impl Ec2Provider {
         let mut data = RequestLaunchTemplateData::builder()
             .image_id(&image)
             .set_security_group_ids(Some(sgs));
-        if let Some(p) = &node_class.spec.instance_profile {
+        if let Some(p) = &profile_name {
             data = data.iam_instance_profile(
                 LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
                     .name(p)
@@ -438,7 +450,9 @@ impl Ec2Provider {
         Ok(out)
     }
 
-    async fn describe(&self, instance_id: &str) -> Result<Instance, AwsError> {
+    /// The live instance with this id (`NodeClaimNotFound` when it does not exist or is
+    /// terminated).
+    pub async fn describe(&self, instance_id: &str) -> Result<Instance, AwsError> {
         let found = self
             .describe_filtered(Vec::new(), vec![instance_id.to_owned()])
             .await?;

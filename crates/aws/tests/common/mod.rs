@@ -99,3 +99,20 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Every AWS client the provider uses, pointed at moto.
+#[cfg(feature = "sdk")]
+pub async fn aws_clients(url: &str) -> karpenter_aws::sdk::AwsClients {
+    use karpenter_aws::sdk::{aws_config, aws_sdk_ec2};
+    let creds = aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "moto");
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(url)
+        .credentials_provider(creds)
+        .load()
+        .await;
+    karpenter_aws::sdk::AwsClients::new(&conf)
+}
+
+#[cfg(feature = "sdk")]
+pub mod fixtures;

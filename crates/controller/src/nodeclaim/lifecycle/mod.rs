@@ -183,14 +183,19 @@ async fn launch(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
     let name = claim.name_any();
     match ctx.provider.create(claim).await {
         Ok(launched) => {
-            // Labels first: if we stop between the two writes, the retry's create adopts the
-            // same instance and writes both again.
+            // Labels (and the provider's annotations, e.g. a NodeClass hash for drift) first:
+            // if we stop between the two writes, the retry's create adopts the same instance
+            // and writes both again.
             let labels = launched.metadata.labels.clone().unwrap_or_default();
+            let annotations = launched.metadata.annotations.clone().unwrap_or_default();
             api(ctx)
                 .patch(
                     &name,
                     &PatchParams::default(),
-                    &Patch::Merge(&json!({"metadata": {"labels": labels}})),
+                    &Patch::Merge(&json!({"metadata": {
+                        "labels": labels,
+                        "annotations": annotations,
+                    }})),
                 )
                 .await?;
             let mut status = launched.status.unwrap_or_default();

@@ -1,0 +1,280 @@
+//! `karpenter_providers::CloudProvider` for AWS: the [`Ec2Provider`] plus the EC2NodeClass of
+//! each NodeClaim (read from the API server, resolved and cached for a short TTL), cached
+//! instance types, and drift.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use karpenter_api::ec2::{AWS_GROUP, EC2NodeClass, EC2NodeClassStatus};
+use karpenter_api::v1::{NodeClaim, NodeClassReference, NodePool};
+use karpenter_providers::{CloudProvider, CloudProviderError};
+use karpenter_solver::InstanceType;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+
+use super::AwsClients;
+use super::drift::{
+    NODECLASS_HASH_ANNOTATION, NODECLASS_HASH_VERSION, NODECLASS_HASH_VERSION_ANNOTATION,
+    drift_reason, node_class_hash,
+};
+use super::error::AwsError;
+use super::instance::instance_facts;
+use super::launch;
+use super::provider::Ec2Provider;
+use super::status::{EC2_NODE_CLASS_KIND, compute_status};
+
+/// How long a resolved EC2NodeClass is reused (a spec change re-resolves at once).
+pub const RESOLVE_TTL: Duration = Duration::from_secs(60);
+/// How long the instance types (and spot prices) are reused before they are fetched again.
+pub const INSTANCE_TYPES_TTL: Duration = Duration::from_secs(5 * 60);
+
+struct Resolved {
+    uid: Option<String>,
+    generation: Option<i64>,
+    at: Instant,
+    status: EC2NodeClassStatus,
+}
+
+/// The AWS cloud provider.
+pub struct AwsCloudProvider {
+    ec2: Ec2Provider,
+    aws: AwsClients,
+    client: Client,
+    resolve_ttl: Duration,
+    instance_types_ttl: Duration,
+    resolved: Mutex<HashMap<String, Resolved>>,
+    instance_types: tokio::sync::Mutex<Option<(Instant, Vec<InstanceType>)>>,
+}
+
+fn to_cloud(e: AwsError) -> CloudProviderError {
+    match e {
+        AwsError::InsufficientCapacity(m) => CloudProviderError::InsufficientCapacity(m),
+        AwsError::NodeClaimNotFound(m) => CloudProviderError::NodeClaimNotFound(m),
+        AwsError::NodeClassNotReady(m) => CloudProviderError::NodeClassNotReady(m),
+        AwsError::Transient(m) => CloudProviderError::Transient(m),
+        AwsError::Fatal(m) => CloudProviderError::Fatal(m),
+    }
+}
+
+fn kube_err(e: kube::Error) -> CloudProviderError {
+    CloudProviderError::Transient(format!("kubernetes API: {e}"))
+}
+
+impl AwsCloudProvider {
+    /// A provider for `cluster` in `region`: AWS calls through `aws`, EC2NodeClasses and
+    /// NodeClaim annotations through `client`.
+    pub fn new(client: Client, aws: AwsClients, cluster: &str, region: &str) -> Self {
+        Self {
+            ec2: Ec2Provider::new(aws.ec2.clone(), cluster, region),
+            aws,
+            client,
+            resolve_ttl: RESOLVE_TTL,
+            instance_types_ttl: INSTANCE_TYPES_TTL,
+            resolved: Mutex::new(HashMap::new()),
+            instance_types: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Overrides the cache lifetimes (tests use short ones).
+    pub fn with_ttls(mut self, resolve: Duration, instance_types: Duration) -> Self {
+        self.resolve_ttl = resolve;
+        self.instance_types_ttl = instance_types;
+        self
+    }
+
+    /// The EC2 half.
+    pub fn ec2(&self) -> &Ec2Provider {
+        &self.ec2
+    }
+
+    /// The EC2NodeClass a reference names; `NodeClassNotReady` when it does not exist, `Fatal`
+    /// when the reference is not to an EC2NodeClass.
+    pub async fn node_class(
+        &self,
+        r: &NodeClassReference,
+    ) -> Result<EC2NodeClass, CloudProviderError> {
+        if r.group != AWS_GROUP || r.kind != EC2_NODE_CLASS_KIND {
+            return Err(CloudProviderError::Fatal(format!(
+                "nodeClassRef {}/{} is not a {AWS_GROUP}/{EC2_NODE_CLASS_KIND}",
+                r.group, r.kind
+            )));
+        }
+        Api::<EC2NodeClass>::all(self.client.clone())
+            .get_opt(&r.name)
+            .await
+            .map_err(kube_err)?
+            .ok_or_else(|| {
+                CloudProviderError::NodeClassNotReady(format!(
+                    "EC2NodeClass {:?} not found",
+                    r.name
+                ))
+            })
+    }
+
+    /// The class's resolved status (subnets, security groups, images, instance profile),
+    /// cached for the resolve TTL per (uid, generation).
+    pub async fn resolve(
+        &self,
+        nc: &EC2NodeClass,
+    ) -> Result<EC2NodeClassStatus, CloudProviderError> {
+        let name = nc.metadata.name.clone().unwrap_or_default();
+        {
+            let cache = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = cache.get(&name)
+                && r.uid == nc.metadata.uid
+                && r.generation == nc.metadata.generation
+                && r.at.elapsed() < self.resolve_ttl
+            {
+                return Ok(r.status.clone());
+            }
+        }
+        let status = compute_status(&self.aws, self.ec2.cluster(), nc, false)
+            .await
+            .map_err(to_cloud)?;
+        let mut cache = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(
+            name,
+            Resolved {
+                uid: nc.metadata.uid.clone(),
+                generation: nc.metadata.generation,
+                at: Instant::now(),
+                status: status.clone(),
+            },
+        );
+        Ok(status)
+    }
+
+    /// Every instance type of the region (cached for the instance-types TTL), with offerings
+    /// that recently had no capacity marked unavailable.
+    pub async fn all_instance_types(&self) -> Result<Vec<InstanceType>, CloudProviderError> {
+        let mut cached = self.instance_types.lock().await;
+        let mut its = match cached.as_ref() {
+            Some((at, its)) if at.elapsed() < self.instance_types_ttl => its.clone(),
+            _ => {
+                let its = self.ec2.instance_types().await.map_err(to_cloud)?;
+                *cached = Some((Instant::now(), its.clone()));
+                its
+            }
+        };
+        drop(cached);
+        self.ec2.apply_unavailable(&mut its);
+        Ok(its)
+    }
+
+    async fn class_and_status(
+        &self,
+        r: &NodeClassReference,
+    ) -> Result<(EC2NodeClass, EC2NodeClassStatus), CloudProviderError> {
+        let nc = self.node_class(r).await?;
+        let status = self.resolve(&nc).await?;
+        Ok((nc, status))
+    }
+
+    /// Records the NodeClass hash on the NodeClaim in the API (the controller copies only
+    /// labels and status from `create`'s result). A NodeClaim that is not in the API (an
+    /// orphan launch) is skipped.
+    async fn stamp_hash(&self, claim: &NodeClaim, hash: &str) -> Result<(), CloudProviderError> {
+        let Some(name) = claim.metadata.name.as_deref() else {
+            return Ok(());
+        };
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            NODECLASS_HASH_ANNOTATION: hash,
+            NODECLASS_HASH_VERSION_ANNOTATION: NODECLASS_HASH_VERSION,
+        }}});
+        match Api::<NodeClaim>::all(self.client.clone())
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(kube_err(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl CloudProvider for AwsCloudProvider {
+    async fn create(&self, claim: &NodeClaim) -> Result<NodeClaim, CloudProviderError> {
+        let (nc, status) = self.class_and_status(&claim.spec.node_class_ref).await?;
+        let its = self.all_instance_types().await?;
+        let mut launched = self
+            .ec2
+            .create(claim, &nc, &status, &its)
+            .await
+            .map_err(to_cloud)?;
+        let hash = node_class_hash(&nc);
+        self.stamp_hash(claim, &hash).await?;
+        let annotations = launched.metadata.annotations.get_or_insert_default();
+        annotations.insert(NODECLASS_HASH_ANNOTATION.to_owned(), hash);
+        annotations.insert(
+            NODECLASS_HASH_VERSION_ANNOTATION.to_owned(),
+            NODECLASS_HASH_VERSION.to_owned(),
+        );
+        Ok(launched)
+    }
+
+    async fn delete(&self, claim: &NodeClaim) -> Result<(), CloudProviderError> {
+        self.ec2.delete(claim).await.map_err(to_cloud)
+    }
+
+    async fn get(&self, provider_id: &str) -> Result<NodeClaim, CloudProviderError> {
+        let its = self.all_instance_types().await?;
+        self.ec2.get(provider_id, &its).await.map_err(to_cloud)
+    }
+
+    async fn list(&self) -> Result<Vec<NodeClaim>, CloudProviderError> {
+        let its = self.all_instance_types().await?;
+        self.ec2.list(&its).await.map_err(to_cloud)
+    }
+
+    /// The region's instance types, with offerings in zones where the pool's EC2NodeClass has
+    /// no subnet marked unavailable (nothing could launch there).
+    async fn instance_types(
+        &self,
+        pool: &NodePool,
+    ) -> Result<Vec<InstanceType>, CloudProviderError> {
+        let (_, status) = self
+            .class_and_status(&pool.spec.template.spec.node_class_ref)
+            .await?;
+        if let Some(reason) = super::nodeclass::not_ready_reason(&status) {
+            return Err(CloudProviderError::NodeClassNotReady(reason));
+        }
+        let mut its = self.all_instance_types().await?;
+        for it in &mut its {
+            for o in &mut it.offerings {
+                if !status.subnets.iter().any(|s| s.zone == o.zone) {
+                    o.available = false;
+                }
+            }
+        }
+        Ok(its)
+    }
+
+    async fn is_drifted(&self, claim: &NodeClaim) -> Result<Option<String>, CloudProviderError> {
+        let Some(pid) = claim.status.as_ref().and_then(|s| s.provider_id.as_deref()) else {
+            return Ok(None);
+        };
+        let Some(id) = launch::instance_id(pid) else {
+            return Ok(None);
+        };
+        let (nc, status) = self.class_and_status(&claim.spec.node_class_ref).await?;
+        let instance = self.ec2.describe(id).await.map_err(to_cloud)?;
+        let annotations = claim.metadata.annotations.clone().unwrap_or_default();
+        // A hash written by another scheme version says nothing about this one.
+        let hash = annotations
+            .get(NODECLASS_HASH_ANNOTATION)
+            .filter(|_| {
+                annotations
+                    .get(NODECLASS_HASH_VERSION_ANNOTATION)
+                    .is_some_and(|v| v == NODECLASS_HASH_VERSION)
+            })
+            .map(String::as_str);
+        Ok(drift_reason(hash, &nc, &status, &instance_facts(&instance)).map(str::to_owned))
+    }
+
+    fn name(&self) -> &str {
+        self.ec2.name()
+    }
+}
