@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use karpenter_solver::{InstanceType, Offering, Overhead, Resources, labels};
 use serde::Deserialize;
 
+use crate::kubelet::KubeletOverrides;
+pub use crate::kubelet::kube_reserved_cpu_millis;
+
 /// Label group of the AWS provider.
 pub const GROUP: &str = "karpenter.k8s.aws";
 
@@ -79,10 +82,6 @@ const ARM64_CMA_MIB: i64 = 64;
 /// Root volume size when the EC2NodeClass sets no block device mappings (upstream
 /// `amifamily.DefaultEBS`).
 pub const DEFAULT_ROOT_VOLUME_BYTES: i64 = 20 << 30;
-/// kubelet's hard eviction threshold for memory (`memory.available<100Mi`).
-const EVICTION_MEMORY_BYTES: i64 = 100 << 20;
-/// Default kube-reserved ephemeral storage.
-const KUBE_RESERVED_STORAGE_BYTES: i64 = 1 << 30;
 const MIB: i64 = 1 << 20;
 
 /// Spot price as a share of on-demand when no live spot price is known. The embedded catalog
@@ -233,25 +232,21 @@ impl InstanceTypeInfo {
         r
     }
 
-    /// kube-reserved, system-reserved and eviction threshold for `capacity`.
+    /// kube-reserved, system-reserved and eviction threshold for `capacity`, with upstream's
+    /// defaults (no `spec.kubelet`).
     pub fn overhead(&self, capacity: &Resources) -> Overhead {
-        use karpenter_solver::resources::{CPU, EPHEMERAL_STORAGE, MEMORY, PODS};
-        let mut kube_reserved = Resources::new();
-        kube_reserved.set(CPU, kube_reserved_cpu_millis(capacity.get(CPU)));
-        kube_reserved.set(MEMORY, (11 * capacity.get(PODS) + 255) * MIB);
-        kube_reserved.set(EPHEMERAL_STORAGE, KUBE_RESERVED_STORAGE_BYTES);
-        let mut eviction_threshold = Resources::new();
-        eviction_threshold.set(MEMORY, EVICTION_MEMORY_BYTES);
-        // nodefs.available<10%, rounded up to a whole byte.
-        eviction_threshold.set(
-            EPHEMERAL_STORAGE,
-            (capacity.get(EPHEMERAL_STORAGE) + 9) / 10,
+        KubeletOverrides::default().overhead(capacity)
+    }
+
+    /// Capacity with the EC2NodeClass's kubelet overrides: `pods` follows `maxPods` and
+    /// `podsPerCore` (see [`KubeletOverrides::pods`]).
+    pub fn capacity_with(&self, kubelet: &KubeletOverrides) -> Resources {
+        let mut r = self.capacity();
+        r.set(
+            karpenter_solver::resources::PODS,
+            kubelet.pods(self.vcpu, self.eni_limited_pods()),
         );
-        Overhead {
-            kube_reserved,
-            system_reserved: Resources::new(),
-            eviction_threshold,
-        }
+        r
     }
 
     /// The labels every node of this type carries in `region` (zone, capacity type and
@@ -314,7 +309,8 @@ impl InstanceTypeInfo {
 
     /// The solver's view: capacity, overhead, labels and one offering per zone and supported
     /// capacity type. `spot_price(zone)` gives a live spot price when known; otherwise the
-    /// on-demand price × [`SPOT_PRICE_RATIO`] is used.
+    /// on-demand price × [`SPOT_PRICE_RATIO`] is used. Upstream's kubelet defaults; see
+    /// [`InstanceTypeInfo::to_instance_type_with`] for an EC2NodeClass's `spec.kubelet`.
     pub fn to_instance_type(
         &self,
         region: &str,
@@ -322,8 +318,27 @@ impl InstanceTypeInfo {
         on_demand_price: f64,
         spot_price: impl Fn(&str) -> Option<f64>,
     ) -> InstanceType {
-        let capacity = self.capacity();
-        let overhead = self.overhead(&capacity);
+        self.to_instance_type_with(
+            region,
+            zones,
+            on_demand_price,
+            spot_price,
+            &KubeletOverrides::default(),
+        )
+    }
+
+    /// [`InstanceTypeInfo::to_instance_type`] with kubelet overrides: pods, kube-reserved,
+    /// system-reserved and eviction thresholds follow `kubelet`.
+    pub fn to_instance_type_with(
+        &self,
+        region: &str,
+        zones: &[String],
+        on_demand_price: f64,
+        spot_price: impl Fn(&str) -> Option<f64>,
+        kubelet: &KubeletOverrides,
+    ) -> InstanceType {
+        let capacity = self.capacity_with(kubelet);
+        let overhead = kubelet.overhead(&capacity);
         let mut offerings = Vec::with_capacity(zones.len() * 2);
         for zone in zones {
             if self.supports("spot") {
@@ -342,25 +357,6 @@ impl InstanceTypeInfo {
             offerings,
         }
     }
-}
-
-/// Upstream's kube-reserved CPU: 6 % of the first core, 1 % of the second, 0.5 % of the third
-/// and fourth, 0.25 % of every core above four (in millicores, each band truncated).
-pub fn kube_reserved_cpu_millis(cpu_millis: i64) -> i64 {
-    const BANDS: [(i64, i64, f64); 4] = [
-        (0, 1000, 0.06),
-        (1000, 2000, 0.01),
-        (2000, 4000, 0.005),
-        (4000, 1 << 31, 0.0025),
-    ];
-    BANDS
-        .iter()
-        .filter(|(start, _, _)| cpu_millis >= *start)
-        .map(|(start, end, share)| {
-            let span = cpu_millis.min(*end) - start;
-            (span as f64 * share) as i64
-        })
-        .sum()
 }
 
 /// `m5.large` → (`m`, `5`); `u-6tb1.metal` → (`u`, `1`), like upstream's

@@ -2,7 +2,8 @@
 //!
 //! - Always available, no AWS SDK: the embedded static catalog ([`catalog()`]) of us-east-1
 //!   instance types and prices, and the upstream allocatable/label computation
-//!   ([`InstanceTypeInfo`]) it shares with the live provider.
+//!   ([`InstanceTypeInfo`]) it shares with the live provider, with an EC2NodeClass's kubelet
+//!   overrides ([`KubeletOverrides`]).
 //! - Feature `sdk`: the EC2 provider (NodeClass resolution, instance types, launch via
 //!   CreateFleet, terminate, list) on the official AWS SDK for Rust, the `CloudProvider` impl
 //!   with drift, the EC2NodeClass status controller (IAM checks) and the SQS interruption
@@ -10,9 +11,11 @@
 
 pub mod catalog;
 pub mod instance_type;
+pub mod kubelet;
 
 pub use catalog::{StaticCatalog, catalog};
 pub use instance_type::{InstanceTypeInfo, SPOT_PRICE_RATIO};
+pub use kubelet::{KubeletError, KubeletOverrides, KubeletSpec};
 
 #[cfg(feature = "sdk")]
 pub mod sdk;

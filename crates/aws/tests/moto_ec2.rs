@@ -85,9 +85,20 @@ async fn network(
     Ok((subnets, sg.group_id().ok_or("no group id")?.to_owned()))
 }
 
-/// Any image moto ships (it bundles a list of public AMIs).
+/// An x86_64 image moto ships (it bundles a list of public AMIs; the provider boots an image
+/// only on instance types of its architecture).
 async fn some_image(ec2: &Client) -> Result<String, Box<dyn std::error::Error>> {
-    let out = ec2.describe_images().owners("amazon").send().await?;
+    let out = ec2
+        .describe_images()
+        .owners("amazon")
+        .filters(
+            karpenter_aws::sdk::aws_sdk_ec2::types::Filter::builder()
+                .name("architecture")
+                .values("x86_64")
+                .build(),
+        )
+        .send()
+        .await?;
     let mut ids: Vec<&str> = out.images().iter().filter_map(|i| i.image_id()).collect();
     ids.sort();
     Ok(ids.first().ok_or("moto has no images")?.to_string())

@@ -11,6 +11,7 @@ use common::fixtures::{self, BoxError};
 use karpenter_api::ec2::{AmiSelectorTerm, EC2NodeClass};
 use karpenter_api::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL};
 use karpenter_api::read::{KarpenterObject, parse_karpenter_objects};
+use karpenter_aws::sdk::ami::{Alias, kubernetes_version};
 use karpenter_aws::sdk::drift::{NODECLASS_DRIFT, NODECLASS_HASH_ANNOTATION};
 use karpenter_aws::sdk::launch::instance_id;
 use karpenter_aws::sdk::{AwsCloudProvider, aws_sdk_ec2};
@@ -190,8 +191,12 @@ async fn legacy_provisioner_launches_into_its_selected_subnets() -> Result<(), B
     let Some((url, kube_cluster)) = setup("legacy_provisioner_launches").await? else {
         return Ok(());
     };
-    let aws = common::aws_clients(url).await;
     let cluster = common::unique("legacy");
+    // Moto lacks AWS's EKS image parameters; publish the real paths under a test prefix.
+    let prefix = format!("/karpenter-test/{cluster}");
+    let aws = common::aws_clients(url)
+        .await
+        .with_ssm_parameter_prefix(&prefix);
     // The bundled example, with its cluster name `demo` made unique for this run.
     let yaml = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -239,12 +244,21 @@ async fn legacy_provisioner_launches_into_its_selected_subnets() -> Result<(), B
     let profile = format!("KarpenterNodeInstanceProfile-{cluster}");
     fixtures::instance_profile(&aws.iam, &profile).await?;
     assert_eq!(nc.spec.instance_profile.as_deref(), Some(profile.as_str()));
-    // amiFamily AL2 converts to the alias `al2@latest`, which needs EKS's SSM parameters that
-    // moto does not have (README: SSM aliases not done); select an image moto ships instead.
-    nc.spec.ami_selector_terms = vec![AmiSelectorTerm {
-        id: Some(fixtures::some_image(&aws.ec2).await?),
-        ..Default::default()
-    }];
+    // amiFamily AL2 converts to the alias `al2@latest`, resolved through SSM for the control
+    // plane's Kubernetes version. Only the x86_64 parameter exists (the Provisioner allows
+    // m5/c5 types only): a family missing one architecture still resolves.
+    assert_eq!(
+        nc.spec.ami_selector_terms,
+        vec![AmiSelectorTerm {
+            alias: Some("al2@latest".into()),
+            ..Default::default()
+        }]
+    );
+    let version = kubernetes_version(&kube_cluster.client()).await?;
+    let params = Alias::parse("al2@latest")?.parameters(&version);
+    let x86_param = params.first().ok_or("al2 has no parameters")?;
+    let al2_image = fixtures::some_image(&aws.ec2).await?;
+    fixtures::put_parameter(&aws.ssm, &format!("{prefix}{x86_param}"), &al2_image).await?;
     let class_name = nc.metadata.name.clone().ok_or("no name")?;
     // The converted NodeClass is named after the Provisioner (`default`); give it this run's
     // name so parallel runs do not share it, and point the pool at it.
@@ -281,6 +295,7 @@ async fn legacy_provisioner_launches_into_its_selected_subnets() -> Result<(), B
         .flat_map(|r| r.instances())
         .next()
         .ok_or("no instance")?;
+    assert_eq!(inst.image_id(), Some(al2_image.as_str()));
     let subnet = inst.subnet_id().unwrap_or_default().to_owned();
     assert!(
         selected.subnets.contains(&subnet),

@@ -11,10 +11,13 @@ use karpenter_api::ec2::{AWS_GROUP, EC2NodeClass, EC2NodeClassStatus};
 use karpenter_api::v1::{NodeClaim, NodeClassReference, NodePool};
 use karpenter_providers::{CloudProvider, CloudProviderError};
 use karpenter_solver::InstanceType;
+use karpenter_solver::labels::ARCH;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
 use super::AwsClients;
+use super::ami::kubernetes_version;
+use super::convert::kubelet_spec;
 use super::drift::{
     NODECLASS_HASH_ANNOTATION, NODECLASS_HASH_VERSION, NODECLASS_HASH_VERSION_ANNOTATION,
     drift_reason, node_class_hash,
@@ -24,11 +27,19 @@ use super::instance::instance_facts;
 use super::launch;
 use super::provider::Ec2Provider;
 use super::status::{EC2_NODE_CLASS_KIND, compute_status};
+use crate::kubelet::KubeletOverrides;
 
 /// How long a resolved EC2NodeClass is reused (a spec change re-resolves at once).
 pub const RESOLVE_TTL: Duration = Duration::from_secs(60);
 /// How long the instance types (and spot prices) are reused before they are fetched again.
 pub const INSTANCE_TYPES_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// A class's instance types: the shared ones (fetched at `base_at`) with its kubelet overrides.
+struct ClassTypes {
+    base_at: Instant,
+    kubelet: KubeletOverrides,
+    types: Vec<InstanceType>,
+}
 
 struct Resolved {
     uid: Option<String>,
@@ -46,6 +57,8 @@ pub struct AwsCloudProvider {
     instance_types_ttl: Duration,
     resolved: Mutex<HashMap<String, Resolved>>,
     instance_types: tokio::sync::Mutex<Option<(Instant, Vec<InstanceType>)>>,
+    /// Per EC2NodeClass name: its instance types with `spec.kubelet` applied.
+    class_types: Mutex<HashMap<String, ClassTypes>>,
 }
 
 fn to_cloud(e: AwsError) -> CloudProviderError {
@@ -74,6 +87,7 @@ impl AwsCloudProvider {
             instance_types_ttl: INSTANCE_TYPES_TTL,
             resolved: Mutex::new(HashMap::new()),
             instance_types: tokio::sync::Mutex::new(None),
+            class_types: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,7 +144,8 @@ impl AwsCloudProvider {
                 return Ok(r.status.clone());
             }
         }
-        let status = compute_status(&self.aws, self.ec2.cluster(), nc, false)
+        let version = kubernetes_version(&self.client).await.map_err(to_cloud)?;
+        let status = compute_status(&self.aws, self.ec2.cluster(), nc, false, &version)
             .await
             .map_err(to_cloud)?;
         let mut cache = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,19 +162,73 @@ impl AwsCloudProvider {
     }
 
     /// Every instance type of the region (cached for the instance-types TTL), with offerings
-    /// that recently had no capacity marked unavailable.
+    /// that recently had no capacity marked unavailable, sized with kubelet's defaults.
     pub async fn all_instance_types(&self) -> Result<Vec<InstanceType>, CloudProviderError> {
+        let (_, mut its) = self.base_instance_types().await?;
+        self.ec2.apply_unavailable(&mut its);
+        Ok(its)
+    }
+
+    /// The cached region-wide types and when they were fetched.
+    async fn base_instance_types(
+        &self,
+    ) -> Result<(Instant, Vec<InstanceType>), CloudProviderError> {
         let mut cached = self.instance_types.lock().await;
-        let mut its = match cached.as_ref() {
-            Some((at, its)) if at.elapsed() < self.instance_types_ttl => its.clone(),
+        match cached.as_ref() {
+            Some((at, its)) if at.elapsed() < self.instance_types_ttl => Ok((*at, its.clone())),
             _ => {
                 let its = self.ec2.instance_types().await.map_err(to_cloud)?;
-                *cached = Some((Instant::now(), its.clone()));
-                its
+                let at = Instant::now();
+                *cached = Some((at, its.clone()));
+                Ok((at, its))
+            }
+        }
+    }
+
+    /// The instance types a NodePool of this class can get: pods and allocatable follow the
+    /// class's `spec.kubelet` (cached per class until the shared types are refetched or the
+    /// kubelet settings change); offerings recently out of capacity, in zones without a
+    /// selected subnet, or of an architecture no resolved image boots are unavailable.
+    pub async fn class_instance_types(
+        &self,
+        nc: &EC2NodeClass,
+        status: &EC2NodeClassStatus,
+    ) -> Result<Vec<InstanceType>, CloudProviderError> {
+        let kubelet = KubeletOverrides::parse(&kubelet_spec(nc.spec.kubelet.as_ref()))
+            .map_err(|e| CloudProviderError::NodeClassNotReady(e.to_string()))?;
+        let (base_at, base) = self.base_instance_types().await?;
+        let name = nc.metadata.name.clone().unwrap_or_default();
+        let mut its = {
+            let mut cache = self.class_types.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&name) {
+                Some(c) if c.base_at == base_at && c.kubelet == kubelet => c.types.clone(),
+                _ => {
+                    let mut types = base;
+                    for it in &mut types {
+                        kubelet.apply(it);
+                    }
+                    cache.insert(
+                        name,
+                        ClassTypes {
+                            base_at,
+                            kubelet,
+                            types: types.clone(),
+                        },
+                    );
+                    types
+                }
             }
         };
-        drop(cached);
         self.ec2.apply_unavailable(&mut its);
+        for it in &mut its {
+            let bootable =
+                launch::image_for(&status.amis, it.labels.get(ARCH).map(String::as_str)).is_some();
+            for o in &mut it.offerings {
+                if !bootable || !status.subnets.iter().any(|s| s.zone == o.zone) {
+                    o.available = false;
+                }
+            }
+        }
         Ok(its)
     }
 
@@ -198,7 +267,7 @@ impl AwsCloudProvider {
 impl CloudProvider for AwsCloudProvider {
     async fn create(&self, claim: &NodeClaim) -> Result<NodeClaim, CloudProviderError> {
         let (nc, status) = self.class_and_status(&claim.spec.node_class_ref).await?;
-        let its = self.all_instance_types().await?;
+        let its = self.class_instance_types(&nc, &status).await?;
         let mut launched = self
             .ec2
             .create(claim, &nc, &status, &its)
@@ -229,27 +298,20 @@ impl CloudProvider for AwsCloudProvider {
         self.ec2.list(&its).await.map_err(to_cloud)
     }
 
-    /// The region's instance types, with offerings in zones where the pool's EC2NodeClass has
-    /// no subnet marked unavailable (nothing could launch there).
+    /// The region's instance types sized by the pool's EC2NodeClass (`spec.kubelet`), with
+    /// offerings nothing could launch (no subnet in the zone, no image for the architecture)
+    /// marked unavailable.
     async fn instance_types(
         &self,
         pool: &NodePool,
     ) -> Result<Vec<InstanceType>, CloudProviderError> {
-        let (_, status) = self
+        let (nc, status) = self
             .class_and_status(&pool.spec.template.spec.node_class_ref)
             .await?;
         if let Some(reason) = super::nodeclass::not_ready_reason(&status) {
             return Err(CloudProviderError::NodeClassNotReady(reason));
         }
-        let mut its = self.all_instance_types().await?;
-        for it in &mut its {
-            for o in &mut it.offerings {
-                if !status.subnets.iter().any(|s| s.zone == o.zone) {
-                    o.available = false;
-                }
-            }
-        }
-        Ok(its)
+        self.class_instance_types(&nc, &status).await
     }
 
     async fn is_drifted(&self, claim: &NodeClaim) -> Result<Option<String>, CloudProviderError> {

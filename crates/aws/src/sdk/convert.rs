@@ -6,7 +6,10 @@ use aws_sdk_ec2::types::{
     UsageClassType,
 };
 
+use karpenter_api::ec2::KubeletConfiguration;
+
 use crate::instance_type::{GpuInfo, InstanceTypeInfo, NeuronInfo};
+use crate::kubelet::KubeletSpec;
 
 /// Converts one DescribeInstanceTypes entry. `None` when a fact every node needs (vCPUs,
 /// memory, ENI limits, a Kubernetes architecture) is missing: such a type cannot be sized.
@@ -110,4 +113,19 @@ pub fn from_ec2(info: &Ec2Info) -> Option<InstanceTypeInfo> {
             .and_then(|e| e.maximum_efa_interfaces())
             .map_or(0, i64::from),
     })
+}
+
+/// An EC2NodeClass's `spec.kubelet` as the pure half's [`KubeletSpec`] (absent maps are empty).
+pub fn kubelet_spec(k: Option<&KubeletConfiguration>) -> KubeletSpec {
+    let Some(k) = k else {
+        return KubeletSpec::default();
+    };
+    KubeletSpec {
+        max_pods: k.max_pods,
+        pods_per_core: k.pods_per_core,
+        kube_reserved: k.kube_reserved.clone().unwrap_or_default(),
+        system_reserved: k.system_reserved.clone().unwrap_or_default(),
+        eviction_hard: k.eviction_hard.clone().unwrap_or_default(),
+        eviction_soft: k.eviction_soft.clone().unwrap_or_default(),
+    }
 }

@@ -3,12 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use karpenter_api::ec2::ResolvedAmi;
 use karpenter_api::labels::{
     CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, ZONE_LABEL,
 };
 use karpenter_api::v1::NodeClaim;
 use karpenter_solver::quantity::parse_for_resource;
-use karpenter_solver::{InstanceType, Requirements, Resources};
+use karpenter_solver::{InstanceType, Requirements, Resources, labels};
+
+use super::nodeclass::ami_arch;
 
 /// CreateFleet accepts at most this many overrides per launch template config.
 pub const MAX_OVERRIDES: usize = 60;
@@ -137,6 +140,47 @@ pub fn overrides(
         })
         .take(MAX_OVERRIDES)
         .collect()
+}
+
+/// The image an instance type boots: the first resolved image (newest first) whose
+/// architecture is the type's `kubernetes.io/arch` (an image without an architecture
+/// requirement fits any).
+pub fn image_for<'a>(amis: &'a [ResolvedAmi], arch: Option<&str>) -> Option<&'a ResolvedAmi> {
+    amis.iter().find(|a| match (ami_arch(a), arch) {
+        (None, _) => true,
+        (Some(want), Some(have)) => want == have,
+        (Some(_), None) => false,
+    })
+}
+
+/// The `kubernetes.io/arch` label of the named instance type.
+pub fn arch_of<'a>(instance_types: &'a [InstanceType], name: &str) -> Option<&'a str> {
+    instance_types
+        .iter()
+        .find(|it| it.name == name)
+        .and_then(|it| it.labels.get(labels::ARCH))
+        .map(String::as_str)
+}
+
+/// Splits the overrides by the image their instance type boots (one launch template per
+/// image), groups in the order of their cheapest override, each keeping the price order.
+/// Overrides whose type no resolved image fits are dropped: they could not boot.
+pub fn overrides_by_image(
+    overrides: &[Override],
+    instance_types: &[InstanceType],
+    amis: &[ResolvedAmi],
+) -> Vec<(String, Vec<Override>)> {
+    let mut groups: Vec<(String, Vec<Override>)> = Vec::new();
+    for o in overrides {
+        let Some(image) = image_for(amis, arch_of(instance_types, &o.instance_type)) else {
+            continue;
+        };
+        match groups.iter_mut().find(|(id, _)| *id == image.id) {
+            Some((_, g)) => g.push(o.clone()),
+            None => groups.push((image.id.clone(), vec![o.clone()])),
+        }
+    }
+    groups
 }
 
 /// Tags of a launched instance: the NodeClass's own tags, then the ones Karpenter relies on
@@ -282,6 +326,70 @@ mod tests {
             MAX_OVERRIDES
         );
         assert!(overrides(&cands, "spot", &subnets).is_empty());
+    }
+
+    fn ami(id: &str, arch: Option<&str>) -> ResolvedAmi {
+        ResolvedAmi {
+            id: id.into(),
+            name: None,
+            requirements: arch
+                .map(|a| NodeSelectorRequirementWithMinValues {
+                    key: labels::ARCH.into(),
+                    operator: v1::Operator::In,
+                    values: vec![a.into()],
+                    min_values: None,
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn each_architecture_launches_its_own_image() {
+        let mut graviton = it("m6g.large", 2, &[]);
+        graviton.labels.insert(labels::ARCH.into(), "arm64".into());
+        let its = vec![it("m5.large", 2, &[]), graviton, it("c5.large", 2, &[])];
+        let o = |t: &str, price: f64| Override {
+            instance_type: t.into(),
+            subnet_id: "subnet-1".into(),
+            zone: "a".into(),
+            price,
+        };
+        let overrides = vec![
+            o("m6g.large", 0.07),
+            o("m5.large", 0.09),
+            o("c5.large", 0.1),
+        ];
+        // Newest first: the first image of an architecture wins over older ones.
+        let amis = vec![
+            ami("ami-x86-new", Some("amd64")),
+            ami("ami-arm", Some("arm64")),
+            ami("ami-x86-old", Some("amd64")),
+        ];
+        let groups = overrides_by_image(&overrides, &its, &amis);
+        let names: Vec<(&str, Vec<&str>)> = groups
+            .iter()
+            .map(|(id, g)| {
+                (
+                    id.as_str(),
+                    g.iter().map(|o| o.instance_type.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("ami-arm", vec!["m6g.large"]),
+                ("ami-x86-new", vec!["m5.large", "c5.large"])
+            ]
+        );
+        // Only an x86 image: the Graviton override is dropped, not launched with it.
+        let groups = overrides_by_image(&overrides, &its, &[ami("ami-x86", Some("amd64"))]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].1.len(), 2);
+        // An image without an architecture requirement boots anything.
+        let groups = overrides_by_image(&overrides, &its, &[ami("ami-any", None)]);
+        assert_eq!(groups[0].1.len(), 3);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The live EC2 provider (feature `sdk`): official AWS SDK for Rust, tested against moto.
 
+pub mod ami;
 pub mod cloudprovider;
 pub mod convert;
 pub mod drift;
@@ -16,7 +17,7 @@ pub use cloudprovider::AwsCloudProvider;
 pub use error::AwsError;
 pub use provider::Ec2Provider;
 /// Re-exported so callers and tests configure clients with exactly the SDK version used here.
-pub use {aws_config, aws_sdk_ec2, aws_sdk_iam, aws_sdk_sqs};
+pub use {aws_config, aws_sdk_ec2, aws_sdk_iam, aws_sdk_sqs, aws_sdk_ssm};
 
 /// The AWS service clients the provider uses, from one shared configuration.
 #[derive(Debug, Clone)]
@@ -27,6 +28,11 @@ pub struct AwsClients {
     pub iam: aws_sdk_iam::Client,
     /// SQS (the interruption queue).
     pub sqs: aws_sdk_sqs::Client,
+    /// SSM (the parameters behind image aliases such as `al2023@latest`).
+    pub ssm: aws_sdk_ssm::Client,
+    /// Prepended to every SSM parameter name an alias looks up; empty (AWS's own
+    /// `/aws/service/...` names) unless [`AwsClients::with_ssm_parameter_prefix`] says otherwise.
+    pub ssm_parameter_prefix: String,
 }
 
 impl AwsClients {
@@ -36,7 +42,18 @@ impl AwsClients {
             ec2: aws_sdk_ec2::Client::new(conf),
             iam: aws_sdk_iam::Client::new(conf),
             sqs: aws_sdk_sqs::Client::new(conf),
+            ssm: aws_sdk_ssm::Client::new(conf),
+            ssm_parameter_prefix: String::new(),
         }
+    }
+
+    /// For tests against moto only: look alias parameters up under `prefix` (e.g.
+    /// `/karpenter-test/run-1` → `/karpenter-test/run-1/aws/service/eks/...`). Moto has none of
+    /// the EKS parameters and refuses PutParameter on names that start with `/aws`, so tests
+    /// publish them under a prefix instead; on AWS the prefix stays empty.
+    pub fn with_ssm_parameter_prefix(mut self, prefix: &str) -> Self {
+        self.ssm_parameter_prefix = prefix.trim_end_matches('/').to_owned();
+        self
     }
 
     /// Clients from the standard AWS configuration chain (environment, profile, IMDS/IRSA;

@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::types::{Filter, Image};
 use karpenter_api::ec2::{
     AmiSelectorTerm, EC2NodeClass, EC2NodeClassStatus, ResolvedAmi, ResolvedSecurityGroup,
     ResolvedSubnet, SelectorTerm,
 };
-use karpenter_api::v1::Condition;
+use karpenter_api::v1::{Condition, NodeSelectorRequirementWithMinValues, Operator};
+use karpenter_solver::labels;
 
+use super::ami::{self, Alias, AliasLookup};
 use super::error::{AwsError, from_sdk};
 
 /// Condition types of an EC2NodeClass.
@@ -151,17 +153,78 @@ pub async fn resolve_security_groups(
     Ok(found.into_values().collect())
 }
 
-/// Images matching any term given by id, name, tags or owner. Aliases (`al2023@latest`) need
-/// the SSM parameters of EKS-optimised images and are reported as unresolved for now.
+/// Kubernetes architecture of an EC2 image architecture (`x86_64` → `amd64`); others (`i386`,
+/// the `_mac` ones) are kept as EC2 names them, which no instance type's label matches.
+pub fn kubernetes_arch(ec2_arch: &str) -> &str {
+    match ec2_arch {
+        "x86_64" => "amd64",
+        other => other,
+    }
+}
+
+/// A DescribeImages answer as status: id, name, and the architecture requirement instance
+/// types must meet to boot it.
+fn resolved_ami(image: &Image) -> Option<(String, ResolvedAmi)> {
+    let id = image.image_id()?;
+    let requirements = image
+        .architecture()
+        .map(|a| NodeSelectorRequirementWithMinValues {
+            key: labels::ARCH.to_owned(),
+            operator: Operator::In,
+            values: vec![kubernetes_arch(a.as_str()).to_owned()],
+            min_values: None,
+        })
+        .into_iter()
+        .collect();
+    let ami = ResolvedAmi {
+        id: id.to_owned(),
+        name: image.name().map(str::to_owned),
+        requirements,
+    };
+    Some((image.creation_date().unwrap_or_default().to_owned(), ami))
+}
+
+/// The architecture an image requires (`None`: any).
+pub fn ami_arch(ami: &ResolvedAmi) -> Option<&str> {
+    ami.requirements
+        .iter()
+        .find(|r| r.key == labels::ARCH && r.operator == Operator::In)
+        .and_then(|r| r.values.first())
+        .map(String::as_str)
+}
+
+async fn describe_images(
+    req: aws_sdk_ec2::operation::describe_images::builders::DescribeImagesFluentBuilder,
+    found: &mut BTreeMap<String, (String, ResolvedAmi)>,
+) -> Result<usize, AwsError> {
+    let out = req
+        .send()
+        .await
+        .map_err(|e| from_sdk("DescribeImages", e))?;
+    let mut n = 0;
+    for (created, ami) in out.images().iter().filter_map(resolved_ami) {
+        n += 1;
+        found.insert(ami.id.clone(), (created, ami));
+    }
+    Ok(n)
+}
+
+/// Images matching any term given by id, name, tags or owner, or by an `alias` (through
+/// `aliases`' SSM parameters; without `aliases` an alias is reported unresolved). Newest first
+/// (then by id), like upstream, so the first image of an architecture is the one to launch.
+/// The second value says, per term that found nothing it could, why.
 pub async fn resolve_amis(
     client: &Client,
     terms: &[AmiSelectorTerm],
+    aliases: Option<&AliasLookup<'_>>,
 ) -> Result<(Vec<ResolvedAmi>, Vec<String>), AwsError> {
-    let mut found: BTreeMap<String, ResolvedAmi> = BTreeMap::new();
-    let mut unsupported = Vec::new();
+    let mut found: BTreeMap<String, (String, ResolvedAmi)> = BTreeMap::new();
+    let mut problems = Vec::new();
     for term in terms {
         if let Some(alias) = &term.alias {
-            unsupported.push(format!("alias {alias}"));
+            if let Some(problem) = resolve_alias(client, alias, aliases, &mut found).await? {
+                problems.push(problem);
+            }
             continue;
         }
         let mut req = client.describe_images();
@@ -177,23 +240,56 @@ pub async fn resolve_amis(
         for f in tag_filters(term.tags.as_ref()) {
             req = req.filters(f);
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| from_sdk("DescribeImages", e))?;
-        for image in out.images() {
-            let Some(id) = image.image_id() else { continue };
-            found.insert(
-                id.to_owned(),
-                ResolvedAmi {
-                    id: id.to_owned(),
-                    name: image.name().map(str::to_owned),
-                    requirements: Vec::new(),
-                },
-            );
-        }
+        describe_images(req, &mut found).await?;
     }
-    Ok((found.into_values().collect(), unsupported))
+    let mut amis: Vec<(String, ResolvedAmi)> = found.into_values().collect();
+    amis.sort_by(|(da, a), (db, b)| db.cmp(da).then_with(|| a.id.cmp(&b.id)));
+    Ok((amis.into_iter().map(|(_, a)| a).collect(), problems))
+}
+
+/// One alias term: its SSM parameters, then DescribeImages on the ids they hold (for the
+/// architecture). `Some(why)` when it yields no image.
+async fn resolve_alias(
+    client: &Client,
+    alias: &str,
+    aliases: Option<&AliasLookup<'_>>,
+    found: &mut BTreeMap<String, (String, ResolvedAmi)>,
+) -> Result<Option<String>, AwsError> {
+    let parsed = match Alias::parse(alias) {
+        Ok(a) => a,
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    let Some(lookup) = aliases else {
+        return Ok(Some(format!(
+            "alias {alias} needs SSM and the cluster's Kubernetes version, which this caller \
+             did not provide"
+        )));
+    };
+    let images = ami::lookup(lookup, &parsed).await?;
+    if images.image_ids.is_empty() {
+        return Ok(Some(format!(
+            "alias {alias} resolves to no image for Kubernetes {}: SSM parameter {} not found",
+            lookup.kubernetes_version,
+            images.missing.join(" and ")
+        )));
+    }
+    // A filter, not ImageIds: EC2 fails the whole call on an id it does not know, and a
+    // parameter may briefly point at an image that is not public yet.
+    let req = client.describe_images().filters(
+        Filter::builder()
+            .name("image-id")
+            .set_values(Some(images.image_ids.clone()))
+            .build(),
+    );
+    if describe_images(req, found).await? == 0 {
+        return Ok(Some(format!(
+            "alias {alias}: SSM names image(s) {} for Kubernetes {}, but DescribeImages finds none \
+             of them",
+            images.image_ids.join(", "),
+            lookup.kubernetes_version
+        )));
+    }
+    Ok(None)
 }
 
 /// A condition: `True` with the type as reason, or `False` with `reason` and `message`.
@@ -214,12 +310,17 @@ pub fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condit
 
 /// Resolves the EC2NodeClass and computes its status. A selector that matches nothing is not
 /// an error: it is a `False` condition whose message names the selector and what to fix.
-pub async fn resolve(client: &Client, nc: &EC2NodeClass) -> Result<EC2NodeClassStatus, AwsError> {
+/// `aliases` resolves `alias` image terms (without it they are `AMIsReady=False`).
+pub async fn resolve(
+    client: &Client,
+    nc: &EC2NodeClass,
+    aliases: Option<&AliasLookup<'_>>,
+) -> Result<EC2NodeClassStatus, AwsError> {
     let spec = &nc.spec;
     let subnets = resolve_subnets(client, &spec.subnet_selector_terms).await?;
     let security_groups =
         resolve_security_groups(client, &spec.security_group_selector_terms).await?;
-    let (amis, unsupported) = resolve_amis(client, &spec.ami_selector_terms).await?;
+    let (amis, problems) = resolve_amis(client, &spec.ami_selector_terms, aliases).await?;
     let mut conditions = vec![
         condition(
             condition::SUBNETS_READY,
@@ -244,12 +345,8 @@ pub async fn resolve(client: &Client, nc: &EC2NodeClass) -> Result<EC2NodeClassS
     ];
     let ami_message = if spec.ami_selector_terms.is_empty() {
         "spec.amiSelectorTerms is empty; select an image by id, name or tags".to_owned()
-    } else if !unsupported.is_empty() && amis.is_empty() {
-        format!(
-            "{} cannot be resolved yet (SSM image aliases are not implemented); select the \
-             image by id, name or tags",
-            unsupported.join(", ")
-        )
+    } else if !problems.is_empty() {
+        problems.join("; ")
     } else {
         "no image matches spec.amiSelectorTerms; check the ids, names, tags and owners".to_owned()
     };
@@ -327,5 +424,21 @@ mod tests {
         };
         let f = term_filters(&by_id, "group-id", "group-name");
         assert_eq!(f[0].name(), Some("group-id"));
+    }
+
+    #[test]
+    fn images_require_their_architecture() {
+        let image = Image::builder()
+            .image_id("ami-1")
+            .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+            .creation_date("2024-08-07T00:00:00.000Z")
+            .build();
+        let (created, ami) = resolved_ami(&image).expect("an image with an id resolves");
+        assert_eq!(created, "2024-08-07T00:00:00.000Z");
+        assert_eq!(ami_arch(&ami), Some("amd64"));
+        assert_eq!(kubernetes_arch("arm64"), "arm64");
+        let no_arch = Image::builder().image_id("ami-2").build();
+        let (_, ami) = resolved_ami(&no_arch).expect("an image with an id resolves");
+        assert_eq!(ami_arch(&ami), None, "no architecture: fits any type");
     }
 }

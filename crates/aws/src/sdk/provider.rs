@@ -64,12 +64,14 @@ impl Ec2Provider {
         "aws"
     }
 
-    /// Resolves an EC2NodeClass (subnets, security groups, images) into its status.
+    /// Resolves an EC2NodeClass (subnets, security groups, images) into its status. Image
+    /// aliases need SSM and the Kubernetes version, which only [`super::AwsCloudProvider`] and
+    /// the status controller have: here they are reported unresolved.
     pub async fn resolve_node_class(
         &self,
         nc: &EC2NodeClass,
     ) -> Result<EC2NodeClassStatus, AwsError> {
-        super::nodeclass::resolve(&self.client, nc).await
+        super::nodeclass::resolve(&self.client, nc, None).await
     }
 
     /// Instance types offered in the region: DescribeInstanceTypes + DescribeInstanceTypeOfferings,
@@ -227,11 +229,18 @@ impl Ec2Provider {
         }
         let requirements = launch::claim_requirements(claim).map_err(AwsError::Fatal)?;
         let requests = launch::claim_requests(claim).map_err(AwsError::Fatal)?;
-        let candidates: Vec<Candidate> =
+        let mut candidates: Vec<Candidate> =
             launch::candidates(instance_types, &requirements, &requests);
+        // A type no resolved image can boot is no candidate (e.g. the alias publishes no arm64
+        // image), so the cheapest bootable ones fill the override budget.
+        candidates.retain(|c| {
+            let arch = launch::arch_of(instance_types, &c.instance_type);
+            launch::image_for(&status.amis, arch).is_some()
+        });
         let Some(capacity_type) = launch::capacity_type(&candidates) else {
             return Err(AwsError::InsufficientCapacity(format!(
-                "no available offering satisfies NodeClaim {claim_name}'s requirements and requests"
+                "no available offering satisfies NodeClaim {claim_name}'s requirements and \
+                 requests with a resolved image for its architecture"
             )));
         };
         let subnets: Vec<(String, String)> = status
@@ -245,6 +254,9 @@ impl Ec2Provider {
                 "no {capacity_type} offering of NodeClaim {claim_name} is in a zone with a selected subnet"
             )));
         }
+        // One launch template per image: an alias resolves to an x86 and an arm64 image, and
+        // each instance type must boot the one built for its architecture.
+        let by_image = launch::overrides_by_image(&overrides, instance_types, &status.amis);
         let node_class_name = node_class.metadata.name.clone().unwrap_or_default();
         let tags = launch::instance_tags(
             &self.cluster,
@@ -252,10 +264,14 @@ impl Ec2Provider {
             &node_class_name,
             &node_class.spec.tags,
         );
-        let template = self.ensure_launch_template(node_class, status).await?;
-        let instance_id = self
-            .create_fleet(&template, capacity_type, &overrides, &tags)
-            .await?;
+        let mut configs = Vec::with_capacity(by_image.len());
+        for (image, group) in by_image {
+            let template = self
+                .ensure_launch_template(node_class, status, &image)
+                .await?;
+            configs.push((template, group));
+        }
+        let instance_id = self.create_fleet(&configs, capacity_type, &tags).await?;
         let instance = self.describe(&instance_id).await?;
         let mut view = instance_view(&instance, instance_types);
         // The NodeClaim keeps its own labels and spec; the instance view adds what launching
@@ -280,12 +296,8 @@ impl Ec2Provider {
         &self,
         node_class: &EC2NodeClass,
         status: &EC2NodeClassStatus,
+        image: &str,
     ) -> Result<String, AwsError> {
-        let image = status
-            .amis
-            .first()
-            .map(|a| a.id.clone())
-            .ok_or_else(|| AwsError::NodeClassNotReady("no image resolved".into()))?;
         let sgs: Vec<String> = status
             .security_groups
             .iter()
@@ -301,13 +313,13 @@ impl Ec2Provider {
         let mut parts = vec![
             self.cluster.as_str(),
             nc_name.as_str(),
-            image.as_str(),
+            image,
             profile.as_str(),
         ];
         parts.extend(sgs.iter().map(String::as_str));
         let name = format!("karpenter.k8s.aws/{:016x}", launch::stable_hash(&parts));
         let mut data = RequestLaunchTemplateData::builder()
-            .image_id(&image)
+            .image_id(image)
             .set_security_group_ids(Some(sgs));
         if let Some(p) = &profile_name {
             data = data.iam_instance_profile(
@@ -340,35 +352,47 @@ impl Ec2Provider {
         }
     }
 
+    /// CreateFleet with one launch template config per `(template, overrides)`; priorities
+    /// follow the overall price order across the configs.
     async fn create_fleet(
         &self,
-        template: &str,
+        configs: &[(String, Vec<launch::Override>)],
         capacity_type: &str,
-        overrides: &[launch::Override],
         tags: &BTreeMap<String, String>,
     ) -> Result<String, AwsError> {
-        let config = FleetLaunchTemplateConfigRequest::builder()
-            .launch_template_specification(
-                FleetLaunchTemplateSpecificationRequest::builder()
-                    .launch_template_name(template)
-                    .version("$Latest")
-                    .build(),
-            )
-            .set_overrides(Some(
-                overrides
-                    .iter()
-                    .enumerate()
-                    .map(|(i, o)| {
-                        FleetLaunchTemplateOverridesRequest::builder()
-                            .instance_type(Ec2InstanceType::from(o.instance_type.as_str()))
-                            .subnet_id(&o.subnet_id)
-                            .availability_zone(&o.zone)
-                            .priority(i as f64)
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .build();
+        let mut all: Vec<&launch::Override> = configs.iter().flat_map(|(_, g)| g).collect();
+        all.sort_by(|a, b| a.price.total_cmp(&b.price));
+        let priority = |o: &launch::Override| {
+            all.iter()
+                .position(|x| std::ptr::eq(*x, o))
+                .unwrap_or(all.len()) as f64
+        };
+        let requests: Vec<FleetLaunchTemplateConfigRequest> = configs
+            .iter()
+            .map(|(template, group)| {
+                FleetLaunchTemplateConfigRequest::builder()
+                    .launch_template_specification(
+                        FleetLaunchTemplateSpecificationRequest::builder()
+                            .launch_template_name(template)
+                            .version("$Latest")
+                            .build(),
+                    )
+                    .set_overrides(Some(
+                        group
+                            .iter()
+                            .map(|o| {
+                                FleetLaunchTemplateOverridesRequest::builder()
+                                    .instance_type(Ec2InstanceType::from(o.instance_type.as_str()))
+                                    .subnet_id(&o.subnet_id)
+                                    .availability_zone(&o.zone)
+                                    .priority(priority(o))
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .build()
+            })
+            .collect();
         let spot = capacity_type == "spot";
         let out = self
             .client
@@ -384,7 +408,7 @@ impl Ec2Provider {
                     })
                     .build(),
             )
-            .launch_template_configs(config)
+            .set_launch_template_configs(Some(requests))
             .spot_options(
                 SpotOptionsRequest::builder()
                     .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
@@ -414,7 +438,8 @@ impl Ec2Provider {
             .collect();
         let err = fleet_error(&errors);
         if matches!(err, AwsError::InsufficientCapacity(_)) {
-            self.mark_unavailable(overrides, capacity_type);
+            let tried: Vec<launch::Override> = all.into_iter().cloned().collect();
+            self.mark_unavailable(&tried, capacity_type);
         }
         Err(err)
     }

@@ -20,6 +20,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::AwsClients;
+use super::ami::{AliasLookup, kubernetes_version};
 use super::error::AwsError;
 use super::iam::{
     SPOT_SERVICE_LINKED_ROLE, SPOT_SERVICE_LINKED_ROLE_FIX, resolve_instance_profile,
@@ -63,7 +64,8 @@ pub fn uses_class(pool: &NodePool, class: &str) -> bool {
     r.group == AWS_GROUP && r.kind == EC2_NODE_CLASS_KIND && r.name == class
 }
 
-/// The full status of an EC2NodeClass: EC2 resolution, the instance profile and, when
+/// The full status of an EC2NodeClass: EC2 resolution (image aliases for Kubernetes
+/// `kubernetes_version`, e.g. `1.31`, through SSM), the instance profile and, when
 /// `spot_allowed`, the spot service-linked role. Missing things are `False` conditions (and a
 /// `False` Ready) with the fix in words, not errors.
 pub async fn compute_status(
@@ -71,8 +73,14 @@ pub async fn compute_status(
     cluster: &str,
     nc: &EC2NodeClass,
     spot_allowed: bool,
+    kubernetes_version: &str,
 ) -> Result<EC2NodeClassStatus, AwsError> {
-    let mut status = resolve(&clients.ec2, nc).await?;
+    let aliases = AliasLookup {
+        ssm: &clients.ssm,
+        prefix: &clients.ssm_parameter_prefix,
+        kubernetes_version,
+    };
+    let mut status = resolve(&clients.ec2, nc, Some(&aliases)).await?;
     use super::nodeclass::condition as c;
     match resolve_instance_profile(&clients.iam, cluster, nc).await {
         Ok(profile) => {
@@ -163,7 +171,10 @@ async fn reconcile(nc: Arc<EC2NodeClass>, ctx: Arc<Ctx>) -> Result<Action, Statu
         .iter()
         .filter(|p| uses_class(p, &name))
         .any(|p| allows_spot(&p.spec.template.spec.requirements));
-    let mut status = compute_status(&ctx.aws, &ctx.options.cluster, &nc, spot_allowed).await?;
+    // Asked each time: after a cluster upgrade, aliases must resolve to the new version's images.
+    let version = kubernetes_version(&ctx.client).await?;
+    let mut status =
+        compute_status(&ctx.aws, &ctx.options.cluster, &nc, spot_allowed, &version).await?;
     let old = nc.status.clone().unwrap_or_default();
     stamp_transitions(&old.conditions, &mut status.conditions, Timestamp::now());
     if nc.status.as_ref() != Some(&status) {

@@ -100,12 +100,48 @@ pub async fn cluster_network(ec2: &Client, cluster: &str) -> Result<Network, Box
     .await
 }
 
-/// Any image moto ships.
+/// An x86_64 image moto ships (the provider boots an image only on instance types of its
+/// architecture; the tests' claims mostly land on amd64 types).
 pub async fn some_image(ec2: &Client) -> Result<String, BoxError> {
-    let out = ec2.describe_images().owners("amazon").send().await?;
+    image_of(ec2, "x86_64").await
+}
+
+/// The first (by id) image moto ships for the EC2 architecture `arch` (`x86_64`, `arm64`).
+pub async fn image_of(ec2: &Client, arch: &str) -> Result<String, BoxError> {
+    let out = ec2
+        .describe_images()
+        .owners("amazon")
+        .filters(
+            karpenter_aws::sdk::aws_sdk_ec2::types::Filter::builder()
+                .name("architecture")
+                .values(arch)
+                .build(),
+        )
+        .send()
+        .await?;
     let mut ids: Vec<&str> = out.images().iter().filter_map(|i| i.image_id()).collect();
     ids.sort();
-    Ok(ids.first().ok_or("moto has no images")?.to_string())
+    Ok(ids
+        .first()
+        .ok_or(format!("moto has no {arch} image"))?
+        .to_string())
+}
+
+/// Publishes (or overwrites) an SSM parameter: the tests' stand-in for AWS's EKS image
+/// parameters, which moto lacks and will not let anyone create under `/aws`.
+pub async fn put_parameter(
+    ssm: &karpenter_aws::sdk::aws_sdk_ssm::Client,
+    name: &str,
+    value: &str,
+) -> Result<(), BoxError> {
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(karpenter_aws::sdk::aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await?;
+    Ok(())
 }
 
 /// Creates an instance profile named `name` in moto's IAM.
