@@ -6,159 +6,43 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use karpenter_api::ec2::{AmiSelectorTerm, EC2NodeClass, EC2NodeClassSpec, SelectorTerm};
+use aws_sdk_ec2::types::Filter;
+use common::fixtures::{self, BoxError, req};
+use karpenter_api::ec2::{EC2NodeClass, SelectorTerm};
 use karpenter_api::labels::{
     CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, ZONE_LABEL,
 };
-use karpenter_api::v1::{self, NodeClaim, NodeClaimSpec, NodeSelectorRequirementWithMinValues};
+use karpenter_api::v1::NodeClaim;
 use karpenter_aws::StaticCatalog;
 use karpenter_aws::sdk::aws_sdk_ec2::{self, Client};
 use karpenter_aws::sdk::{AwsError, Ec2Provider};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+type TestResult = Result<(), BoxError>;
 
-fn tags(pairs: &[(&str, &str)]) -> TagSpecification {
-    TagSpecification::builder()
-        .resource_type(ResourceType::Subnet)
-        .set_tags(Some(
-            pairs
-                .iter()
-                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                .collect(),
-        ))
-        .build()
+/// The shared cluster network: (subnet ids, security group id).
+async fn network(ec2: &Client, cluster: &str) -> Result<(Vec<String>, String), BoxError> {
+    let n = fixtures::cluster_network(ec2, cluster).await?;
+    Ok((n.subnets, n.security_group))
 }
 
-/// A VPC with a subnet in us-east-1a and us-east-1b and a security group, all tagged for
-/// `cluster`, like an EKS cluster's network. Returns (subnet ids, security group id).
-async fn network(
-    ec2: &Client,
-    cluster: &str,
-) -> Result<(Vec<String>, String), Box<dyn std::error::Error>> {
-    let cluster_tag = format!("kubernetes.io/cluster/{cluster}");
-    let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await?;
-    let vpc_id = vpc
-        .vpc()
-        .and_then(|v| v.vpc_id())
-        .ok_or("no vpc id")?
-        .to_owned();
-    let mut subnets = Vec::new();
-    for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
-        let s = ec2
-            .create_subnet()
-            .vpc_id(&vpc_id)
-            .cidr_block(format!("10.0.{i}.0/24"))
-            .availability_zone(*zone)
-            .tag_specifications(tags(&[
-                (&cluster_tag, "shared"),
-                ("Name", &format!("{cluster}-{zone}")),
-            ]))
-            .send()
-            .await?;
-        subnets.push(
-            s.subnet()
-                .and_then(|s| s.subnet_id())
-                .ok_or("no subnet id")?
-                .to_owned(),
-        );
-    }
-    let sg = ec2
-        .create_security_group()
-        .group_name(format!("{cluster}-nodes"))
-        .description("nodes")
-        .vpc_id(&vpc_id)
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::SecurityGroup)
-                .tags(
-                    Tag::builder()
-                        .key("karpenter.sh/discovery")
-                        .value(cluster)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await?;
-    Ok((subnets, sg.group_id().ok_or("no group id")?.to_owned()))
-}
-
-/// An x86_64 image moto ships (it bundles a list of public AMIs; the provider boots an image
-/// only on instance types of its architecture).
-async fn some_image(ec2: &Client) -> Result<String, Box<dyn std::error::Error>> {
-    let out = ec2
-        .describe_images()
-        .owners("amazon")
-        .filters(
-            karpenter_aws::sdk::aws_sdk_ec2::types::Filter::builder()
-                .name("architecture")
-                .values("x86_64")
-                .build(),
-        )
-        .send()
-        .await?;
-    let mut ids: Vec<&str> = out.images().iter().filter_map(|i| i.image_id()).collect();
-    ids.sort();
-    Ok(ids.first().ok_or("moto has no images")?.to_string())
-}
-
+/// The shared EC2NodeClass with a `spec.tags` entry, so launches can be checked for it.
 fn node_class(name: &str, cluster: &str, image: &str) -> EC2NodeClass {
-    EC2NodeClass::new(
-        name,
-        EC2NodeClassSpec {
-            subnet_selector_terms: vec![SelectorTerm {
-                tags: Some(BTreeMap::from([(
-                    format!("kubernetes.io/cluster/{cluster}"),
-                    "*".into(),
-                )])),
-                ..Default::default()
-            }],
-            security_group_selector_terms: vec![SelectorTerm {
-                tags: Some(BTreeMap::from([(
-                    "karpenter.sh/discovery".into(),
-                    cluster.into(),
-                )])),
-                ..Default::default()
-            }],
-            ami_selector_terms: vec![AmiSelectorTerm {
-                id: Some(image.into()),
-                ..Default::default()
-            }],
-            instance_profile: Some("KarpenterNodeInstanceProfile".into()),
-            tags: BTreeMap::from([("team".into(), "platform".into())]),
-            ..Default::default()
-        },
-    )
+    let mut nc = fixtures::node_class(name, cluster, image, "KarpenterNodeInstanceProfile");
+    nc.spec.tags = BTreeMap::from([("team".into(), "platform".into())]);
+    nc
 }
 
 fn claim(name: &str, capacity_type: &str, types: &[&str]) -> NodeClaim {
-    let req = |key: &str, values: &[&str]| NodeSelectorRequirementWithMinValues {
-        key: key.into(),
-        operator: v1::Operator::In,
-        values: values.iter().map(|v| v.to_string()).collect(),
-        min_values: None,
-    };
-    let mut c = NodeClaim::new(
+    fixtures::node_claim(
         name,
-        NodeClaimSpec {
-            taints: vec![],
-            startup_taints: vec![],
-            requirements: vec![
-                req(CAPACITY_TYPE_LABEL, &[capacity_type]),
-                req(INSTANCE_TYPE_LABEL, types),
-                req(ZONE_LABEL, &["us-east-1a", "us-east-1b"]),
-            ],
-            resources: Default::default(),
-            node_class_ref: Default::default(),
-            termination_grace_period: None,
-            expire_after: "Never".into(),
-        },
-    );
-    c.spec.resources.requests = BTreeMap::from([("cpu".to_owned(), Quantity("1".into()))]);
-    c.metadata.labels = Some(BTreeMap::from([(NODE_POOL_LABEL.into(), "default".into())]));
-    c
+        "default",
+        "default",
+        vec![
+            req(CAPACITY_TYPE_LABEL, &[capacity_type]),
+            req(INSTANCE_TYPE_LABEL, types),
+            req(ZONE_LABEL, &["us-east-1a", "us-east-1b"]),
+        ],
+    )
 }
 
 #[tokio::test]
@@ -206,7 +90,7 @@ async fn node_class_resolves_by_tags_and_ids() -> TestResult {
     let ec2 = common::ec2(url).await;
     let cluster = common::unique("nc");
     let (subnets, sg) = network(&ec2, &cluster).await?;
-    let image = some_image(&ec2).await?;
+    let image = fixtures::some_image(&ec2).await?;
     let provider = Ec2Provider::new(ec2, &cluster, common::REGION);
 
     let status = provider
@@ -257,7 +141,7 @@ async fn a_selector_matching_nothing_says_which_tags_it_looked_for() -> TestResu
     };
     let ec2 = common::ec2(url).await;
     let cluster = common::unique("missing");
-    let image = some_image(&ec2).await?;
+    let image = fixtures::some_image(&ec2).await?;
     let provider = Ec2Provider::new(ec2, &cluster, common::REGION);
     let status = provider
         .resolve_node_class(&node_class("default", &cluster, &image))
@@ -301,7 +185,7 @@ async fn create_tags_get_list_and_delete_an_instance() -> TestResult {
     let ec2 = common::ec2(url).await;
     let cluster = common::unique("life");
     network(&ec2, &cluster).await?;
-    let image = some_image(&ec2).await?;
+    let image = fixtures::some_image(&ec2).await?;
     let provider = Ec2Provider::new(ec2.clone(), &cluster, common::REGION);
     let nc = node_class("default", &cluster, &image);
     let status = provider.resolve_node_class(&nc).await?;
@@ -422,7 +306,7 @@ async fn on_demand_claims_launch_on_demand_instances() -> TestResult {
     let ec2 = common::ec2(url).await;
     let cluster = common::unique("od");
     network(&ec2, &cluster).await?;
-    let image = some_image(&ec2).await?;
+    let image = fixtures::some_image(&ec2).await?;
     let provider = Ec2Provider::new(ec2.clone(), &cluster, common::REGION);
     let nc = node_class("default", &cluster, &image);
     let status = provider.resolve_node_class(&nc).await?;
