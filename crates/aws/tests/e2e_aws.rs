@@ -220,7 +220,7 @@ async fn pods_get_instances_that_are_collected_interrupted_and_terminated() -> R
     let provider = Arc::new(AwsCloudProvider::new(
         client.clone(),
         aws.clone(),
-        &cluster,
+        common::cluster_info(&cluster),
         "us-east-1",
     ));
     let clients = Clients::new(&kube_cluster.config().await?)?;

@@ -120,8 +120,13 @@ async fn al2023_alias_launches_each_arch_with_its_image_and_a_new_release_drifts
         .create(&PostParams::default(), &nc)
         .await?;
     // Resolve on every call, so the parameter change below is seen at once.
-    let provider = AwsCloudProvider::new(kube_cluster.client(), aws.clone(), &cluster, "us-east-1")
-        .with_ttls(Duration::ZERO, Duration::from_secs(600));
+    let provider = AwsCloudProvider::new(
+        kube_cluster.client(),
+        aws.clone(),
+        common::cluster_info(&cluster),
+        "us-east-1",
+    )
+    .with_ttls(Duration::ZERO, Duration::from_secs(600));
 
     let status = provider.resolve(&nc).await?;
     let amis: Vec<(&str, Option<&str>)> = status
@@ -246,7 +251,12 @@ async fn a_missing_alias_parameter_names_the_alias_and_the_path() -> Result<(), 
     let nc = Api::<EC2NodeClass>::all(kube_cluster.client())
         .create(&PostParams::default(), &nc)
         .await?;
-    let provider = AwsCloudProvider::new(kube_cluster.client(), aws.clone(), &cluster, "us-east-1");
+    let provider = AwsCloudProvider::new(
+        kube_cluster.client(),
+        aws.clone(),
+        common::cluster_info(&cluster),
+        "us-east-1",
+    );
     let status = provider.resolve(&nc).await?;
     let amis_ready = status
         .conditions

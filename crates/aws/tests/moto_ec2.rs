@@ -52,7 +52,7 @@ async fn live_instance_types_match_the_embedded_catalog() -> TestResult {
     };
     let provider = Ec2Provider::new(
         common::ec2(url).await,
-        &common::unique("it"),
+        common::cluster_info(&common::unique("it")),
         common::REGION,
     );
     let live = provider.instance_types().await?;
@@ -91,7 +91,7 @@ async fn node_class_resolves_by_tags_and_ids() -> TestResult {
     let cluster = common::unique("nc");
     let (subnets, sg) = network(&ec2, &cluster).await?;
     let image = fixtures::some_image(&ec2).await?;
-    let provider = Ec2Provider::new(ec2, &cluster, common::REGION);
+    let provider = Ec2Provider::new(ec2, common::cluster_info(&cluster), common::REGION);
 
     let status = provider
         .resolve_node_class(&node_class("default", &cluster, &image))
@@ -142,7 +142,7 @@ async fn a_selector_matching_nothing_says_which_tags_it_looked_for() -> TestResu
     let ec2 = common::ec2(url).await;
     let cluster = common::unique("missing");
     let image = fixtures::some_image(&ec2).await?;
-    let provider = Ec2Provider::new(ec2, &cluster, common::REGION);
+    let provider = Ec2Provider::new(ec2, common::cluster_info(&cluster), common::REGION);
     let status = provider
         .resolve_node_class(&node_class("default", &cluster, &image))
         .await?;
@@ -186,7 +186,7 @@ async fn create_tags_get_list_and_delete_an_instance() -> TestResult {
     let cluster = common::unique("life");
     network(&ec2, &cluster).await?;
     let image = fixtures::some_image(&ec2).await?;
-    let provider = Ec2Provider::new(ec2.clone(), &cluster, common::REGION);
+    let provider = Ec2Provider::new(ec2.clone(), common::cluster_info(&cluster), common::REGION);
     let nc = node_class("default", &cluster, &image);
     let status = provider.resolve_node_class(&nc).await?;
     let its = provider.instance_types().await?;
@@ -307,7 +307,7 @@ async fn on_demand_claims_launch_on_demand_instances() -> TestResult {
     let cluster = common::unique("od");
     network(&ec2, &cluster).await?;
     let image = fixtures::some_image(&ec2).await?;
-    let provider = Ec2Provider::new(ec2.clone(), &cluster, common::REGION);
+    let provider = Ec2Provider::new(ec2.clone(), common::cluster_info(&cluster), common::REGION);
     let nc = node_class("default", &cluster, &image);
     let status = provider.resolve_node_class(&nc).await?;
     let its = provider.instance_types().await?;

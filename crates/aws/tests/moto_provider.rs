@@ -52,7 +52,12 @@ async fn create_through_the_trait_tags_lists_drifts_and_deletes() -> Result<(), 
         )
         .await?;
 
-    let provider = AwsCloudProvider::new(kube_cluster.client(), aws.clone(), &cluster, "us-east-1");
+    let provider = AwsCloudProvider::new(
+        kube_cluster.client(),
+        aws.clone(),
+        common::cluster_info(&cluster),
+        "us-east-1",
+    );
     let provider: &dyn CloudProvider = &provider;
     let claim_name = format!("{cluster}-claim");
     let claim = fixtures::node_claim(
@@ -268,7 +273,12 @@ async fn legacy_provisioner_launches_into_its_selected_subnets() -> Result<(), B
         .create(&PostParams::default(), &nc)
         .await?;
 
-    let provider = AwsCloudProvider::new(kube_cluster.client(), aws.clone(), &cluster, "us-east-1");
+    let provider = AwsCloudProvider::new(
+        kube_cluster.client(),
+        aws.clone(),
+        common::cluster_info(&cluster),
+        "us-east-1",
+    );
     let mut pool = pool;
     pool.spec.template.spec.node_class_ref.name = class_name.clone();
     // The pool's instance types are offered only in zones with a selected subnet.

@@ -43,6 +43,20 @@ pub struct ControllerArgs {
     /// handling when unset.
     #[arg(long, env = "INTERRUPTION_QUEUE")]
     pub interruption_queue: Option<String>,
+    /// AWS: the API server URL new nodes join (`https://...`, written into their user data).
+    /// Defaults to the URL of the controller's kubeconfig; required when running in-cluster,
+    /// where that URL is the `kubernetes` Service, which a node cannot reach before it joins.
+    /// (Upstream asks EKS DescribeCluster; this controller does not.)
+    #[arg(long, env = "CLUSTER_ENDPOINT")]
+    pub cluster_endpoint: Option<String>,
+    /// AWS: base64 of the cluster's PEM CA bundle, written into the nodes' user data. Defaults
+    /// to the root CA of the controller's kubeconfig or service account.
+    #[arg(long, env = "CLUSTER_CA_BUNDLE")]
+    pub cluster_ca_bundle: Option<String>,
+    /// AWS: the cluster's Service CIDR (e.g. `10.100.0.0/16`), AL2023's `NodeConfig`
+    /// `spec.cluster.cidr`, which nodeadm needs; left out of the NodeConfig when unset.
+    #[arg(long, env = "CLUSTER_CIDR")]
+    pub cluster_cidr: Option<String>,
     /// Act without electing a leader (a single replica, or tests). With it, two replicas
     /// would both act.
     #[arg(long, env = "DISABLE_LEADER_ELECTION")]
@@ -178,7 +192,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
     let pod_name = std::env::var("POD_NAME").ok();
     let (provider, aws_setup): (Arc<dyn CloudProvider>, Option<aws::Setup>) =
         if args.cloud_provider == "aws" {
-            let (p, setup) = aws::provider(args, &clients.client, &mut registry).await?;
+            let (p, setup) = aws::provider(args, &config, &clients.client, &mut registry).await?;
             (p, Some(setup))
         } else {
             (Arc::new(KwokProvider::new(clients.client.clone())), None)
@@ -234,6 +248,7 @@ mod aws {
     use std::time::Duration;
 
     use anyhow::{Context, Result};
+    use karpenter_aws::sdk::cluster::ClusterFlags;
     use karpenter_aws::sdk::interruption::{
         InterruptionController, InterruptionMetrics, InterruptionOptions,
     };
@@ -310,21 +325,43 @@ mod aws {
         }
     }
 
-    /// The flags `--cloud-provider aws` needs.
+    /// The flags `--cloud-provider aws` needs; an explicit `--cluster-endpoint` or
+    /// `--cluster-ca-bundle` must be usable.
     pub fn validate(args: &ControllerArgs) -> Result<String> {
-        args.cluster_name
+        let cluster = args
+            .cluster_name
             .clone()
             .filter(|c| !c.is_empty())
-            .context("--cloud-provider aws needs the cluster name (CLUSTER_NAME or --cluster-name)")
+            .context(
+                "--cloud-provider aws needs the cluster name (CLUSTER_NAME or --cluster-name)",
+            )?;
+        cluster_flags(args).validate(&cluster)?;
+        Ok(cluster)
+    }
+
+    fn cluster_flags(args: &ControllerArgs) -> ClusterFlags<'_> {
+        ClusterFlags {
+            endpoint: args.cluster_endpoint.as_deref(),
+            ca_bundle: args.cluster_ca_bundle.as_deref(),
+            service_cidr: args.cluster_cidr.as_deref(),
+        }
     }
 
     /// The AWS provider from the flags and the standard AWS configuration chain.
     pub async fn provider(
         args: &ControllerArgs,
+        config: &kube::Config,
         client: &kube::Client,
         registry: &mut Registry,
     ) -> Result<(Arc<dyn CloudProvider>, Setup)> {
         let cluster = validate(args)?;
+        let info = cluster_flags(args).resolve(&cluster, config)?;
+        if info.service_cidr.is_none() {
+            tracing::warn!(
+                "no --cluster-cidr: AL2023 nodes get a NodeConfig without spec.cluster.cidr, \
+                 which nodeadm needs"
+            );
+        }
         let conf = karpenter_aws::sdk::aws_config::load_defaults(
             karpenter_aws::sdk::aws_config::BehaviorVersion::latest(),
         )
@@ -334,8 +371,8 @@ mod aws {
             .map(|r| r.to_string())
             .context("no AWS region: set AWS_REGION (or a profile with a region)")?;
         let aws = AwsClients::new(&conf);
-        tracing::info!(%cluster, %region, "AWS provider");
-        let provider = AwsCloudProvider::new(client.clone(), aws.clone(), &cluster, &region);
+        tracing::info!(%cluster, %region, endpoint = %info.endpoint, "AWS provider");
+        let provider = AwsCloudProvider::new(client.clone(), aws.clone(), info, &region);
         let metrics = InterruptionMetrics::register(registry);
         Ok((
             Arc::new(provider),
@@ -346,6 +383,46 @@ mod aws {
                 metrics,
             },
         ))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use clap::Parser;
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ControllerArgs,
+        }
+
+        #[test]
+        fn cluster_flags_are_read_and_checked_at_start() -> Result<(), String> {
+            let parse = |extra: &[&str]| {
+                let mut argv = vec!["k", "--cluster-name", "demo"];
+                argv.extend_from_slice(extra);
+                Cli::try_parse_from(argv)
+                    .map(|c| c.args)
+                    .map_err(|e| e.to_string())
+            };
+            let ok = parse(&[
+                "--cluster-endpoint",
+                "https://api.example",
+                "--cluster-ca-bundle",
+                "UEVN",
+                "--cluster-cidr",
+                "10.100.0.0/16",
+            ])?;
+            assert_eq!(validate(&ok).map_err(|e| e.to_string())?, "demo");
+            assert_eq!(cluster_flags(&ok).service_cidr, Some("10.100.0.0/16"));
+            let bad = parse(&["--cluster-endpoint", "http://api.example"])?;
+            let msg = validate(&bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(msg.contains("--cluster-endpoint"), "{msg}");
+            Ok(())
+        }
     }
 }
 
@@ -386,6 +463,7 @@ mod aws {
     /// Always an error: this binary has no AWS support.
     pub async fn provider(
         _args: &ControllerArgs,
+        _config: &kube::Config,
         _client: &kube::Client,
         _registry: &mut Registry,
     ) -> Result<(Arc<dyn CloudProvider>, Setup)> {

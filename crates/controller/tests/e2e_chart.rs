@@ -200,11 +200,24 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
         .err()
         .context("aws without settings.clusterName must not render")?;
     assert!(err.to_string().contains("settings.clusterName"), "{err}");
+    let no_endpoint = render(
+        r,
+        &["controller.cloudProvider=aws", "settings.clusterName=demo"],
+    );
+    let err = no_endpoint
+        .err()
+        .context("aws without settings.clusterEndpoint must not render")?;
+    assert!(
+        err.to_string().contains("settings.clusterEndpoint"),
+        "{err}"
+    );
     let aws = render(
         r,
         &[
             "controller.cloudProvider=aws",
             "settings.clusterName=demo",
+            "settings.clusterEndpoint=https://demo.example.com",
+            "settings.clusterCIDR=10.100.0.0/16",
             "settings.interruptionQueue=demo-queue",
         ],
     )?;
@@ -220,6 +233,11 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
     };
     assert_eq!(env_value("CLOUD_PROVIDER"), Some("aws".into()));
     assert_eq!(env_value("CLUSTER_NAME"), Some("demo".into()));
+    assert_eq!(
+        env_value("CLUSTER_ENDPOINT"),
+        Some("https://demo.example.com".into())
+    );
+    assert_eq!(env_value("CLUSTER_CIDR"), Some("10.100.0.0/16".into()));
     assert_eq!(env_value("INTERRUPTION_QUEUE"), Some("demo-queue".into()));
     let aws_rules = aws
         .iter()

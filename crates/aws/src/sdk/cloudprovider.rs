@@ -28,6 +28,7 @@ use super::launch;
 use super::provider::Ec2Provider;
 use super::status::{EC2_NODE_CLASS_KIND, compute_status};
 use crate::kubelet::KubeletOverrides;
+use crate::userdata::ClusterInfo;
 
 /// How long a resolved EC2NodeClass is reused (a spec change re-resolves at once).
 pub const RESOLVE_TTL: Duration = Duration::from_secs(60);
@@ -77,8 +78,9 @@ fn kube_err(e: kube::Error) -> CloudProviderError {
 
 impl AwsCloudProvider {
     /// A provider for `cluster` in `region`: AWS calls through `aws`, EC2NodeClasses and
-    /// NodeClaim annotations through `client`.
-    pub fn new(client: Client, aws: AwsClients, cluster: &str, region: &str) -> Self {
+    /// NodeClaim annotations through `client`; launched nodes bootstrap against `cluster`'s
+    /// API server endpoint and CA bundle.
+    pub fn new(client: Client, aws: AwsClients, cluster: ClusterInfo, region: &str) -> Self {
         Self {
             ec2: Ec2Provider::new(aws.ec2.clone(), cluster, region),
             aws,

@@ -15,6 +15,8 @@ use super::nodeclass::ami_arch;
 
 /// CreateFleet accepts at most this many overrides per launch template config.
 pub const MAX_OVERRIDES: usize = 60;
+/// CreateFleet accepts at most this many launch template configs.
+pub const MAX_LAUNCH_TEMPLATE_CONFIGS: usize = 50;
 /// Tag naming the NodeClaim an instance was launched for.
 pub const NODECLAIM_TAG: &str = "karpenter.sh/nodeclaim";
 /// Tag naming the NodePool.
@@ -178,6 +180,32 @@ pub fn overrides_by_image(
         match groups.iter_mut().find(|(id, _)| *id == image.id) {
             Some((_, g)) => g.push(o.clone()),
             None => groups.push((image.id.clone(), vec![o.clone()])),
+        }
+    }
+    groups
+}
+
+/// The pod capacity (kubelet `maxPods`) of the named instance type.
+pub fn max_pods_of(instance_types: &[InstanceType], name: &str) -> Option<i64> {
+    instance_types
+        .iter()
+        .find(|it| it.name == name)
+        .map(|it| it.capacity.get(karpenter_solver::resources::PODS))
+}
+
+/// Splits one image's overrides by their instance type's max pods: each group gets its own
+/// user data (kubelet's `maxPods`), hence its own launch template, like upstream. Groups come
+/// in the order of their cheapest override and keep the price order.
+pub fn overrides_by_max_pods(
+    overrides: &[Override],
+    instance_types: &[InstanceType],
+) -> Vec<(Option<i64>, Vec<Override>)> {
+    let mut groups: Vec<(Option<i64>, Vec<Override>)> = Vec::new();
+    for o in overrides {
+        let pods = max_pods_of(instance_types, &o.instance_type);
+        match groups.iter_mut().find(|(p, _)| *p == pods) {
+            Some((_, g)) => g.push(o.clone()),
+            None => groups.push((pods, vec![o.clone()])),
         }
     }
     groups
@@ -390,6 +418,36 @@ mod tests {
         // An image without an architecture requirement boots anything.
         let groups = overrides_by_image(&overrides, &its, &[ami("ami-any", None)]);
         assert_eq!(groups[0].1.len(), 3);
+    }
+
+    #[test]
+    fn overrides_split_by_max_pods_in_price_order() {
+        let mut big = it("m5.xlarge", 4, &[]);
+        big.capacity.set("pods", 58);
+        let its = vec![it("m5.large", 2, &[]), big, it("c5.large", 2, &[])];
+        let o = |t: &str, price: f64| Override {
+            instance_type: t.into(),
+            subnet_id: "subnet-1".into(),
+            zone: "a".into(),
+            price,
+        };
+        let overrides = vec![
+            o("c5.large", 0.08),
+            o("m5.xlarge", 0.09),
+            o("m5.large", 0.1),
+        ];
+        let groups = overrides_by_max_pods(&overrides, &its);
+        let names: Vec<(Option<i64>, Vec<&str>)> = groups
+            .iter()
+            .map(|(p, g)| (*p, g.iter().map(|o| o.instance_type.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Some(10), vec!["c5.large", "m5.large"]),
+                (Some(58), vec!["m5.xlarge"])
+            ]
+        );
     }
 
     #[test]

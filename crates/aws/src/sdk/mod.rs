@@ -2,6 +2,7 @@
 
 pub mod ami;
 pub mod cloudprovider;
+pub mod cluster;
 pub mod convert;
 pub mod drift;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod launch;
 pub mod nodeclass;
 pub mod provider;
 pub mod status;
+pub mod template;
 
 pub use cloudprovider::AwsCloudProvider;
 pub use error::AwsError;

@@ -14,9 +14,8 @@ use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
     FleetOnDemandAllocationStrategy, FleetType, Instance, InstanceType as Ec2InstanceType,
-    LaunchTemplateIamInstanceProfileSpecificationRequest, LocationType, OnDemandOptionsRequest,
-    RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag,
-    TagSpecification, TargetCapacitySpecificationRequest,
+    LocationType, OnDemandOptionsRequest, ResourceType, SpotAllocationStrategy, SpotOptionsRequest,
+    TargetCapacitySpecificationRequest,
 };
 use karpenter_api::ec2::{EC2NodeClass, EC2NodeClassStatus};
 use karpenter_api::v1::NodeClaim;
@@ -27,7 +26,9 @@ use super::error::{AwsError, fleet_error, from_sdk};
 use super::instance::{LIVE_STATES, instance_view, is_live};
 use super::launch::{self, Candidate, NODECLAIM_TAG, NODEPOOL_TAG};
 use super::nodeclass::not_ready_reason;
+use super::template::{self, tag_spec};
 use crate::catalog::StaticCatalog;
+use crate::userdata::ClusterInfo;
 
 /// How long an offering that failed with insufficient capacity is skipped (upstream: 3 min).
 pub const UNAVAILABLE_TTL: Duration = Duration::from_secs(180);
@@ -36,7 +37,8 @@ pub const UNAVAILABLE_TTL: Duration = Duration::from_secs(180);
 #[derive(Debug)]
 pub struct Ec2Provider {
     client: Client,
-    cluster: String,
+    /// Name, API server and CA the nodes' user data points at.
+    cluster: ClusterInfo,
     region: String,
     /// (instance type, zone, capacity type) → unavailable until.
     unavailable: Mutex<HashMap<(String, String, String), Instant>>,
@@ -45,10 +47,11 @@ pub struct Ec2Provider {
 impl Ec2Provider {
     /// A provider for `cluster` in `region` using `client` (build it with
     /// `aws_config::defaults(...)`; `AWS_ENDPOINT_URL` or `.endpoint_url()` points it at moto).
-    pub fn new(client: Client, cluster: &str, region: &str) -> Self {
+    /// Launched nodes bootstrap against `cluster`'s endpoint and CA.
+    pub fn new(client: Client, cluster: ClusterInfo, region: &str) -> Self {
         Self {
             client,
-            cluster: cluster.to_owned(),
+            cluster,
             region: region.to_owned(),
             unavailable: Mutex::new(HashMap::new()),
         }
@@ -56,6 +59,11 @@ impl Ec2Provider {
 
     /// The cluster name instances are tagged with.
     pub fn cluster(&self) -> &str {
+        &self.cluster.name
+    }
+
+    /// The cluster the nodes join.
+    pub fn cluster_info(&self) -> &ClusterInfo {
         &self.cluster
     }
 
@@ -259,17 +267,46 @@ impl Ec2Provider {
         let by_image = launch::overrides_by_image(&overrides, instance_types, &status.amis);
         let node_class_name = node_class.metadata.name.clone().unwrap_or_default();
         let tags = launch::instance_tags(
-            &self.cluster,
+            &self.cluster.name,
             claim,
             &node_class_name,
             &node_class.spec.tags,
         );
-        let mut configs = Vec::with_capacity(by_image.len());
+        let family = template::family(node_class)?;
+        // Within an image, one template per max-pods value: kubelet's maxPods is in the user
+        // data. Identical user data (same labels, taints, pods) reuses the template.
+        let mut groups: Vec<(String, Option<i64>, Vec<launch::Override>)> = Vec::new();
         for (image, group) in by_image {
-            let template = self
-                .ensure_launch_template(node_class, status, &image)
-                .await?;
-            configs.push((template, group));
+            for (pods, g) in launch::overrides_by_max_pods(&group, instance_types) {
+                groups.push((image.clone(), pods, g));
+            }
+        }
+        groups.sort_by(|a, b| a.2[0].price.total_cmp(&b.2[0].price));
+        // CreateFleet takes at most 50 configs; the dropped ones are the most expensive.
+        groups.truncate(launch::MAX_LAUNCH_TEMPLATE_CONFIGS);
+        let mut configs = Vec::with_capacity(groups.len());
+        for (image, pods, group) in groups {
+            let bootstrap = template::bootstrap(
+                &self.cluster,
+                family,
+                claim,
+                node_class,
+                capacity_type,
+                pods,
+            );
+            let user_data = bootstrap
+                .render_base64()
+                .map_err(|e| AwsError::NodeClassNotReady(e.to_string()))?;
+            let name = template::ensure(
+                &self.client,
+                &self.cluster.name,
+                node_class,
+                status,
+                &image,
+                &user_data,
+            )
+            .await?;
+            configs.push((name, group));
         }
         let instance_id = self.create_fleet(&configs, capacity_type, &tags).await?;
         let instance = self.describe(&instance_id).await?;
@@ -288,68 +325,6 @@ impl Ec2Provider {
         st.allocatable = inst.allocatable;
         out.status = Some(st);
         Ok(out)
-    }
-
-    /// A launch template per (cluster, NodeClass, image, security groups, profile), named by a
-    /// stable hash of those so a change makes a new template instead of mutating one in use.
-    async fn ensure_launch_template(
-        &self,
-        node_class: &EC2NodeClass,
-        status: &EC2NodeClassStatus,
-        image: &str,
-    ) -> Result<String, AwsError> {
-        let sgs: Vec<String> = status
-            .security_groups
-            .iter()
-            .map(|g| g.id.clone())
-            .collect();
-        let nc_name = node_class.metadata.name.clone().unwrap_or_default();
-        // The resolved profile (for `spec.role`, the one Karpenter manages), else the spec's.
-        let profile_name = status
-            .instance_profile
-            .clone()
-            .or_else(|| node_class.spec.instance_profile.clone());
-        let profile = profile_name.clone().unwrap_or_default();
-        let mut parts = vec![
-            self.cluster.as_str(),
-            nc_name.as_str(),
-            image,
-            profile.as_str(),
-        ];
-        parts.extend(sgs.iter().map(String::as_str));
-        let name = format!("karpenter.k8s.aws/{:016x}", launch::stable_hash(&parts));
-        let mut data = RequestLaunchTemplateData::builder()
-            .image_id(image)
-            .set_security_group_ids(Some(sgs));
-        if let Some(p) = &profile_name {
-            data = data.iam_instance_profile(
-                LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
-                    .name(p)
-                    .build(),
-            );
-        }
-        let result = self
-            .client
-            .create_launch_template()
-            .launch_template_name(&name)
-            .launch_template_data(data.build())
-            .tag_specifications(tag_spec(
-                ResourceType::LaunchTemplate,
-                &BTreeMap::from([
-                    (launch::cluster_tag(&self.cluster), "owned".to_owned()),
-                    (launch::NODECLASS_TAG.to_owned(), nc_name.clone()),
-                ]),
-            ))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(name),
-            Err(e) => match from_sdk("CreateLaunchTemplate", e) {
-                // Another launch (or an earlier run) created it: same inputs, same template.
-                AwsError::Fatal(msg) if msg.contains("AlreadyExists") => Ok(name),
-                other => Err(other),
-            },
-        }
     }
 
     /// CreateFleet with one launch template config per `(template, overrides)`; priorities
@@ -494,7 +469,7 @@ impl Ec2Provider {
                 .values(claim)
                 .build(),
             Filter::builder()
-                .name(format!("tag:{}", launch::cluster_tag(&self.cluster)))
+                .name(format!("tag:{}", launch::cluster_tag(&self.cluster.name)))
                 .values("owned")
                 .build(),
         ];
@@ -526,7 +501,7 @@ impl Ec2Provider {
                 .values(NODEPOOL_TAG)
                 .build(),
             Filter::builder()
-                .name(format!("tag:{}", launch::cluster_tag(&self.cluster)))
+                .name(format!("tag:{}", launch::cluster_tag(&self.cluster.name)))
                 .values("owned")
                 .build(),
             Filter::builder()
@@ -564,15 +539,4 @@ impl Ec2Provider {
             .map_err(|e| from_sdk("TerminateInstances", e))?;
         Ok(())
     }
-}
-
-fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
-    TagSpecification::builder()
-        .resource_type(resource)
-        .set_tags(Some(
-            tags.iter()
-                .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                .collect(),
-        ))
-        .build()
 }

@@ -114,5 +114,19 @@ pub async fn aws_clients(url: &str) -> karpenter_aws::sdk::AwsClients {
     karpenter_aws::sdk::AwsClients::new(&conf)
 }
 
+/// The API server endpoint the tests' nodes bootstrap against (nothing dials it).
+pub const TEST_ENDPOINT: &str = "https://api.karpenter-test.example:443";
+/// Base64 of the tests' (fake) PEM CA bundle.
+pub const TEST_CA_BUNDLE: &str =
+    "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCnRlc3QKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=";
+
+/// The cluster `name` as the provider's user data names it.
+pub fn cluster_info(name: &str) -> karpenter_aws::userdata::ClusterInfo {
+    match karpenter_aws::userdata::ClusterInfo::new(name, TEST_ENDPOINT, TEST_CA_BUNDLE) {
+        Ok(c) => c.with_service_cidr(Some("10.100.0.0/16".into())),
+        Err(e) => panic!("the test cluster settings are valid: {e}"),
+    }
+}
+
 #[cfg(feature = "sdk")]
 pub mod fixtures;
