@@ -15,13 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::fixtures::{self, BoxError};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSpec, NodeStatus, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
-    Taint,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Pod, Taint};
 use karpenter_api::ec2::EC2NodeClass;
 use karpenter_api::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL};
 use karpenter_api::v1::{
@@ -34,7 +29,7 @@ use karpenter_aws::sdk::launch::instance_id;
 use karpenter_aws::sdk::{AwsCloudProvider, AwsError};
 use karpenter_controller::{Clients, Metrics, Options};
 use karpenter_providers::CloudProvider;
-use karpenter_testkit::TestCluster;
+use karpenter_testkit::{TestCluster, workloads};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 
@@ -73,48 +68,11 @@ fn node_pool(name: &str, class: &str) -> NodePool {
 }
 
 fn deployment(name: &str, pool: &str, replicas: i32) -> Deployment {
-    let labels = BTreeMap::from([("app".to_string(), name.to_string())]);
-    Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "app".into(),
-                        image: Some("registry.invalid/app:1".into()),
-                        resources: Some(ResourceRequirements {
-                            requests: Some(BTreeMap::from([(
-                                "cpu".to_string(),
-                                Quantity("500m".into()),
-                            )])),
-                            ..ResourceRequirements::default()
-                        }),
-                        ..Container::default()
-                    }],
-                    node_selector: Some(BTreeMap::from([(
-                        POOL_LABEL.to_string(),
-                        pool.to_string(),
-                    )])),
-                    termination_grace_period_seconds: Some(0),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        status: None,
-    }
+    workloads::deployment(
+        name,
+        replicas,
+        workloads::pod_spec("500m", POOL_LABEL, pool),
+    )
 }
 
 /// The Node a kubelet on the NodeClaim's instance would register.

@@ -19,6 +19,7 @@
 mod error;
 mod plane;
 mod wait;
+pub mod workloads;
 
 use std::path::Path;
 use std::sync::Arc;

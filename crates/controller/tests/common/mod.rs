@@ -12,12 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    Container, Node, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use karpenter_api::kwok::{KWOKNodeClass, KWOKNodeClassSpec};
 use karpenter_api::labels::NODE_POOL_LABEL;
 use karpenter_api::v1::{
@@ -26,7 +22,7 @@ use karpenter_api::v1::{
 };
 use karpenter_controller::{Clients, Metrics, Options, Running};
 use karpenter_providers::kwok::KwokProvider;
-use karpenter_testkit::{TestCluster, TestNamespace, unique_name};
+use karpenter_testkit::{TestCluster, TestNamespace, unique_name, workloads};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 
@@ -135,51 +131,13 @@ impl Env {
     }
 
     pub fn pod_spec(&self, cpu: &str) -> PodSpec {
-        PodSpec {
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some("registry.invalid/app:1".into()),
-                resources: Some(ResourceRequirements {
-                    requests: Some(BTreeMap::from([("cpu".to_string(), Quantity(cpu.into()))])),
-                    ..ResourceRequirements::default()
-                }),
-                ..Container::default()
-            }],
-            node_selector: Some(BTreeMap::from([(
-                POOL_LABEL.to_string(),
-                self.pool.clone(),
-            )])),
-            termination_grace_period_seconds: Some(0),
-            ..PodSpec::default()
-        }
+        workloads::pod_spec(cpu, POOL_LABEL, &self.pool)
     }
 
     /// A Deployment of `replicas` pods requesting `cpu` each, labelled `app=<name>`, on this
     /// test's pool.
     pub fn deployment(&self, name: &str, replicas: i32, cpu: &str) -> Deployment {
-        let labels = BTreeMap::from([("app".to_string(), name.to_string())]);
-        Deployment {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(DeploymentSpec {
-                replicas: Some(replicas),
-                selector: LabelSelector {
-                    match_labels: Some(labels.clone()),
-                    ..LabelSelector::default()
-                },
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(labels),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: Some(self.pod_spec(cpu)),
-                },
-                ..DeploymentSpec::default()
-            }),
-            status: None,
-        }
+        workloads::deployment(name, replicas, self.pod_spec(cpu))
     }
 
     /// The pods labelled `app=<app>` in the test namespace.
