@@ -49,6 +49,24 @@ pub struct Decision {
     pub consolidation_type: String,
 }
 
+/// `{consolidation_type}` of a failed validation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsolidationType {
+    /// `single` or `multi` for consolidation, empty for emptiness.
+    pub consolidation_type: String,
+}
+
+/// `{decision, nodepool, policy}` of pods moved by consolidation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Moves {
+    /// `delete` or `replace`.
+    pub decision: String,
+    /// NodePool of the command's first node.
+    pub nodepool: String,
+    /// `WhenEmpty` or `WhenEmptyOrUnderutilized`.
+    pub policy: String,
+}
+
 /// Every metric the controller exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -72,6 +90,12 @@ pub struct Metrics {
     pub unschedulable_pods: Gauge,
     /// `karpenter_voluntary_disruption_decisions_total{decision,reason,consolidation_type}`.
     pub disruption_decisions: Family<Decision, Counter>,
+    /// `karpenter_voluntary_disruption_failed_validations_total{consolidation_type}`: commands
+    /// that lost candidates (or all of them) in validation.
+    pub disruption_failed_validations: Family<ConsolidationType, Counter>,
+    /// `karpenter_consolidation_moves_total{decision,nodepool,policy}`: pods rescheduled by
+    /// emptiness and consolidation commands.
+    pub consolidation_moves: Family<Moves, Counter>,
     /// `karpenter_voluntary_disruption_queue_failures_total`: commands rolled back.
     pub disruption_queue_failures: Counter,
     /// `karpenter_voluntary_disruption_decision_evaluation_duration_seconds`.
@@ -95,6 +119,8 @@ impl Metrics {
             scheduling_duration: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             unschedulable_pods: Gauge::default(),
             disruption_decisions: Family::default(),
+            disruption_failed_validations: Family::default(),
+            consolidation_moves: Family::default(),
             disruption_queue_failures: Counter::default(),
             disruption_evaluation_duration: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             allowed_disruptions: Family::default(),
@@ -141,6 +167,16 @@ impl Metrics {
             "voluntary_disruption_decisions",
             "Disruption commands started, by decision, reason and consolidation type",
             m.disruption_decisions.clone(),
+        );
+        r.register(
+            "voluntary_disruption_failed_validations",
+            "Disruption commands that lost candidates in validation, by consolidation type",
+            m.disruption_failed_validations.clone(),
+        );
+        r.register(
+            "consolidation_moves",
+            "Pods rescheduled by emptiness and consolidation commands",
+            m.consolidation_moves.clone(),
         );
         r.register(
             "voluntary_disruption_queue_failures",

@@ -14,7 +14,7 @@
 //! command found on restart ([`resume`]) continues at step 4 when all its replacements were
 //! recorded, and is rolled back otherwise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use karpenter_api::v1::{NodeClaim, find_condition};
 use karpenter_solver::disruption::Command;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -254,14 +255,18 @@ async fn finish(ctx: Arc<Context>, record: Record) -> Result<()> {
     let deadline = started
         .checked_add(k8s_openapi::jiff::SignedDuration::try_from(timeout).unwrap_or_default())
         .unwrap_or(started);
+    // Read from the cluster state, not the API: a replacement created a moment ago may not be
+    // in the store yet, so only one that was seen and then vanished counts as gone.
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
     loop {
         let mut ready = 0;
         for name in &record.replacements {
-            match claims_api(&ctx).get_opt(name).await? {
-                None => {
+            match ctx.state.node_claims.get(&ObjectRef::new(name)) {
+                None if seen.contains(name.as_str()) => {
                     rollback(&ctx, &record, &format!("replacement {name} is gone")).await;
                     return Ok(());
                 }
+                None => {}
                 Some(c) if c.metadata.deletion_timestamp.is_some() => {
                     rollback(
                         &ctx,
@@ -271,8 +276,12 @@ async fn finish(ctx: Arc<Context>, record: Record) -> Result<()> {
                     .await;
                     return Ok(());
                 }
-                Some(c) if initialized(&c) => ready += 1,
-                Some(_) => {}
+                Some(c) => {
+                    seen.insert(name);
+                    if initialized(&c) {
+                        ready += 1;
+                    }
+                }
             }
         }
         if ready == record.replacements.len() {
@@ -282,7 +291,6 @@ async fn finish(ctx: Arc<Context>, record: Record) -> Result<()> {
             rollback(&ctx, &record, "replacements did not initialize in time").await;
             return Ok(());
         }
-        // Replacements take seconds (kwok) to minutes (clouds); the store is not needed here.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     for c in &record.candidates {

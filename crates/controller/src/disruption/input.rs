@@ -18,15 +18,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use karpenter_api::labels::{CAPACITY_TYPE_LABEL, NODE_POOL_LABEL};
 use karpenter_api::solver_input::disruption::{self as shared, NodeFacts, secs};
 use karpenter_api::solver_input::{self as input};
 use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
 use karpenter_api::v1::{NodeClaim, find_condition};
-use karpenter_solver::InstanceType;
 use karpenter_solver::disruption::{DisruptionProblem, DoNotDisrupt, Drift, NodeState, PodState};
+use karpenter_solver::{InstanceType, PodView};
 
+use crate::provisioning::pending::{is_daemon_set_pod, is_terminal};
 use crate::provisioning::problem as round;
 use crate::state::Snapshot;
 
@@ -54,6 +56,52 @@ fn condition_true(claim: &NodeClaim, type_: &str) -> bool {
         .as_ref()
         .and_then(|s| find_condition(&s.conditions, type_))
         .is_some_and(|c| c.is_true())
+}
+
+/// The pods bound to nodes that are leaving, converted on demand (most rounds have none).
+struct LeavingPods<'a> {
+    snapshot: &'a Snapshot,
+    by_node: Option<HashMap<&'a str, Vec<&'a Pod>>>,
+    namespaces: Option<input::NamespaceIndex>,
+}
+
+impl<'a> LeavingPods<'a> {
+    fn new(snapshot: &'a Snapshot) -> Self {
+        Self {
+            snapshot,
+            by_node: None,
+            namespaces: None,
+        }
+    }
+
+    /// The still running, evictable pods of `node` (DaemonSet pods leave with it).
+    fn take(&mut self, node: &str) -> Vec<PodView> {
+        let snapshot = self.snapshot;
+        let by_node = self.by_node.get_or_insert_with(|| {
+            let mut m: HashMap<&str, Vec<&Pod>> = HashMap::new();
+            for p in &snapshot.pods {
+                let bound = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+                if let Some(n) = bound.filter(|n| !n.is_empty())
+                    && !is_terminal(p)
+                    && p.metadata.deletion_timestamp.is_none()
+                {
+                    m.entry(n).or_default().push(p.as_ref());
+                }
+            }
+            m
+        });
+        let Some(pods) = by_node.remove(node) else {
+            return Vec::new();
+        };
+        let namespaces = self
+            .namespaces
+            .get_or_insert_with(|| round::namespace_index(snapshot));
+        let ctx = input::PodContext { namespaces };
+        pods.into_iter()
+            .filter(|p| !is_daemon_set_pod(p))
+            .filter_map(|p| input::pod_view(p, &ctx, &mut Vec::new()).ok())
+            .collect()
+    }
 }
 
 /// How many pending pods the provisioner could still place (on existing or new nodes). Pods no
@@ -105,6 +153,7 @@ pub fn build(
         })
         .collect();
 
+    let mut leaving = LeavingPods::new(snapshot);
     // Managed nodes: the ones the round kept, plus the ones leaving (as disrupting).
     let mut names: BTreeSet<String> = problem
         .existing_nodes
@@ -126,9 +175,10 @@ pub fn build(
             continue;
         };
         if !names.contains(&name) {
-            // Leaving: the round left it out. Keep it, without pods, so it counts against
-            // budgets; the planner never places pods on a disrupting node.
-            match input::existing_node(node, Vec::new()) {
+            // Leaving: the round left it out. Keep it, with the pods still to be evicted from
+            // it, so it counts against budgets and the planner keeps room for those pods; it
+            // never places pods on a disrupting node.
+            match input::existing_node(node, leaving.take(&name)) {
                 Ok(n) => {
                     names.insert(name.clone());
                     problem.existing_nodes.push(n);

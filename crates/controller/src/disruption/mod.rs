@@ -2,10 +2,10 @@
 //! build the planner input ([`input`]), plan ([`karpenter_solver::disruption::plan`]) and
 //! carry out the commands ([`command`]).
 //!
-//! - Emptiness and consolidation commands are validated: the loop waits
-//!   `disruption_validation_period` (upstream 15 s), plans again and keeps only the commands
-//!   the new plan repeats (same reason, same nodes), with the new plan's replacements. Drift
-//!   and expiration act at once.
+//! - Emptiness and consolidation commands are validated, each by its own task ([`validation`]):
+//!   after `disruption_validation_period` (upstream 15 s) the command itself is checked again
+//!   on fresh state, invalid candidates are dropped and the rest goes. Drift and expiration act
+//!   at once. Rounds never wait for a validation pause.
 //! - Commands run as tasks; their nodes count as disrupting in later rounds (against budgets,
 //!   never candidates) until they are gone, so budgets hold across commands in flight.
 //! - Commands survive restarts: each round resumes commands recorded on NodeClaims that no
@@ -19,6 +19,7 @@ pub mod command;
 pub mod drift;
 pub mod input;
 mod round;
+mod validation;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

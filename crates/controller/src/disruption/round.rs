@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::command::{self, record_of};
 use super::input::{self, Skip};
-use super::{Shared, drift, lock};
+use super::{Shared, drift, lock, validation};
 use crate::context::Context;
 use crate::error::{Error, Result, is_status};
 use crate::metrics::{Decision, ReasonPool};
@@ -36,7 +36,9 @@ pub struct Memory {
     skipped: Option<String>,
 }
 
-/// One round.
+/// One round: every command of the plan is started (drift, expiration) or handed to its own
+/// validation task (emptiness, consolidation), so rounds never wait on each other's validation
+/// pause; the nodes of commands being validated count as disrupting in later rounds.
 pub async fn run(
     ctx: &Arc<Context>,
     shared: &Shared,
@@ -46,49 +48,65 @@ pub async fn run(
     let snapshot = ctx.state.snapshot();
     stamp_pools(ctx, &snapshot).await;
     resume(ctx, shared, &snapshot, tasks).await;
-    let drift = detect_drift(ctx, &snapshot).await;
-    let Some((claims, first)) = plan_once(ctx, shared, &drift, memory).await? else {
-        return Ok(());
-    };
-    report(ctx, &snapshot, &first, memory).await;
-    let (now, later): (Vec<Command>, Vec<Command>) = first
-        .commands
-        .into_iter()
-        .partition(|c| matches!(c.reason, Reason::Drifted | Reason::Expired));
-    for c in now {
-        spawn(ctx, shared, tasks, c, claims.clone());
-    }
-    if later.is_empty() {
-        return Ok(());
-    }
-    tracing::debug!(commands = later.len(), "validating disruption commands");
-    tokio::time::sleep(ctx.options.disruption_validation_period).await;
-    let Some((claims, second)) = plan_once(ctx, shared, &drift, memory).await? else {
-        return Ok(());
-    };
-    for c in later {
-        let nodes: BTreeSet<&String> = c.nodes.iter().collect();
-        let again = second
-            .commands
-            .iter()
-            .find(|n| n.reason == c.reason && n.nodes.iter().collect::<BTreeSet<_>>() == nodes);
-        match again {
-            Some(n) => spawn(ctx, shared, tasks, n.clone(), claims.clone()),
-            None => {
-                tracing::info!(reason = %c.reason, nodes = ?c.nodes, "disruption command no longer holds; dropped")
+    let drift = Arc::new(detect_drift(ctx, &snapshot).await);
+    let in_flight = lock(shared).nodes();
+    let input = match fresh_input(ctx, &drift, &in_flight).await? {
+        Ok(input) => input,
+        Err(Skip::Pending(n)) => {
+            let why = format!("{n} pods pending");
+            if memory.skipped.as_deref() != Some(why.as_str()) {
+                tracing::debug!(pending = n, "disruption waits for pending pods");
+                memory.skipped = Some(why);
             }
+            return Ok(());
         }
+    };
+    memory.skipped = None;
+    for w in &input.warnings {
+        tracing::debug!(warning = %w, "disruption input");
+    }
+    let claims = input.claims;
+    let opts = options(ctx);
+    let problem = input.problem;
+    let started = std::time::Instant::now();
+    let planned = tokio::task::spawn_blocking(move || plan(&problem, &opts))
+        .await
+        .map_err(|e| Error::Invalid(format!("planner task failed: {e}")))?
+        .map_err(|e| Error::Invalid(format!("disruption planner: {e}")))?;
+    ctx.metrics
+        .disruption_evaluation_duration
+        .observe(started.elapsed().as_secs_f64());
+    report(ctx, &snapshot, &planned, memory).await;
+    for c in planned.commands {
+        let validate = !matches!(c.reason, Reason::Drifted | Reason::Expired);
+        spawn(
+            ctx,
+            shared,
+            tasks,
+            c,
+            &claims,
+            validate.then(|| drift.clone()),
+        );
     }
     Ok(())
 }
 
-/// Plans on a fresh snapshot; `None` when the round is skipped.
-async fn plan_once(
-    ctx: &Arc<Context>,
-    shared: &Shared,
+/// The planner's knobs for this controller.
+pub(super) fn options(ctx: &Context) -> DisruptionOptions {
+    DisruptionOptions {
+        now: Timestamp::now().as_second(),
+        spot_to_spot: ctx.options.spot_to_spot_consolidation,
+        ..DisruptionOptions::default()
+    }
+}
+
+/// Builds the planner input from a fresh snapshot; `in_flight` names the nodes of commands
+/// being validated or carried out (they count as disrupting).
+pub(super) async fn fresh_input(
+    ctx: &Context,
     drift: &BTreeMap<String, Drift>,
-    memory: &mut Memory,
-) -> Result<Option<(BTreeMap<String, String>, DisruptionPlan)>> {
+    in_flight: &BTreeSet<String>,
+) -> Result<std::result::Result<input::Input, Skip>> {
     let snapshot = ctx.state.snapshot();
     let mut catalogs = BTreeMap::new();
     for pool in &snapshot.node_pools {
@@ -104,56 +122,28 @@ async fn plan_once(
         .list(&ListParams::default())
         .await?
         .items;
-    let in_flight = lock(shared).nodes();
-    let now = Timestamp::now().as_second();
-    let built = input::build(
+    Ok(input::build(
         &snapshot,
         &catalogs,
         &pdbs,
         drift,
-        &in_flight,
-        now,
+        in_flight,
+        Timestamp::now().as_second(),
         ctx.options.nomination_window,
-    );
-    let input = match built {
-        Ok(i) => i,
-        Err(Skip::Pending(n)) => {
-            let why = format!("{n} pods pending");
-            if memory.skipped.as_deref() != Some(why.as_str()) {
-                tracing::debug!(pending = n, "disruption waits for pending pods");
-                memory.skipped = Some(why);
-            }
-            return Ok(None);
-        }
-    };
-    memory.skipped = None;
-    for w in &input.warnings {
-        tracing::debug!(warning = %w, "disruption input");
-    }
-    let opts = DisruptionOptions {
-        now,
-        spot_to_spot: ctx.options.spot_to_spot_consolidation,
-        ..DisruptionOptions::default()
-    };
-    let problem = input.problem;
-    let started = std::time::Instant::now();
-    let planned = tokio::task::spawn_blocking(move || plan(&problem, &opts))
-        .await
-        .map_err(|e| Error::Invalid(format!("planner task failed: {e}")))?
-        .map_err(|e| Error::Invalid(format!("disruption planner: {e}")))?;
-    ctx.metrics
-        .disruption_evaluation_duration
-        .observe(started.elapsed().as_secs_f64());
-    Ok(Some((input.claims, planned)))
+    ))
 }
 
+/// Runs a command as a task: at once, or after its validation pause when `validate` carries
+/// the round's drift facts. Its nodes count as disrupting from now until the task ends.
 fn spawn(
     ctx: &Arc<Context>,
     shared: &Shared,
     tasks: &mut JoinSet<()>,
     cmd: Command,
-    claims: BTreeMap<String, String>,
+    claims: &BTreeMap<String, String>,
+    validate: Option<Arc<BTreeMap<String, Drift>>>,
 ) {
+    let key = cmd.nodes.join(",");
     {
         let mut guard = lock(shared);
         let busy = guard.nodes();
@@ -167,34 +157,49 @@ fn spawn(
             .collect();
         guard
             .entries
-            .insert(cmd.nodes.join(","), (cmd.nodes.clone(), claim_names));
+            .insert(key.clone(), (cmd.nodes.clone(), claim_names));
     }
+    let (ctx, shared) = (ctx.clone(), shared.clone());
+    let claims = claims.clone();
+    tasks.spawn(async move {
+        let result = match validate {
+            Some(drift) => validation::validate_then_start(&ctx, &shared, &key, cmd, &drift).await,
+            None => {
+                record_decision(&ctx, &cmd);
+                command::start(ctx.clone(), cmd, claims).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "disruption command failed");
+        }
+        lock(&shared).entries.remove(&key);
+    });
+}
+
+/// Counts a command that starts (`karpenter_voluntary_disruption_decisions_total`).
+pub(super) fn record_decision(ctx: &Context, cmd: &Command) {
     let decision = if cmd.replacements.is_empty() {
         "delete"
     } else {
         "replace"
-    };
-    let consolidation_type = match (cmd.reason, cmd.nodes.len()) {
-        (Reason::Underutilized, 1) => "single",
-        (Reason::Underutilized, _) => "multi",
-        _ => "",
     };
     ctx.metrics
         .disruption_decisions
         .get_or_create(&Decision {
             decision: decision.into(),
             reason: cmd.reason.as_str().into(),
-            consolidation_type: consolidation_type.into(),
+            consolidation_type: consolidation_type(cmd).into(),
         })
         .inc();
-    let (ctx, shared) = (ctx.clone(), shared.clone());
-    tasks.spawn(async move {
-        let key = cmd.nodes.join(",");
-        if let Err(e) = command::start(ctx, cmd, claims).await {
-            tracing::warn!(error = %e, "disruption command failed");
-        }
-        lock(&shared).entries.remove(&key);
-    });
+}
+
+/// `single` or `multi` for consolidation, empty otherwise (upstream's label values).
+pub(super) fn consolidation_type(cmd: &Command) -> &'static str {
+    match (cmd.reason, cmd.nodes.len()) {
+        (Reason::Underutilized, 1) => "single",
+        (Reason::Underutilized, _) => "multi",
+        _ => "",
+    }
 }
 
 /// Resumes commands recorded in the API that no task carries out, and removes disrupted

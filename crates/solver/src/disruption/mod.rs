@@ -29,6 +29,7 @@ pub(crate) mod duration;
 mod methods;
 mod model;
 mod state;
+mod validation;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -39,6 +40,8 @@ pub use model::{
     DisruptionOptions, DisruptionPlan, DisruptionProblem, DoNotDisrupt, Drift, NodeState,
     POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason,
 };
+
+pub use validation::Validation;
 
 use crate::model::{PlannedNodeClaim, PodView};
 use budget::Budgets;
@@ -72,6 +75,24 @@ pub fn plan_with_stats(
     ))
 }
 
+/// Re-checks a command planned earlier (by [`plan`]) on a fresh `input`, as the controller
+/// does after its validation pause: candidates that are no longer eligible (gained a
+/// do-not-disrupt pod or a blocking PDB, no longer empty for an emptiness command, already
+/// disrupting, gone) or no longer within budget are dropped; a consolidation is simulated
+/// again with exactly the remaining candidates and must still place every pod with no new
+/// node or one strictly cheaper one, else its longest valid prefix is kept. Drift and
+/// expiration commands are returned unchanged (they are not validated).
+///
+/// `input` must not count the command's own nodes as disrupting (they are not yet).
+pub fn validate_command(
+    input: &DisruptionProblem,
+    opts: &DisruptionOptions,
+    command: &Command,
+) -> Result<Validation, DisruptionError> {
+    validate(input)?;
+    Planner::new(input, opts).validate(command)
+}
+
 fn validate(input: &DisruptionProblem) -> Result<(), DisruptionError> {
     let mut names = HashSet::new();
     for n in &input.problem.existing_nodes {
@@ -89,6 +110,34 @@ fn validate(input: &DisruptionProblem) -> Result<(), DisruptionError> {
         }
     }
     Ok(())
+}
+
+/// Makes room for the pods of nodes already being disrupted (commands in flight): they will
+/// be evicted and rescheduled, so they are placed first, on the other nodes or on new closed
+/// nodes standing for the capacity those commands launch, and no command of this call may
+/// count on that room (upstream simulates deleting nodes' pods as pending for the same
+/// reason). Without it, two commands in flight at once could both plan to fill the same room.
+fn reserve_displaced(input: &DisruptionProblem, work: &mut Work, daemon: &HashSet<String>) {
+    let mut ids = Vec::new();
+    for n in &input.nodes {
+        let Some(id) = work.id(&n.name) else { continue };
+        // Destinations are chosen among open nodes only (evaluate sets the same flag later).
+        work.meta[id].closed = !n.initialized || n.disrupting;
+        let moves = work
+            .node(id)
+            .is_some_and(|node| node.pods.iter().any(|p| !daemon.contains(&p.key())));
+        if n.disrupting && moves {
+            ids.push(id);
+        }
+    }
+    if ids.is_empty() {
+        return;
+    }
+    let reschedule = |p: &PodView| !daemon.contains(&p.key());
+    // A simulation the solver refuses leaves the room unreserved, as before this step existed.
+    if let Ok(sim) = work.simulate(&ids, false, &reschedule) {
+        work.commit_displaced(&ids, &sim);
+    }
 }
 
 /// One planning call's state.
@@ -111,6 +160,13 @@ pub(crate) struct Planner<'a> {
 impl<'a> Planner<'a> {
     fn new(input: &'a DisruptionProblem, opts: &'a DisruptionOptions) -> Self {
         let mut work = Work::new(input);
+        let daemon: HashSet<String> = input
+            .pods
+            .iter()
+            .filter(|p| p.daemon_set)
+            .map(|p| p.key.clone())
+            .collect();
+        reserve_displaced(input, &mut work, &daemon);
         let pod_state: HashMap<String, &PodState> =
             input.pods.iter().map(|p| (p.key.clone(), p)).collect();
         let (cands, blocked) = candidates::evaluate(input, &mut work, opts, &pod_state);
@@ -153,12 +209,7 @@ impl<'a> Planner<'a> {
             work,
             budgets,
             cands,
-            daemon: input
-                .pods
-                .iter()
-                .filter(|p| p.daemon_set)
-                .map(|p| p.key.clone())
-                .collect(),
+            daemon,
             commands: Vec::new(),
             blocked,
             initial_allowed,

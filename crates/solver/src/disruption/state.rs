@@ -212,6 +212,76 @@ impl Work {
         format!("{pool}-replacement-{}", self.replacements)
     }
 
+    /// Applies the rescheduling of pods leaving nodes `from` (already disrupting): the pods go
+    /// to their destinations (which stay candidates: the room is only reserved) and onto new
+    /// closed nodes for the rest; the leaving nodes stay, closed, with only the pods that
+    /// leave with them, so they still count for budgets and show as blocked.
+    pub fn commit_displaced(&mut self, from: &[usize], sim: &Sim) {
+        for &id in from {
+            if let Ok(pos) = self.ids.binary_search(&id) {
+                self.problem.existing_nodes[pos]
+                    .pods
+                    .retain(|p| !sim.pods.contains_key(&p.key()));
+            }
+        }
+        for placement in &sim.plan.existing_nodes {
+            let Some(pos) = self
+                .id(&placement.node)
+                .and_then(|id| self.ids.binary_search(&id).ok())
+            else {
+                continue;
+            };
+            let node = &mut self.problem.existing_nodes[pos];
+            node.pods.extend(
+                placement
+                    .pods
+                    .iter()
+                    .filter_map(|k| sim.pods.get(k).cloned()),
+            );
+        }
+        for (k, claim) in sim.plan.node_claims.iter().enumerate() {
+            let mut claim = claim.clone();
+            claim.name = format!("{}-displaced-{}", claim.node_pool, k + 1);
+            self.add_closed_claim(&claim, sim);
+        }
+    }
+
+    /// Adds a planned NodeClaim as a closed node holding its pods (capacity being launched).
+    fn add_closed_claim(&mut self, claim: &PlannedNodeClaim, sim: &Sim) {
+        let capacity = self
+            .catalog
+            .get(&claim.instance_type)
+            .map(|i| self.problem.instance_types[*i].capacity.clone())
+            .unwrap_or_default();
+        let mut labels = claim.labels.clone();
+        labels.insert(crate::labels::HOSTNAME.to_string(), claim.name.clone());
+        let pods: Vec<PodView> = claim
+            .pods
+            .iter()
+            .filter_map(|k| sim.pods.get(k).cloned())
+            .collect();
+        let id = self.meta.len();
+        self.meta.push(NodeMeta {
+            name: claim.name.clone(),
+            pool: Some(claim.node_pool.clone()),
+            capacity,
+            closed: true,
+            recent: false,
+            nominated: true,
+            removed: false,
+        });
+        self.by_name.insert(claim.name.clone(), id);
+        self.ids.push(id);
+        self.problem.existing_nodes.push(ExistingNode {
+            name: claim.name.clone(),
+            labels,
+            taints: claim.taints.clone(),
+            allocatable: used(&pods),
+            pods,
+        });
+        self.charge(id, 1);
+    }
+
     /// Applies a decided command: removes `cands`, moves the pods onto their destinations
     /// (which become nominated) and adds the replacements as closed nodes.
     pub fn commit(&mut self, cands: &[usize], sim: &Sim, claims: &[PlannedNodeClaim]) {
@@ -250,38 +320,7 @@ impl Work {
             }
         }
         for claim in claims {
-            let capacity = self
-                .catalog
-                .get(&claim.instance_type)
-                .map(|i| self.problem.instance_types[*i].capacity.clone())
-                .unwrap_or_default();
-            let mut labels = claim.labels.clone();
-            labels.insert(crate::labels::HOSTNAME.to_string(), claim.name.clone());
-            let pods: Vec<PodView> = claim
-                .pods
-                .iter()
-                .filter_map(|k| sim.pods.get(k).cloned())
-                .collect();
-            let id = self.meta.len();
-            self.meta.push(NodeMeta {
-                name: claim.name.clone(),
-                pool: Some(claim.node_pool.clone()),
-                capacity,
-                closed: true,
-                recent: false,
-                nominated: true,
-                removed: false,
-            });
-            self.by_name.insert(claim.name.clone(), id);
-            self.ids.push(id);
-            self.problem.existing_nodes.push(ExistingNode {
-                name: claim.name.clone(),
-                labels,
-                taints: claim.taints.clone(),
-                allocatable: used(&pods),
-                pods,
-            });
-            self.charge(id, 1);
+            self.add_closed_claim(claim, sim);
         }
     }
 }

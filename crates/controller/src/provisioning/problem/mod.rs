@@ -321,7 +321,8 @@ pub fn build(
 
 /// Namespaces from the store, plus every pod's namespace (a namespace the store has not seen
 /// yet but a pod lives in exists).
-fn namespace_index(snapshot: &Snapshot) -> NamespaceIndex {
+/// Namespaces by name with their labels, including namespaces only known from their pods.
+pub(crate) fn namespace_index(snapshot: &Snapshot) -> NamespaceIndex {
     let mut index: NamespaceIndex = snapshot.namespaces.iter().map(|n| n.as_ref()).collect();
     for p in &snapshot.pods {
         index.ensure(p.metadata.namespace.as_deref().unwrap_or("default"));
