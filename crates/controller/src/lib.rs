@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod context;
 pub mod disruption;
+pub mod drift;
 pub mod error;
 pub mod garbagecollection;
 pub mod leaderelection;
@@ -161,6 +162,8 @@ async fn supervise(
         writers.push(tokio::spawn(node::termination::run(ctx.clone())));
         writers.push(tokio::spawn(garbagecollection::run(ctx.clone())));
         writers.push(tokio::spawn(nodeclaim::podevents::run(ctx.clone())));
+        // Drift conditions and hash stamps are kept even when disruption is off.
+        writers.push(tokio::spawn(drift::run(ctx.clone())));
         if ctx.options.disruption {
             writers.push(tokio::spawn(disruption::run(ctx.clone())));
         }

@@ -1,6 +1,8 @@
 //! e2e: changing a NodePool's template labels drifts its NodeClaims (they carry the hash of
 //! the template they were made from): each is marked `Drifted` and replaced by a NodeClaim of
-//! the new template, and the pods move over and keep running.
+//! the new template, and the pods move over and keep running. With disruption off
+//! (`--disable-disruption`), the NodePool is still stamped and the claims still marked
+//! `Drifted`, and nothing is replaced.
 
 mod common;
 
@@ -8,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{Env, claim_condition, disruption_options, node_disrupting};
+use common::{Env, claim_condition, disruption_options, node_disrupting, test_options};
 use k8s_openapi::api::apps::v1::Deployment;
 use karpenter_api::labels::NODE_POOL_HASH_ANNOTATION;
 use karpenter_api::v1::NodePool;
@@ -98,5 +100,65 @@ async fn body(env: &Env) -> Result<()> {
     // The NodePool carries the hash of its current template.
     let pool = pools.get(&env.pool).await?;
     assert!(pool.annotations().contains_key(NODE_POOL_HASH_ANNOTATION));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_disruption_off_drift_is_marked_but_nothing_is_replaced() -> Result<()> {
+    // test_options: disruption off, leader loops (and so drift) on.
+    let Some(env) = Env::start_with(test_options()).await? else {
+        return Ok(());
+    };
+    let result = marked_only(&env).await;
+    let cleaned = env.cleanup().await;
+    result.and(cleaned)
+}
+
+async fn marked_only(env: &Env) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), env.ns());
+    deployments
+        .create(&PostParams::default(), &env.deployment("kept", 2, "1500m"))
+        .await?;
+    env.wait_running("kept", 2).await?;
+    let pools: Api<NodePool> = Api::all(env.client.clone());
+    env.cluster
+        .wait_for(DEADLINE, "the NodePool stamped with its hash", || async {
+            let pool = pools.get(&env.pool).await?;
+            Ok::<_, anyhow::Error>(
+                pool.annotations()
+                    .contains_key(NODE_POOL_HASH_ANNOTATION)
+                    .then_some(()),
+            )
+        })
+        .await?;
+    let old: BTreeSet<String> = env
+        .node_claims()
+        .await?
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    pools
+        .patch(
+            &env.pool,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"template": {"metadata": {"labels": {LABEL: "2"}}}}})),
+        )
+        .await?;
+    env.cluster
+        .wait_for(DEADLINE, "every NodeClaim marked Drifted", || async {
+            let claims = env.node_claims().await?;
+            let all = !claims.is_empty() && claims.iter().all(|c| claim_condition(c, "Drifted"));
+            Ok::<_, anyhow::Error>(all.then_some(()))
+        })
+        .await?;
+    // Marked, not acted on: the same claims, no node in disruption.
+    let now: BTreeSet<String> = env
+        .node_claims()
+        .await?
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert_eq!(now, old);
+    assert!(!env.nodes().await?.iter().any(node_disrupting));
     Ok(())
 }

@@ -87,6 +87,21 @@ pub trait CloudProvider: Send + Sync {
     /// Why the NodeClaim no longer matches its NodeClass (`None` when it does).
     async fn is_drifted(&self, claim: &NodeClaim) -> Result<Option<String>, CloudProviderError>;
 
+    /// [`Self::is_drifted`] for many NodeClaims at once, the answers in the same order. The
+    /// controller asks every due NodeClaim in one call (each every few minutes), so a provider
+    /// whose check calls the cloud should batch the calls (AWS: one DescribeInstances for many
+    /// instances); the default asks one at a time.
+    async fn are_drifted(
+        &self,
+        claims: &[NodeClaim],
+    ) -> Vec<Result<Option<String>, CloudProviderError>> {
+        let mut out = Vec::with_capacity(claims.len());
+        for c in claims {
+            out.push(self.is_drifted(c).await);
+        }
+        out
+    }
+
     /// Node conditions that mean "replace this node" after a toleration (node repair).
     fn repair_policies(&self) -> Vec<RepairPolicy> {
         Vec::new()

@@ -12,11 +12,10 @@
 //!   task is carrying out ([`command::resume`]), and removes the `karpenter.sh/disrupted`
 //!   taint from Nodes that carry it without a command or a deletion (a crash between
 //!   tainting and recording).
-//! - Drift ([`drift`]) is detected here too: NodePools get their hash annotation, drifted
-//!   NodeClaims a `Drifted` condition.
+//! - Drift is read from the NodeClaims' `Drifted` condition, which [`crate::drift`] keeps
+//!   (also when disruption is off).
 
 pub mod command;
-pub mod drift;
 pub mod input;
 mod round;
 mod validation;

@@ -7,25 +7,23 @@ use std::sync::Arc;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use karpenter_api::labels::{DISRUPTED_TAINT_KEY, NODE_POOL_LABEL};
-use karpenter_api::v1::nodeclaim::{CONDITION_DRIFTED, CONDITION_LAUNCHED};
-use karpenter_api::v1::{NodeClaim, find_condition};
+use karpenter_api::v1::find_condition;
+use karpenter_api::v1::nodeclaim::CONDITION_DRIFTED;
 use karpenter_solver::disruption::{
     Command, DisruptionOptions, DisruptionPlan, Drift, Reason, plan,
 };
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::command::{self, record_of};
 use super::input::{self, Skip};
-use super::{Shared, drift, lock, validation};
+use super::{Shared, lock, validation};
 use crate::context::Context;
-use crate::error::{Error, Result, is_status};
+use crate::error::{Error, Result};
 use crate::metrics::{Decision, ReasonPool};
-use crate::nodeclaim::lifecycle::logic::set_condition;
-use crate::state::{Snapshot, legacy};
+use crate::state::Snapshot;
 
 /// What the loop remembers between rounds.
 #[derive(Debug, Default)]
@@ -46,9 +44,8 @@ pub async fn run(
     tasks: &mut JoinSet<()>,
 ) -> Result<()> {
     let snapshot = ctx.state.snapshot();
-    stamp_pools(ctx, &snapshot).await;
     resume(ctx, shared, &snapshot, tasks).await;
-    let drift = Arc::new(detect_drift(ctx, &snapshot).await);
+    let drift = Arc::new(drift_of(&snapshot));
     let in_flight = lock(shared).nodes();
     let input = match fresh_input(ctx, &drift, &in_flight).await? {
         Ok(input) => input,
@@ -285,119 +282,27 @@ fn node_name_of(snapshot: &Snapshot, claim: &str) -> Option<String> {
         .map(|n| n.name_any())
 }
 
-/// Writes the current hash on NodePools that lack it (legacy Provisioners are read-only).
-async fn stamp_pools(ctx: &Context, snapshot: &Snapshot) {
-    let api: Api<karpenter_api::v1::NodePool> = Api::all(ctx.client.clone());
-    for pool in &snapshot.node_pools {
-        if legacy::is_from_provisioner(pool) || drift::pool_stamped(pool) {
-            continue;
-        }
-        let annotations: serde_json::Map<String, serde_json::Value> = drift::hash_annotations(pool)
-            .into_iter()
-            .map(|(k, v)| (k, v.into()))
-            .collect();
-        let patch = json!({"metadata": {"annotations": annotations}});
-        if let Err(e) = api
-            .patch(
-                &pool.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            tracing::debug!(NodePool = %pool.name_any(), error = %e, "stamping the hash failed");
-        }
-    }
-}
-
-/// Finds drifted NodeClaims (NodePool hash, requirements, then the provider), keeps their
-/// `Drifted` condition current, and returns claim name → drift.
-async fn detect_drift(ctx: &Context, snapshot: &Snapshot) -> BTreeMap<String, Drift> {
-    let mut out = BTreeMap::new();
-    let now = Timestamp::now();
-    for claim in &snapshot.node_claims {
-        if claim.metadata.deletion_timestamp.is_some() || !launched(claim) {
-            continue;
-        }
-        let labels = claim.labels().clone();
-        let Some(pool) = labels.get(NODE_POOL_LABEL).and_then(|p| {
-            snapshot
-                .node_pools
-                .iter()
-                .find(|np| np.metadata.name.as_deref() == Some(p.as_str()))
-        }) else {
-            continue;
-        };
-        let node_labels = node_name_of(snapshot, &claim.name_any())
-            .and_then(|n| snapshot.nodes.iter().find(|x| x.name_any() == n))
-            .map(|n| n.labels().clone())
-            .unwrap_or(labels);
-        let mut found = drift::drifted(claim, pool, &node_labels);
-        if found.is_none() {
-            match ctx.provider.is_drifted(claim).await {
-                Ok(Some(reason)) => found = Some((reason, "the cloud provider says so".into())),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(NodeClaim = %claim.name_any(), error = %e, "drift check failed")
-                }
-            }
-        }
-        let mut conditions = claim
-            .status
-            .as_ref()
-            .map(|s| s.conditions.clone())
-            .unwrap_or_default();
-        let changed = match &found {
-            Some((reason, message)) => set_condition(
-                &mut conditions,
-                CONDITION_DRIFTED,
-                "True",
-                reason,
-                message,
-                now,
-            ),
-            None => {
-                let before = conditions.len();
-                conditions.retain(|c| c.type_ != CONDITION_DRIFTED);
-                conditions.len() != before
-            }
-        };
-        if changed {
-            let patch = json!({
-                "metadata": {"resourceVersion": claim.resource_version()},
-                "status": {"conditions": conditions},
-            });
-            match Api::<NodeClaim>::all(ctx.client.clone())
-                .patch_status(
-                    &claim.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 409) || is_status(&e, 404) => {}
-                Err(e) => {
-                    tracing::debug!(NodeClaim = %claim.name_any(), error = %e, "setting Drifted failed")
-                }
-            }
-        }
-        if let Some((reason, _)) = found {
-            let since = find_condition(&conditions, CONDITION_DRIFTED)
-                .and_then(|c| c.last_transition_time.as_ref())
-                .map_or(now.as_second(), |t| t.0.as_second());
-            out.insert(claim.name_any(), Drift { reason, since });
-        }
-    }
-    out
-}
-
-fn launched(claim: &NodeClaim) -> bool {
-    claim
-        .status
-        .as_ref()
-        .and_then(|s| find_condition(&s.conditions, CONDITION_LAUNCHED))
-        .is_some_and(|c| c.is_true())
+/// Drift facts from the NodeClaims' `Drifted` conditions (kept by [`crate::drift`]): claim
+/// name -> reason and since when.
+fn drift_of(snapshot: &Snapshot) -> BTreeMap<String, Drift> {
+    let now = Timestamp::now().as_second();
+    snapshot
+        .node_claims
+        .iter()
+        .filter_map(|c| {
+            let cond = c
+                .status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, CONDITION_DRIFTED))
+                .filter(|cond| cond.is_true())?;
+            let since = cond
+                .last_transition_time
+                .as_ref()
+                .map_or(now, |t| t.0.as_second());
+            let reason = cond.reason.clone().unwrap_or_default();
+            Some((c.name_any(), Drift { reason, since }))
+        })
+        .collect()
 }
 
 /// Budgets as a gauge, and a `DisruptionBlocked` event on a node whenever why it is blocked

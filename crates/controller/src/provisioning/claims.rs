@@ -92,7 +92,7 @@ pub fn node_claim(pool: &NodePool, planned: &PlannedNodeClaim) -> NodeClaim {
                 .annotations
                 .clone()
                 .into_iter()
-                .chain(crate::disruption::drift::hash_annotations(pool))
+                .chain(crate::drift::hash::hash_annotations(pool))
                 .collect(),
         ),
         owner_references: pool.metadata.uid.clone().map(|uid| {

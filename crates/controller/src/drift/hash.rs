@@ -4,62 +4,84 @@
 //! Like upstream, the hash covers `spec.template` except the fields that do not make an
 //! existing node wrong: `requirements` (checked label by label instead, as
 //! `RequirementsDrifted`), `expireAfter` and `terminationGracePeriod` (they apply to existing
-//! nodes as they are). It is our own function (FNV-1a over a canonical rendering, taints as
-//! sets), so it carries its own version: a NodeClaim stamped by another implementation or an
-//! older version is never compared, only ones with [`HASH_VERSION`].
+//! nodes as they are). It is our own function: FNV-1a (64 bit) over a canonical JSON rendering
+//! ([`canonical`]: sorted maps, taints as sorted, de-duplicated `key=value:Effect` strings),
+//! which depends on nothing but the API's field values (not on Rust's `Debug` output or
+//! hashers), so it carries its own version: a NodeClaim stamped with another version is
+//! re-stamped rather than compared (see [`super`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use karpenter_api::labels::{NODE_POOL_HASH_ANNOTATION, NODE_POOL_HASH_VERSION_ANNOTATION};
 use karpenter_api::solver_input::disruption::requirements_drifted;
 use karpenter_api::v1::{NodeClaim, NodePool, Taint};
+use serde_json::json;
 
-/// Version of [`pool_hash`]; bump it whenever the function changes.
-pub const HASH_VERSION: &str = "rs1";
+/// Version of [`pool_hash`]; bump it whenever [`canonical`] or the hash function changes.
+pub const HASH_VERSION: &str = "rs2";
 /// Drift reason: the NodePool's template changed since the NodeClaim was made.
 pub const NODE_POOL_DRIFTED: &str = "NodePoolDrifted";
 /// Drift reason: the NodeClaim's labels no longer satisfy the NodePool's requirements.
 pub const REQUIREMENTS_DRIFTED: &str = "RequirementsDrifted";
 
-fn taints(out: &mut String, name: &str, ts: &[Taint]) {
+/// Taints as a set: `key=value:Effect`, sorted, without repeats.
+fn taint_set(ts: &[Taint]) -> Vec<String> {
     let mut v: Vec<String> = ts
         .iter()
         .map(|t| {
+            // The effect as the API spells it (its serde form), never its Rust Debug name.
+            let effect = serde_json::to_value(t.effect)
+                .ok()
+                .and_then(|e| e.as_str().map(str::to_owned))
+                .unwrap_or_default();
             format!(
-                "{}={}:{:?}",
+                "{}={}:{effect}",
                 t.key,
-                t.value.as_deref().unwrap_or_default(),
-                t.effect
+                t.value.as_deref().unwrap_or_default()
             )
         })
         .collect();
     v.sort();
     v.dedup();
-    let _ = write!(out, "{name}{v:?};");
+    v
 }
 
-fn map(out: &mut String, name: &str, m: &BTreeMap<String, String>) {
-    let _ = write!(out, "{name}{m:?};");
+/// The canonical rendering the hash is taken of: compact JSON with keys in a fixed order
+/// (serde_json's maps are sorted), so equal templates always render to equal bytes.
+pub fn canonical(pool: &NodePool) -> String {
+    let t = &pool.spec.template;
+    let r = &t.spec.node_class_ref;
+    json!({
+        "annotations": t.metadata.annotations,
+        "labels": t.metadata.labels,
+        "nodeClassRef": {"group": r.group, "kind": r.kind, "name": r.name},
+        "startupTaints": taint_set(&t.spec.startup_taints),
+        "taints": taint_set(&t.spec.taints),
+    })
+    .to_string()
+}
+
+/// FNV-1a, 64 bit: stable across builds and platforms (std's hashers are not).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// The hash of the NodePool's template fields that make an existing node out of date.
 pub fn pool_hash(pool: &NodePool) -> String {
-    let t = &pool.spec.template;
-    let mut canon = String::new();
-    map(&mut canon, "labels", &t.metadata.labels);
-    map(&mut canon, "annotations", &t.metadata.annotations);
-    taints(&mut canon, "taints", &t.spec.taints);
-    taints(&mut canon, "startupTaints", &t.spec.startup_taints);
-    let r = &t.spec.node_class_ref;
-    let _ = write!(canon, "nodeClassRef{}/{}/{};", r.group, r.kind, r.name);
-    // FNV-1a, 64 bit: stable across builds and platforms (std's hashers are not).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in canon.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.to_string()
+    fnv1a(canonical(pool).as_bytes()).to_string()
+}
+
+/// Whether the NodeClaim carries a NodePool hash of an older (or another implementation's)
+/// version: it must be re-stamped with the current one, never compared.
+pub fn needs_restamp(claim: &NodeClaim) -> bool {
+    let a = claim.metadata.annotations.as_ref();
+    a.and_then(|a| a.get(NODE_POOL_HASH_VERSION_ANNOTATION))
+        .is_some_and(|v| v != HASH_VERSION)
 }
 
 /// The annotations that stamp `pool`'s hash on a NodeClaim or NodePool.
@@ -159,6 +181,40 @@ mod tests {
     }
 
     #[test]
+    fn fnv1a_matches_the_published_test_vectors() {
+        // From the FNV reference (Fowler/Noll/Vo): FNV-1a 64 of "" and "a".
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn the_canonical_form_of_a_fixed_node_pool_is_pinned() {
+        let p: NodePool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+            "metadata": {"name": "np"},
+            "spec": {"template": {
+                "metadata": {"labels": {"team": "a", "env": "prod"},
+                             "annotations": {"note": "x\"y"}},
+                "spec": {"requirements": [], "expireAfter": "720h",
+                         "taints": [{"key": "k2", "effect": "NoExecute"},
+                                    {"key": "k1", "value": "v", "effect": "NoSchedule"},
+                                    {"key": "k2", "effect": "NoExecute"}],
+                         "startupTaints": [{"key": "s", "effect": "PreferNoSchedule"}],
+                         "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
+                                          "name": "default"}}}}
+        }))
+        .unwrap();
+        // Written by hand from the rules above: keys sorted, taints as a sorted set.
+        let want = concat!(
+            r#"{"annotations":{"note":"x\"y"},"labels":{"env":"prod","team":"a"},"#,
+            r#""nodeClassRef":{"group":"karpenter.k8s.aws","kind":"EC2NodeClass","name":"default"},"#,
+            r#""startupTaints":["s=:PreferNoSchedule"],"taints":["k1=v:NoSchedule","k2=:NoExecute"]}"#
+        );
+        assert_eq!(canonical(&p), want);
+        assert_eq!(pool_hash(&p), fnv1a(want.as_bytes()).to_string());
+    }
+
+    #[test]
     fn requirements_and_hash_versions() {
         let mut p = pool();
         p.spec
@@ -177,7 +233,8 @@ mod tests {
         assert_eq!(reason, REQUIREMENTS_DRIFTED);
         assert!(msg.contains("zone"), "{msg}");
 
-        // Another implementation's hash is never compared.
+        // Another implementation's (or an older version's) hash is never compared; it is
+        // re-stamped instead.
         let mut foreign = c.clone();
         foreign.metadata.annotations = Some(BTreeMap::from([
             (NODE_POOL_HASH_ANNOTATION.to_string(), "123".to_string()),
@@ -187,6 +244,8 @@ mod tests {
             ),
         ]));
         assert_eq!(drifted(&foreign, &p, &BTreeMap::new()), None);
+        assert!(needs_restamp(&foreign));
+        assert!(!needs_restamp(&c));
         assert!(!pool_stamped(&p));
         p.metadata.annotations = Some(hash_annotations(&p).into_iter().collect());
         assert!(pool_stamped(&p));
