@@ -145,12 +145,44 @@ fn one(case: &str, budget: Option<&str>) {
         Ok((plan, sims)) => {
             let nodes: usize = plan.commands.iter().map(|c| c.nodes.len()).sum();
             let replacements: usize = plan.commands.iter().map(|c| c.replacements.len()).sum();
+            let (valid, validate_secs, validate_max) = validate_all(&dp, &plan.commands);
             println!(
-                "{{\"case\":\"{case}\",\"nodes\":1000,\"pods\":10000,\"seconds\":{secs:.4},\"commands\":{},\"nodes_disrupted\":{nodes},\"replacements\":{replacements},\"savings_per_hour\":{:.4},\"fleet_per_hour\":{fleet:.4},\"simulations\":{sims}}}",
+                "{{\"case\":\"{case}\",\"nodes\":1000,\"pods\":10000,\"seconds\":{secs:.4},\"commands\":{},\"nodes_disrupted\":{nodes},\"replacements\":{replacements},\"savings_per_hour\":{:.4},\"fleet_per_hour\":{fleet:.4},\"simulations\":{sims},\"still_valid\":{valid},\"validate_seconds\":{validate_secs:.4},\"validate_max_seconds\":{validate_max:.4}}}",
                 plan.commands.len(),
                 plan.savings_per_hour(),
             );
         }
         Err(e) => println!("{{\"case\":\"{case}\",\"error\":\"{e}\"}}"),
     }
+}
+
+/// Validates every command of a plan as the controller does after its pause on an unchanged
+/// cluster (the earlier commands in flight): how many still hold in full, the total time and
+/// the longest single validation.
+fn validate_all(
+    dp: &DisruptionProblem,
+    commands: &[karpenter_solver::disruption::Command],
+) -> (usize, f64, f64) {
+    let mut working = dp.clone();
+    let (mut valid, mut total, mut longest) = (0, 0.0f64, 0.0f64);
+    for c in commands {
+        let t = Instant::now();
+        let v = karpenter_solver::disruption::validate_command(
+            &working,
+            &DisruptionOptions::default(),
+            c,
+        );
+        let secs = t.elapsed().as_secs_f64();
+        total += secs;
+        longest = longest.max(secs);
+        if v.is_ok_and(|v| v.command.is_some_and(|k| k.nodes == c.nodes)) {
+            valid += 1;
+        }
+        for n in &mut working.nodes {
+            if c.nodes.contains(&n.name) {
+                n.disrupting = true;
+            }
+        }
+    }
+    (valid, total, longest)
 }

@@ -151,6 +151,28 @@ async fn create_through_the_trait_tags_lists_drifts_and_deletes() -> Result<(), 
         provider.is_drifted(&launched).await?.as_deref(),
         Some(NODECLASS_DRIFT)
     );
+    // The batched check answers the same, in order: a claim without an instance yet is not
+    // drifted, one whose instance does not exist is not found (without failing the batch).
+    let mut unlaunched = launched.clone();
+    unlaunched.status = None;
+    let mut vanished = launched.clone();
+    if let Some(s) = vanished.status.as_mut() {
+        s.provider_id = Some("aws:///us-east-1a/i-00000000000000dead".into());
+    }
+    let answers = provider
+        .are_drifted(&[launched.clone(), unlaunched, vanished])
+        .await;
+    assert_eq!(answers.len(), 3);
+    assert_eq!(
+        answers[0].as_ref().ok().cloned().flatten().as_deref(),
+        Some(NODECLASS_DRIFT)
+    );
+    assert!(matches!(answers[1], Ok(None)), "{:?}", answers[1]);
+    assert!(
+        matches!(answers[2], Err(CloudProviderError::NodeClaimNotFound(_))),
+        "{:?}",
+        answers[2]
+    );
     let other_image = {
         let out = aws.ec2.describe_images().owners("amazon").send().await?;
         let mut ids: Vec<String> = out

@@ -72,6 +72,32 @@ fn to_cloud(e: AwsError) -> CloudProviderError {
     }
 }
 
+/// The EC2 instance id behind a NodeClaim's providerID.
+fn instance_id_of(claim: &NodeClaim) -> Option<&str> {
+    let pid = claim.status.as_ref()?.provider_id.as_deref()?;
+    launch::instance_id(pid)
+}
+
+/// Why the instance behind `claim` drifted from its resolved NodeClass, if it did.
+fn claim_drift(
+    claim: &NodeClaim,
+    nc: &EC2NodeClass,
+    status: &EC2NodeClassStatus,
+    instance: &aws_sdk_ec2::types::Instance,
+) -> Option<String> {
+    let annotations = claim.metadata.annotations.as_ref();
+    // A hash written by another scheme version says nothing about this one.
+    let hash = annotations
+        .and_then(|a| a.get(NODECLASS_HASH_ANNOTATION))
+        .filter(|_| {
+            annotations
+                .and_then(|a| a.get(NODECLASS_HASH_VERSION_ANNOTATION))
+                .is_some_and(|v| v == NODECLASS_HASH_VERSION)
+        })
+        .map(String::as_str);
+    drift_reason(hash, nc, status, &instance_facts(instance)).map(str::to_owned)
+}
+
 fn kube_err(e: kube::Error) -> CloudProviderError {
     CloudProviderError::Transient(format!("kubernetes API: {e}"))
 }
@@ -317,25 +343,64 @@ impl CloudProvider for AwsCloudProvider {
     }
 
     async fn is_drifted(&self, claim: &NodeClaim) -> Result<Option<String>, CloudProviderError> {
-        let Some(pid) = claim.status.as_ref().and_then(|s| s.provider_id.as_deref()) else {
-            return Ok(None);
-        };
-        let Some(id) = launch::instance_id(pid) else {
+        let Some(id) = instance_id_of(claim) else {
             return Ok(None);
         };
         let (nc, status) = self.class_and_status(&claim.spec.node_class_ref).await?;
         let instance = self.ec2.describe(id).await.map_err(to_cloud)?;
-        let annotations = claim.metadata.annotations.clone().unwrap_or_default();
-        // A hash written by another scheme version says nothing about this one.
-        let hash = annotations
-            .get(NODECLASS_HASH_ANNOTATION)
-            .filter(|_| {
-                annotations
-                    .get(NODECLASS_HASH_VERSION_ANNOTATION)
-                    .is_some_and(|v| v == NODECLASS_HASH_VERSION)
-            })
-            .map(String::as_str);
-        Ok(drift_reason(hash, &nc, &status, &instance_facts(&instance)).map(str::to_owned))
+        Ok(claim_drift(claim, &nc, &status, &instance))
+    }
+
+    /// One DescribeInstances per 100 instances and one NodeClass resolution per NodeClass for
+    /// the whole batch (one call per claim would be throttled at a thousand nodes).
+    async fn are_drifted(
+        &self,
+        claims: &[NodeClaim],
+    ) -> Vec<Result<Option<String>, CloudProviderError>> {
+        let mut ids: Vec<String> = claims
+            .iter()
+            .filter_map(|c| instance_id_of(c).map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let instances = if ids.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            self.ec2.describe_many(&ids).await
+        };
+        let mut classes = HashMap::new();
+        let mut out = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let Some(id) = instance_id_of(claim) else {
+                out.push(Ok(None));
+                continue;
+            };
+            let instance = match &instances {
+                Ok(found) => found.get(id),
+                Err(e) => {
+                    out.push(Err(CloudProviderError::Transient(e.to_string())));
+                    continue;
+                }
+            };
+            let Some(instance) = instance else {
+                out.push(Err(CloudProviderError::NodeClaimNotFound(format!(
+                    "instance {id}"
+                ))));
+                continue;
+            };
+            let r = &claim.spec.node_class_ref;
+            let key = format!("{}/{}/{}", r.group, r.kind, r.name);
+            if !classes.contains_key(&key) {
+                let resolved = self.class_and_status(r).await.map_err(|e| e.to_string());
+                classes.insert(key.clone(), resolved);
+            }
+            out.push(match classes.get(&key) {
+                Some(Ok((nc, status))) => Ok(claim_drift(claim, nc, status, instance)),
+                Some(Err(e)) => Err(CloudProviderError::Transient(e.clone())),
+                None => Ok(None),
+            });
+        }
+        out
     }
 
     fn name(&self) -> &str {

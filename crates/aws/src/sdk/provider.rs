@@ -44,6 +44,10 @@ pub struct Ec2Provider {
     unavailable: Mutex<HashMap<(String, String, String), Instant>>,
 }
 
+/// Instance ids per DescribeInstances call when describing many (EC2 takes up to 200 values per
+/// filter; half of that leaves room).
+pub const DESCRIBE_BATCH: usize = 100;
+
 impl Ec2Provider {
     /// A provider for `cluster` in `region` using `client` (build it with
     /// `aws_config::defaults(...)`; `AWS_ENDPOINT_URL` or `.endpoint_url()` points it at moto).
@@ -445,6 +449,30 @@ impl Ec2Provider {
             token = page.next_token().map(str::to_owned);
             if token.is_none() {
                 break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The live instances among `ids`, by instance id: one DescribeInstances per
+    /// [`DESCRIBE_BATCH`] ids. The ids go in an `instance-id` filter rather than `InstanceIds`,
+    /// so an id that no longer exists is simply absent instead of failing the whole call.
+    pub async fn describe_many(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Instance>, AwsError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(DESCRIBE_BATCH) {
+            let filter = Filter::builder()
+                .name("instance-id")
+                .set_values(Some(chunk.to_vec()))
+                .build();
+            for i in self.describe_filtered(vec![filter], Vec::new()).await? {
+                if is_live(&i)
+                    && let Some(id) = i.instance_id()
+                {
+                    out.insert(id.to_owned(), i);
+                }
             }
         }
         Ok(out)

@@ -15,7 +15,7 @@
 //! - In-flight NodeClaims without a Node are uninitialized nodes: never candidates, never
 //!   destinations.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -211,23 +211,24 @@ pub fn build(
     }
 
     // In-flight NodeClaims (the round made them nodes named after the claim): uninitialized.
+    let managed: HashSet<String> = nodes.iter().map(|n: &NodeState| n.name.clone()).collect();
+    let node_pids: HashSet<&str> = snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| n.spec.as_ref()?.provider_id.as_deref())
+        .collect();
     for claim in &snapshot.node_claims {
         let Some(name) = claim.metadata.name.as_deref() else {
             continue;
         };
-        if !names.contains(name) || nodes.iter().any(|n: &NodeState| n.name == name) {
+        if !names.contains(name) || managed.contains(name) {
             continue;
         }
         let has_node = claim
             .status
             .as_ref()
             .and_then(|s| s.provider_id.as_deref())
-            .is_some_and(|p| {
-                snapshot
-                    .nodes
-                    .iter()
-                    .any(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(p))
-            });
+            .is_some_and(|p| node_pids.contains(p));
         if has_node {
             continue;
         }

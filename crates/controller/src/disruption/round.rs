@@ -14,6 +14,7 @@ use karpenter_solver::disruption::{
 };
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tokio::task::JoinSet;
 
@@ -73,7 +74,7 @@ pub async fn run(
     ctx.metrics
         .disruption_evaluation_duration
         .observe(started.elapsed().as_secs_f64());
-    report(ctx, &snapshot, &planned, memory).await;
+    report(ctx, &planned, memory).await;
     for c in planned.commands {
         let validate = !matches!(c.reason, Reason::Drifted | Reason::Expired);
         spawn(
@@ -307,7 +308,7 @@ fn drift_of(snapshot: &Snapshot) -> BTreeMap<String, Drift> {
 
 /// Budgets as a gauge, and a `DisruptionBlocked` event on a node whenever why it is blocked
 /// changes.
-async fn report(ctx: &Context, snapshot: &Snapshot, plan: &DisruptionPlan, memory: &mut Memory) {
+async fn report(ctx: &Context, plan: &DisruptionPlan, memory: &mut Memory) {
     for a in &plan.allowed {
         ctx.metrics
             .allowed_disruptions
@@ -323,7 +324,7 @@ async fn report(ctx: &Context, snapshot: &Snapshot, plan: &DisruptionPlan, memor
         if memory.blocked.get(&b.node) == Some(&b.reason) {
             continue;
         }
-        if let Some(n) = snapshot.nodes.iter().find(|n| n.name_any() == b.node) {
+        if let Some(n) = ctx.state.nodes.get(&ObjectRef::new(&b.node)) {
             ctx.event(
                 &n.object_ref(&()),
                 EventType::Normal,
