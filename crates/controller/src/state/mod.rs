@@ -181,76 +181,11 @@ impl ClusterState {
         let created = Arc::new(Created::default());
         let (pod_moves, _) = broadcast::channel(POD_MOVES_CAPACITY);
 
-        let (pods, writer, sync) = store::<Pod>(&gate);
-        let (idx, moves, tx) = (indexes.clone(), pod_moves.clone(), triggers.clone());
-        tasks.push(watch::spawn(
-            Api::all(client.clone()),
-            writer,
-            Some(sync),
-            move |event: &watcher::Event<Pod>| {
-                if let Some(moved) = fold(&idx.pods, event) {
-                    // No listener (not leading): nobody records pod events.
-                    let _ = moves.send(moved);
-                }
-                if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event
-                    && is_provisionable(pod)
-                {
-                    let uid = pod.metadata.uid.clone().unwrap_or_default();
-                    // A closed channel means the provisioner stopped; nothing to tell.
-                    let _ = tx.send(Trigger::Pod(uid));
-                }
-            },
-            |_| {},
-        ));
-
-        let (nodes, writer, sync) = store::<Node>(&gate);
-        let node_changes = FanOut::new(nodes.clone());
-        let (idx, fan, tx) = (indexes.clone(), node_changes.clone(), triggers.clone());
-        tasks.push(watch::spawn(
-            Api::all(client.clone()),
-            writer,
-            Some(sync),
-            move |event: &watcher::Event<Node>| {
-                fold(&idx.nodes, event);
-            },
-            move |event: &watcher::Event<Node>| {
-                fan.publish(event);
-                if let watcher::Event::Delete(_) = event {
-                    let _ = tx.send(Trigger::CapacityRemoved);
-                }
-            },
-        ));
-
-        let (node_claims, writer, sync) = store::<NodeClaim>(&gate);
-        let node_claim_changes = FanOut::new(node_claims.clone());
-        let (idx, fan, tx, done) = (
-            indexes.clone(),
-            node_claim_changes.clone(),
-            triggers,
-            created.clone(),
-        );
-        tasks.push(watch::spawn(
-            Api::all(client.clone()),
-            writer,
-            Some(sync),
-            move |event: &watcher::Event<NodeClaim>| {
-                fold(&idx.node_claims, event);
-            },
-            move |event: &watcher::Event<NodeClaim>| {
-                fan.publish(event);
-                match event {
-                    watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
-                        done.delivered(c.metadata.name.as_deref().unwrap_or_default());
-                    }
-                    watcher::Event::Delete(c) => {
-                        done.delivered(c.metadata.name.as_deref().unwrap_or_default());
-                        let _ = tx.send(Trigger::CapacityRemoved);
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => {}
-                }
-            },
-        ));
-
+        let (pods, pod_task) = watch_pods(client, &gate, &indexes, &pod_moves, &triggers);
+        let (nodes, node_changes, node_task) = watch_nodes(client, &gate, &indexes, &triggers);
+        let (node_claims, node_claim_changes, claim_task) =
+            watch_node_claims(client, &gate, &indexes, &created, triggers);
+        tasks.extend([pod_task, node_task, claim_task]);
         let provisioners = legacy_provisioners(client, &gate, &mut tasks);
         let state = Self {
             pods,
@@ -432,6 +367,103 @@ impl ClusterState {
         let (ns, name) = key.split_once('/')?;
         self.pods.get(&ObjectRef::new(name).within(ns))
     }
+}
+
+/// Pods: indexed (node, pending, phase), pod moves told, provisionable pods trigger the
+/// provisioner.
+fn watch_pods(
+    client: &Client,
+    gate: &SyncGate,
+    indexes: &Arc<Indexes>,
+    moves: &broadcast::Sender<PodMoved>,
+    triggers: &UnboundedSender<Trigger>,
+) -> (Store<Pod>, JoinHandle<()>) {
+    let (pods, writer, sync) = store::<Pod>(gate);
+    let (idx, moves, tx) = (indexes.clone(), moves.clone(), triggers.clone());
+    let task = watch::spawn(
+        Api::all(client.clone()),
+        writer,
+        Some(sync),
+        move |event: &watcher::Event<Pod>| {
+            if let Some(moved) = fold(&idx.pods, event) {
+                // No listener (not leading): nobody records pod events.
+                let _ = moves.send(moved);
+            }
+            if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event
+                && is_provisionable(pod)
+            {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                // A closed channel means the provisioner stopped; nothing to tell.
+                let _ = tx.send(Trigger::Pod(uid));
+            }
+        },
+        |_| {},
+    );
+    (pods, task)
+}
+
+/// Nodes: indexed by providerID, fanned out to the controllers, deletions trigger the
+/// provisioner.
+fn watch_nodes(
+    client: &Client,
+    gate: &SyncGate,
+    indexes: &Arc<Indexes>,
+    triggers: &UnboundedSender<Trigger>,
+) -> (Store<Node>, FanOut<Node>, JoinHandle<()>) {
+    let (nodes, writer, sync) = store::<Node>(gate);
+    let changes = FanOut::new(nodes.clone());
+    let (idx, fan, tx) = (indexes.clone(), changes.clone(), triggers.clone());
+    let task = watch::spawn(
+        Api::all(client.clone()),
+        writer,
+        Some(sync),
+        move |event: &watcher::Event<Node>| {
+            fold(&idx.nodes, event);
+        },
+        move |event: &watcher::Event<Node>| {
+            fan.publish(event);
+            if let watcher::Event::Delete(_) = event {
+                let _ = tx.send(Trigger::CapacityRemoved);
+            }
+        },
+    );
+    (nodes, changes, task)
+}
+
+/// NodeClaims: indexed by providerID, fanned out to the lifecycle controller; a delivered
+/// claim leaves the created-in-flight set; deletions trigger the provisioner.
+fn watch_node_claims(
+    client: &Client,
+    gate: &SyncGate,
+    indexes: &Arc<Indexes>,
+    created: &Arc<Created>,
+    triggers: UnboundedSender<Trigger>,
+) -> (Store<NodeClaim>, FanOut<NodeClaim>, JoinHandle<()>) {
+    let (claims, writer, sync) = store::<NodeClaim>(gate);
+    let changes = FanOut::new(claims.clone());
+    let (idx, fan, done) = (indexes.clone(), changes.clone(), created.clone());
+    let task = watch::spawn(
+        Api::all(client.clone()),
+        writer,
+        Some(sync),
+        move |event: &watcher::Event<NodeClaim>| {
+            fold(&idx.node_claims, event);
+        },
+        move |event: &watcher::Event<NodeClaim>| {
+            fan.publish(event);
+            match event {
+                watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
+                    done.delivered(c.metadata.name.as_deref().unwrap_or_default());
+                }
+                watcher::Event::Delete(c) => {
+                    done.delivered(c.metadata.name.as_deref().unwrap_or_default());
+                    let _ = triggers.send(Trigger::CapacityRemoved);
+                }
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            }
+        },
+    );
+    (claims, changes, task)
 }
 
 /// Legacy Provisioners: the gate waits for their first list only when the API serves them,
