@@ -452,14 +452,16 @@ fn watch_node_claims(
         move |event: &watcher::Event<NodeClaim>| {
             fan.publish(event);
             match event {
-                watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
+                // A listed claim reaches the store only at InitDone; until then it stays in the
+                // created set (which drops claims the store has on its own).
+                watcher::Event::Apply(c) => {
                     done.delivered(c.metadata.name.as_deref().unwrap_or_default());
                 }
                 watcher::Event::Delete(c) => {
                     done.delivered(c.metadata.name.as_deref().unwrap_or_default());
                     let _ = triggers.send(Trigger::CapacityRemoved);
                 }
-                watcher::Event::Init | watcher::Event::InitDone => {}
+                watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
             }
         },
     );
