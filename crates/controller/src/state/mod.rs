@@ -164,6 +164,7 @@ where
         Some(sync),
         |_| {},
         |_| {},
+        |_| {},
     ));
     reader
 }
@@ -384,6 +385,7 @@ fn watch_pods(
         Api::all(client.clone()),
         writer,
         Some(sync),
+        watch::slim_pod,
         move |event: &watcher::Event<Pod>| {
             if let Some(moved) = fold(&idx.pods, event) {
                 // No listener (not leading): nobody records pod events.
@@ -417,6 +419,7 @@ fn watch_nodes(
         Api::all(client.clone()),
         writer,
         Some(sync),
+        watch::slim_node,
         move |event: &watcher::Event<Node>| {
             fold(&idx.nodes, event);
         },
@@ -446,6 +449,7 @@ fn watch_node_claims(
         Api::all(client.clone()),
         writer,
         Some(sync),
+        |_| {},
         move |event: &watcher::Event<NodeClaim>| {
             fold(&idx.node_claims, event);
         },
@@ -483,6 +487,7 @@ fn legacy_provisioners(
         Api::all(client.clone()),
         writer,
         None,
+        |_| {},
         |_| {},
         move |event: &watcher::Event<Provisioner>| {
             if let watcher::Event::InitDone = event {

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -33,6 +34,44 @@ pub fn trim<K: Resource>(obj: &mut K) {
         if annotations.is_empty() {
             meta.annotations = None;
         }
+    }
+}
+
+/// Drops what no loop reads from a pod and what is most of its size once `managedFields` are
+/// gone: container environments, commands, probes, mounts and images, and the container
+/// statuses. Kept: names, resources, ports and restart policies (effective requests, sidecars,
+/// host ports), volumes (zones), and all of the pod's own status but the containers'.
+pub fn slim_pod(pod: &mut Pod) {
+    if let Some(spec) = pod.spec.as_mut() {
+        let init = spec.init_containers.iter_mut().flatten();
+        for c in spec.containers.iter_mut().chain(init) {
+            c.args = None;
+            c.command = None;
+            c.env = None;
+            c.env_from = None;
+            c.image = None;
+            c.lifecycle = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+            c.volume_devices = None;
+            c.volume_mounts = None;
+            c.working_dir = None;
+            c.termination_message_path = None;
+            c.termination_message_policy = None;
+        }
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
+
+/// Drops the image list kubelets report on a Node (often the bulk of its status).
+pub fn slim_node(node: &mut Node) {
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
     }
 }
 
@@ -134,13 +173,15 @@ where
     }
 }
 
-/// Spawns the watch of one kind into `writer`'s store: objects are trimmed, `before` sees each
+/// Spawns the watch of one kind into `writer`'s store: objects are trimmed (metadata, then
+/// `slim` for what only this kind carries), `before` sees each
 /// event before the store applies it (indexes), `after` once it did (triggers, fan-out), and
 /// `sync` (if any) follows its lists.
 pub fn spawn<K, B, A>(
     api: Api<K>,
     writer: Writer<K>,
     sync: Option<KindSync>,
+    slim: fn(&mut K),
     mut before: B,
     mut after: A,
 ) -> JoinHandle<()>
@@ -153,7 +194,10 @@ where
     let kind = K::kind(&Default::default()).to_string();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(trim::<K>)
+        .modify(move |obj| {
+            trim(obj);
+            slim(obj);
+        })
         .inspect(move |item| {
             if let Ok(event) = item {
                 before(event);
@@ -184,7 +228,6 @@ where
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Node;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
     use kube::api::ObjectMeta;
     use kube::runtime::reflector;
@@ -215,6 +258,44 @@ mod tests {
         assert_eq!(
             n.metadata.annotations,
             Some(BTreeMap::from([("keep".to_string(), "me".to_string())]))
+        );
+    }
+
+    #[test]
+    fn slim_pods_keep_what_the_loops_read() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "containers": [{"name": "app", "image": "i", "env": [{"name": "A", "value": "1"}],
+                    "resources": {"requests": {"cpu": "1"}}, "ports": [{"containerPort": 80, "hostPort": 80}],
+                    "readinessProbe": {"tcpSocket": {"port": 80}}}],
+                "initContainers": [{"name": "sidecar", "restartPolicy": "Always", "command": ["x"],
+                    "resources": {"requests": {"memory": "1Gi"}}}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}]
+            },
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "app", "image": "i", "imageID": "x", "ready": true, "restartCount": 0}]}
+        }))
+        .unwrap();
+        slim_pod(&mut pod);
+        let v = serde_json::to_value(&pod).unwrap();
+        assert_eq!(
+            v["spec"]["containers"][0],
+            serde_json::json!({"name": "app", "resources": {"requests": {"cpu": "1"}},
+                "ports": [{"containerPort": 80, "hostPort": 80}]})
+        );
+        assert_eq!(
+            v["spec"]["initContainers"][0],
+            serde_json::json!({"name": "sidecar", "restartPolicy": "Always",
+                "resources": {"requests": {"memory": "1Gi"}}})
+        );
+        assert_eq!(
+            v["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "c"
+        );
+        assert_eq!(
+            v["status"],
+            serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
         );
     }
 
