@@ -130,7 +130,7 @@ impl Provisioner {
         self.forget_done(&snapshot);
 
         let now = Instant::now();
-        let round = problem::build(
+        let mut round = problem::build(
             &snapshot,
             &catalogs,
             &self.nominations,
@@ -154,7 +154,9 @@ impl Provisioner {
             ctx.metrics.unschedulable_pods.set(0);
             return Ok(());
         }
-        let problem = round.problem.clone();
+        // Moved, not copied: the round's input holds every bound pod of the cluster.
+        let problem = std::mem::take(&mut round.problem);
+        let pods = problem.pods.len();
         let started = Instant::now();
         let plan = tokio::task::spawn_blocking(move || solve(&problem, &solve_options()))
             .await
@@ -163,7 +165,7 @@ impl Provisioner {
             .scheduling_duration
             .observe(started.elapsed().as_secs_f64());
         tracing::info!(
-            pods = round.problem.pods.len(),
+            pods,
             nodeclaims = plan.node_claims.len(),
             unschedulable = plan.unschedulable.len(),
             "computed a provisioning plan"
