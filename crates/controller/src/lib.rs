@@ -18,6 +18,7 @@ pub mod leaderelection;
 pub mod metrics;
 pub mod node;
 pub mod nodeclaim;
+pub mod pods;
 pub mod provisioning;
 pub mod server;
 pub mod state;

@@ -308,7 +308,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
         ("watch", "karpenter.sh", "nodepools", None, None),
         ("patch", "karpenter.sh", "nodepools", None, None),
         ("get", "karpenter.sh", "nodeclaims", None, None),
-        ("list", "policy", "poddisruptionbudgets", None, None),
+        ("watch", "policy", "poddisruptionbudgets", None, None),
         ("watch", "karpenter.sh", "provisioners", None, None),
         ("get", "karpenter.kwok.sh", "kwoknodeclasses", None, None),
         ("list", "apps", "daemonsets", None, None),

@@ -25,6 +25,10 @@ pub enum Error {
     #[error(transparent)]
     Kube(#[from] kube::Error),
 
+    /// The delaying proxy could not start or forward.
+    #[error("delaying proxy: {0}")]
+    Proxy(String),
+
     /// The caller passed something unusable (e.g. a CRD without a name).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -18,6 +18,7 @@
 
 mod error;
 mod plane;
+pub mod proxy;
 mod wait;
 pub mod workloads;
 

@@ -37,7 +37,7 @@ fn age(
         .unwrap_or_default()
 }
 
-/// Decides one pass, pure: `instances` from the provider, `claims` from the API.
+/// Decides one pass, pure: `instances` from the provider, `claims` from the cluster state.
 pub fn decide(
     instances: &[NodeClaim],
     claims: &[Arc<NodeClaim>],
@@ -101,6 +101,10 @@ pub async fn run(ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(ctx.options.gc_interval);
     loop {
         tick.tick().await;
+        // Deciding "no claim" from a partial list would kill a launch: wait out a re-list.
+        if ctx.state.wait_until_synced().await.is_err() {
+            return;
+        }
         if let Err(e) = collect(&ctx).await {
             tracing::warn!(error = %e, "garbage collection failed");
         }
@@ -109,16 +113,24 @@ pub async fn run(ctx: Arc<Context>) {
 
 /// One pass.
 pub async fn collect(ctx: &Context) -> Result<Decisions> {
+    // Claims before instances: an instance launched in between is then younger than its claim
+    // in our view, never an orphan (and the grace period covers the launch itself). The state
+    // includes the claims we created that its watch has not delivered yet.
+    let mut claims = ctx.state.all_node_claims();
     let instances = ctx.provider.list().await?;
-    // The API, not the store: deciding "no claim" from a lagging cache would kill a launch.
-    let claims: Vec<Arc<NodeClaim>> = Api::<NodeClaim>::all(ctx.client.clone())
-        .list(&Default::default())
-        .await?
-        .items
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let d = decide(&instances, &claims, Timestamp::now(), ctx.options.gc_grace);
+    let mut d = decide(&instances, &claims, Timestamp::now(), ctx.options.gc_grace);
+    if !d.orphan_instances.is_empty() {
+        // Deleting an instance cannot be undone: confirm against the API that no claim
+        // accounts for it (a watch lagging by more than the grace period would look the same).
+        claims = Api::<NodeClaim>::all(ctx.client.clone())
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        d = decide(&instances, &claims, Timestamp::now(), ctx.options.gc_grace);
+    }
     for pid in &d.orphan_instances {
         let Some(instance) = instances.iter().find(|i| {
             i.status.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(pid.as_str())

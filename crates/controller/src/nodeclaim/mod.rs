@@ -1,4 +1,5 @@
 //! NodeClaim control loops.
 
+pub mod deadline;
 pub mod lifecycle;
 pub mod podevents;

@@ -8,12 +8,14 @@ pub mod claims;
 pub mod pending;
 pub mod problem;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use karpenter_api::v1::NodeClaim;
-use karpenter_solver::{Options as SolveOptions, solve};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use karpenter_api::v1::{NodeClaim, NodePool};
+use karpenter_solver::{InstanceType, Options as SolveOptions, PlannedNodeClaim, solve};
 use kube::api::PostParams;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource};
@@ -22,7 +24,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::{PodState, ReasonPool};
-use crate::state::Trigger;
+use crate::pods;
+use crate::state::{Snapshot, Trigger};
 use batcher::Batcher;
 use problem::Nomination;
 
@@ -54,6 +57,19 @@ pub struct Provisioner {
     reported: HashMap<String, String>,
 }
 
+/// How many NodeClaims one round creates at once: a burst of hundreds is not created one by
+/// one, nor all at once against the API server's rate limits.
+pub const CREATE_CONCURRENCY: usize = 12;
+
+/// Creates one NodeClaim (a named future: the create loop keeps several in flight).
+async fn create_one(
+    api: Api<NodeClaim>,
+    planned: &PlannedNodeClaim,
+    claim: NodeClaim,
+) -> (&PlannedNodeClaim, kube::Result<NodeClaim>) {
+    (planned, api.create(&PostParams::default(), &claim).await)
+}
+
 /// Runs the provisioner until the trigger channel closes.
 pub async fn run(
     ctx: Arc<Context>,
@@ -71,12 +87,7 @@ pub async fn run(
         let mut tick = tokio::time::interval(RESYNC_INTERVAL);
         loop {
             tick.tick().await;
-            let any = resync_ctx
-                .state
-                .pods
-                .find(pending::is_provisionable)
-                .is_some();
-            if any && resync.send(Trigger::Resync).is_err() {
+            if resync_ctx.state.has_pending_pods() && resync.send(Trigger::Resync).is_err() {
                 break;
             }
         }
@@ -93,6 +104,14 @@ pub async fn run(
             tracing::debug!(triggers = n, "not leading; batch skipped");
             continue;
         }
+        // A state in the middle of a re-list may lack NodeClaims that exist: solving on it
+        // would launch again for pods that already have capacity coming.
+        if !p.ctx.state.is_synced() {
+            tracing::info!("cluster state re-listing; provisioning waits for it");
+            if p.ctx.state.wait_until_synced().await.is_err() {
+                break;
+            }
+        }
         tracing::debug!(triggers = n, "provisioning batch");
         if let Err(e) = p.provision().await {
             tracing::warn!(error = %e, "provisioning round failed");
@@ -106,32 +125,12 @@ impl Provisioner {
     pub async fn provision(&mut self) -> Result<()> {
         let ctx = self.ctx.clone();
         let snapshot = ctx.state.snapshot();
-        self.record_pod_states(&snapshot);
-        let mut catalogs = BTreeMap::new();
-        for pool in &snapshot.node_pools {
-            let name = pool.metadata.name.clone().unwrap_or_default();
-            match ctx.provider.instance_types(pool).await {
-                Ok(its) if !its.is_empty() => {
-                    catalogs.insert(name, its);
-                }
-                Ok(_) => tracing::warn!(NodePool = %name, "no instance types"),
-                Err(e) => {
-                    tracing::warn!(NodePool = %name, error = %e, "listing instance types failed")
-                }
-            }
-        }
-        // Nominations of pods that are no longer pending are done with.
-        let pending_uids: Vec<String> = snapshot
-            .pods
-            .iter()
-            .filter(|p| pending::is_provisionable(p))
-            .filter_map(|p| p.metadata.uid.clone())
-            .collect();
-        self.nominations.retain(|uid, _| pending_uids.contains(uid));
-        self.reported.retain(|uid, _| pending_uids.contains(uid));
+        self.record_pod_states();
+        let catalogs = self.catalogs(&snapshot).await;
+        self.forget_done(&snapshot);
 
         let now = Instant::now();
-        let round = problem::build(
+        let mut round = problem::build(
             &snapshot,
             &catalogs,
             &self.nominations,
@@ -155,7 +154,9 @@ impl Provisioner {
             ctx.metrics.unschedulable_pods.set(0);
             return Ok(());
         }
-        let problem = round.problem.clone();
+        // Moved, not copied: the round's input holds every bound pod of the cluster.
+        let problem = std::mem::take(&mut round.problem);
+        let pods = problem.pods.len();
         let started = Instant::now();
         let plan = tokio::task::spawn_blocking(move || solve(&problem, &solve_options()))
             .await
@@ -164,45 +165,14 @@ impl Provisioner {
             .scheduling_duration
             .observe(started.elapsed().as_secs_f64());
         tracing::info!(
-            pods = round.problem.pods.len(),
+            pods,
             nodeclaims = plan.node_claims.len(),
             unschedulable = plan.unschedulable.len(),
             "computed a provisioning plan"
         );
 
-        let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-        for planned in &plan.node_claims {
-            let Some(pool) = snapshot
-                .node_pools
-                .iter()
-                .find(|p| p.metadata.name.as_deref() == Some(planned.node_pool.as_str()))
-            else {
-                continue;
-            };
-            let claim = claims::node_claim(pool, planned);
-            match api.create(&PostParams::default(), &claim).await {
-                Ok(created) => {
-                    let name = created.metadata.name.clone().unwrap_or_default();
-                    tracing::info!(
-                        NodeClaim = %name,
-                        NodePool = %planned.node_pool,
-                        instance_type = %planned.instance_type,
-                        pods = planned.pods.len(),
-                        "created nodeclaim"
-                    );
-                    ctx.metrics
-                        .nodeclaims_created
-                        .get_or_create(&ReasonPool {
-                            reason: "provisioning".into(),
-                            nodepool: planned.node_pool.clone(),
-                        })
-                        .inc();
-                    self.nominate(&round, &planned.pods, &name, now);
-                }
-                Err(e) => {
-                    tracing::warn!(NodePool = %planned.node_pool, error = %e, "creating a nodeclaim failed")
-                }
-            }
+        for (planned, name) in self.create(&snapshot, &plan.node_claims).await {
+            self.nominate(&round, &planned.pods, &name, now);
         }
         for placement in &plan.existing_nodes {
             let target = round
@@ -222,6 +192,101 @@ impl Provisioner {
             }
         }
         Ok(())
+    }
+
+    /// Each NodePool's instance types (pools whose provider lookup fails sit the round out).
+    async fn catalogs(&self, snapshot: &Snapshot) -> BTreeMap<String, Vec<InstanceType>> {
+        let mut catalogs = BTreeMap::new();
+        for pool in &snapshot.node_pools {
+            let name = pool.metadata.name.clone().unwrap_or_default();
+            match self.ctx.provider.instance_types(pool).await {
+                Ok(its) if !its.is_empty() => {
+                    catalogs.insert(name, its);
+                }
+                Ok(_) => tracing::warn!(NodePool = %name, "no instance types"),
+                Err(e) => {
+                    tracing::warn!(NodePool = %name, error = %e, "listing instance types failed")
+                }
+            }
+        }
+        catalogs
+    }
+
+    /// Nominations and reports of pods that are no longer pending are done with.
+    fn forget_done(&mut self, snapshot: &Snapshot) {
+        let pending: HashSet<&str> = snapshot
+            .pods
+            .iter()
+            .filter(|p| pods::is_provisionable(p))
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        self.nominations
+            .retain(|uid, _| pending.contains(uid.as_str()));
+        self.reported
+            .retain(|uid, _| pending.contains(uid.as_str()));
+    }
+
+    /// Creates the planned NodeClaims, [`CREATE_CONCURRENCY`] at a time. Each created claim is
+    /// written into the cluster state at once (in flight until the watch delivers it). Returns
+    /// the planned claims that were created, with their names.
+    async fn create<'p>(
+        &self,
+        snapshot: &Snapshot,
+        planned: &'p [PlannedNodeClaim],
+    ) -> Vec<(&'p PlannedNodeClaim, String)> {
+        let pools: HashMap<&str, &NodePool> = snapshot
+            .node_pools
+            .iter()
+            .filter_map(|p| Some((p.metadata.name.as_deref()?, p.as_ref())))
+            .collect();
+        let api: Api<NodeClaim> = Api::all(self.ctx.client.clone());
+        let ctx = &self.ctx;
+        let jobs: Vec<(&PlannedNodeClaim, NodeClaim)> = planned
+            .iter()
+            .filter_map(|planned| {
+                let pool = pools.get(planned.node_pool.as_str())?;
+                Some((planned, claims::node_claim(pool, planned)))
+            })
+            .collect();
+        let mut queue = jobs.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut out = Vec::new();
+        loop {
+            while running.len() < CREATE_CONCURRENCY {
+                let Some((planned, claim)) = queue.next() else {
+                    break;
+                };
+                running.push(create_one(api.clone(), planned, claim));
+            }
+            let Some((planned, result)) = running.next().await else {
+                break;
+            };
+            match result {
+                Ok(created) => {
+                    let name = created.metadata.name.clone().unwrap_or_default();
+                    ctx.state.node_claim_created(created);
+                    tracing::info!(
+                        NodeClaim = %name,
+                        NodePool = %planned.node_pool,
+                        instance_type = %planned.instance_type,
+                        pods = planned.pods.len(),
+                        "created nodeclaim"
+                    );
+                    ctx.metrics
+                        .nodeclaims_created
+                        .get_or_create(&ReasonPool {
+                            reason: "provisioning".into(),
+                            nodepool: planned.node_pool.clone(),
+                        })
+                        .inc();
+                    out.push((planned, name));
+                }
+                Err(e) => {
+                    tracing::warn!(NodePool = %planned.node_pool, error = %e, "creating a nodeclaim failed")
+                }
+            }
+        }
+        out
     }
 
     fn nominate(&mut self, round: &problem::Round, pods: &[String], target: &str, now: Instant) {
@@ -244,7 +309,7 @@ impl Provisioner {
         if self.reported.get(&uid) == Some(&note) {
             return;
         }
-        tracing::info!(Pod = %pending::pod_key(pod), reason = %note, "pod cannot be served");
+        tracing::info!(Pod = %pods::pod_key(pod), reason = %note, "pod cannot be served");
         self.ctx
             .event(
                 &pod.object_ref(&()),
@@ -257,25 +322,15 @@ impl Provisioner {
         self.reported.insert(uid, note);
     }
 
-    fn record_pod_states(&self, snapshot: &crate::state::Snapshot) {
-        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-        for p in &snapshot.pods {
-            let phase = if pending::is_provisionable(p) {
-                "Unschedulable".to_string()
-            } else {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.phase.clone())
-                    .unwrap_or_else(|| "Unknown".into())
-            };
-            *counts.entry(phase).or_default() += 1;
-        }
-        self.ctx.metrics.pods_state.clear();
-        for (phase, n) in counts {
-            self.ctx
-                .metrics
-                .pods_state
-                .get_or_create(&PodState { phase })
+    /// `karpenter_pods_state`, from the cluster state's running counts (no pass over the pods).
+    fn record_pod_states(&self) {
+        let pods_state = &self.ctx.metrics.pods_state;
+        pods_state.clear();
+        for (phase, n) in self.ctx.state.pod_phase_counts() {
+            pods_state
+                .get_or_create(&PodState {
+                    phase: phase.to_string(),
+                })
                 .set(n);
         }
     }

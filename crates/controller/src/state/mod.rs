@@ -1,35 +1,49 @@
-//! Cluster state: one reflector per kind (Pods, Nodes, NodePools, NodeClaims, DaemonSets,
-//! Namespaces, PersistentVolumeClaims, PersistentVolumes, StorageClasses), folded into
-//! in-memory stores that every loop reads. The provisioner is also told here,
-//! through a channel, when something happened that may need new capacity.
+//! Cluster state: one watch per kind (Pods, Nodes, NodePools, NodeClaims, DaemonSets,
+//! Namespaces, PersistentVolumeClaims, PersistentVolumes, StorageClasses,
+//! PodDisruptionBudgets, legacy Provisioners), each object stored once (trimmed of what no
+//! loop reads), indexed, and shared by every loop: they read it and write the API, never poll
+//! it for what the state holds.
 //!
-//! The watch plumbing lives in this file; what the provisioner derives from the stores (which
-//! pods are pending, what capacity is in flight) lives in `provisioning`, as pure functions.
+//! - [`index`]: the indexes (providerID → NodeClaims and Nodes, node → pods, pending pods,
+//!   pods per phase), pure and unit-tested;
+//! - [`watch`]: the watch plumbing, and the fan-out that drives the lifecycle and termination
+//!   controllers from the same watches;
+//! - [`sync`]: the sync gate (every kind reflects a complete list);
+//! - [`inflight`]: NodeClaims created by us that the watch has not delivered yet.
+//!
+//! The provisioner is also told here, through a channel, when something happened that may
+//! need new capacity.
 
-use std::sync::Arc;
+pub mod index;
+pub mod inflight;
+pub mod legacy;
+pub mod sync;
+pub mod watch;
 
-use futures::{Stream, StreamExt};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+use futures::Stream;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use karpenter_api::v1::{NodeClaim, NodePool};
 use karpenter_api::v1alpha5::Provisioner;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::provisioning::pending::is_provisionable;
-
-pub mod legacy;
-
-/// The reflectors stopped before every store was populated.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the cluster state stopped before it was populated")]
-pub struct NotReady;
+use crate::pods::is_provisionable;
+use index::{Fold, Indexed, NodeClaimIndex, NodeIndex, PodIndex, PodMoved};
+use inflight::Created;
+pub use sync::NotSynced;
+use sync::{KindSync, SyncGate};
+use watch::FanOut;
 
 /// Why the provisioner was woken.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,7 +56,30 @@ pub enum Trigger {
     Resync,
 }
 
-/// Read handles on every store.
+/// How many pod moves a slow listener may fall behind before it misses some (it only loses
+/// `status.lastPodEventTime` precision).
+const POD_MOVES_CAPACITY: usize = 4096;
+
+/// The indexes, each behind its own lock (never held across an await).
+#[derive(Default)]
+struct Indexes {
+    pods: RwLock<Indexed<PodIndex>>,
+    nodes: RwLock<Indexed<NodeIndex>>,
+    node_claims: RwLock<Indexed<NodeClaimIndex>>,
+}
+
+/// Reads an index, whatever a panicking writer left (the indexes stay consistent per call).
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn fold<T: Fold<K>, K>(lock: &RwLock<Indexed<T>>, event: &watcher::Event<K>) -> Option<T::Change> {
+    lock.write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .on_event(event)
+}
+
+/// Read handles on every store and index. Cloning shares them.
 #[derive(Clone)]
 pub struct ClusterState {
     /// All pods.
@@ -51,7 +88,8 @@ pub struct ClusterState {
     pub nodes: Store<Node>,
     /// All NodePools.
     pub node_pools: Store<NodePool>,
-    /// All NodeClaims.
+    /// All NodeClaims the watch delivered (see [`ClusterState::node_claim`] and
+    /// [`ClusterState::snapshot`] for the ones created but not delivered yet).
     pub node_claims: Store<NodeClaim>,
     /// All legacy v1alpha5 Provisioners (empty when their CRD is not installed).
     pub provisioners: Store<Provisioner>,
@@ -66,12 +104,17 @@ pub struct ClusterState {
     pub volumes: Store<PersistentVolume>,
     /// All StorageClasses.
     pub storage_classes: Store<StorageClass>,
-    /// True once every store is populated. A `watch` rather than each caller awaiting
-    /// `Store::wait_until_ready`: the latter wakes only one of several concurrent waiters.
-    ready: watch::Receiver<bool>,
+    /// All PodDisruptionBudgets.
+    pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    indexes: Arc<Indexes>,
+    created: Arc<Created>,
+    gate: SyncGate,
+    node_changes: FanOut<Node>,
+    node_claim_changes: FanOut<NodeClaim>,
+    pod_moves: broadcast::Sender<PodMoved>,
 }
 
-/// A consistent-enough copy of the stores for one provisioning round.
+/// A consistent-enough copy of the stores for one round: shared objects, not copies.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Pods.
@@ -81,7 +124,8 @@ pub struct Snapshot {
     /// NodePools, followed by the legacy Provisioners converted to NodePools
     /// ([`legacy::effective_node_pools`]).
     pub node_pools: Vec<Arc<NodePool>>,
-    /// NodeClaims.
+    /// NodeClaims, including the ones this controller created that the watch has not
+    /// delivered yet.
     pub node_claims: Vec<Arc<NodeClaim>>,
     /// DaemonSets.
     pub daemon_sets: Vec<Arc<DaemonSet>>,
@@ -93,144 +137,105 @@ pub struct Snapshot {
     pub volumes: Vec<Arc<PersistentVolume>>,
     /// StorageClasses.
     pub storage_classes: Vec<Arc<StorageClass>>,
+    /// PodDisruptionBudgets.
+    pub pod_disruption_budgets: Vec<Arc<PodDisruptionBudget>>,
+}
+
+/// A kind's store, its writer, and its side of the sync gate.
+fn store<K>(gate: &SyncGate) -> (Store<K>, reflector::store::Writer<K>, KindSync)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    (reader, writer, gate.register())
+}
+
+/// Watches a kind nothing indexes or is triggered by.
+fn plain<K>(client: &Client, gate: &SyncGate, tasks: &mut Vec<JoinHandle<()>>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer, sync) = store::<K>(gate);
+    tasks.push(watch::spawn(
+        Api::all(client.clone()),
+        writer,
+        Some(sync),
+        |_| {},
+        |_| {},
+        |_| {},
+    ));
+    reader
 }
 
 impl ClusterState {
-    /// Starts the reflectors. Returns the stores and the tasks driving them (abort them to
-    /// stop). Provisionable pods and removed capacity are reported on `triggers`.
+    /// Starts the watches. Returns the state and the tasks driving it (abort them to stop).
+    /// Provisionable pods and removed capacity are reported on `triggers`.
     pub fn start(
         client: &Client,
         triggers: UnboundedSender<Trigger>,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let mut tasks = Vec::new();
-        let pod_triggers = triggers.clone();
-        let pods = reflect(
-            Api::<Pod>::all(client.clone()),
-            &mut tasks,
-            move |event: &watcher::Event<Pod>| {
-                if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event
-                    && is_provisionable(pod)
-                {
-                    let uid = pod.metadata.uid.clone().unwrap_or_default();
-                    // A closed channel means the provisioner stopped; nothing to tell.
-                    let _ = pod_triggers.send(Trigger::Pod(uid));
-                }
-            },
-        );
-        let node_triggers = triggers.clone();
-        let nodes = reflect(
-            Api::<Node>::all(client.clone()),
-            &mut tasks,
-            move |event: &watcher::Event<Node>| {
-                if let watcher::Event::Delete(_) = event {
-                    let _ = node_triggers.send(Trigger::CapacityRemoved);
-                }
-            },
-        );
-        let node_pools = reflect(Api::<NodePool>::all(client.clone()), &mut tasks, |_| {});
-        let claim_triggers = triggers;
-        let node_claims = reflect(
-            Api::<NodeClaim>::all(client.clone()),
-            &mut tasks,
-            move |event: &watcher::Event<NodeClaim>| {
-                if let watcher::Event::Delete(_) = event {
-                    let _ = claim_triggers.send(Trigger::CapacityRemoved);
-                }
-            },
-        );
-        let provisioners = reflect(Api::<Provisioner>::all(client.clone()), &mut tasks, |_| {});
-        let daemon_sets = reflect(Api::<DaemonSet>::all(client.clone()), &mut tasks, |_| {});
-        let namespaces = reflect(Api::<Namespace>::all(client.clone()), &mut tasks, |_| {});
-        // No triggers: a pod waiting on its claim is still pending and is looked at again by
-        // the kube-scheduler's next update of it or by the periodic resync.
-        let volume_claims = reflect(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            &mut tasks,
-            |_| {},
-        );
-        let volumes = reflect(
-            Api::<PersistentVolume>::all(client.clone()),
-            &mut tasks,
-            |_| {},
-        );
-        let storage_classes = reflect(Api::<StorageClass>::all(client.clone()), &mut tasks, |_| {});
-        let (ready_tx, ready) = watch::channel(false);
-        let stores = (
-            pods.clone(),
-            nodes.clone(),
-            node_pools.clone(),
-            node_claims.clone(),
-            daemon_sets.clone(),
-            namespaces.clone(),
-            volume_claims.clone(),
-            volumes.clone(),
-            storage_classes.clone(),
-            (client.clone(), provisioners.clone()),
-        );
-        // The only task that awaits the stores' own readiness (see `ready`).
-        tasks.push(tokio::spawn(async move {
-            let all = async {
-                stores.0.wait_until_ready().await?;
-                stores.1.wait_until_ready().await?;
-                stores.2.wait_until_ready().await?;
-                stores.3.wait_until_ready().await?;
-                stores.4.wait_until_ready().await?;
-                stores.5.wait_until_ready().await?;
-                stores.6.wait_until_ready().await?;
-                stores.7.wait_until_ready().await?;
-                stores.8.wait_until_ready().await?;
-                let (client, provisioners) = stores.9;
-                // Many clusters no longer have the v1alpha5 CRD: its watch would retry forever
-                // and the controller would never become ready. Wait for the Provisioners only
-                // when the API serves them; if the CRD appears later the watch picks it up.
-                if serves_provisioners(&client).await {
-                    provisioners.wait_until_ready().await?;
-                }
-                Ok::<(), reflector::store::WriterDropped>(())
-            };
-            match all.await {
-                Ok(()) => {
-                    let _ = ready_tx.send(true);
-                    // Keep the sender alive so waiters see `true`, not a closed channel.
-                    ready_tx.closed().await;
-                }
-                Err(e) => tracing::error!(error = %e, "cluster state never became ready"),
-            }
-        }));
-        (
-            Self {
-                pods,
-                nodes,
-                node_pools,
-                node_claims,
-                provisioners,
-                daemon_sets,
-                namespaces,
-                volume_claims,
-                volumes,
-                storage_classes,
-                ready,
-            },
-            tasks,
-        )
+        let gate = SyncGate::new();
+        let indexes = Arc::new(Indexes::default());
+        let created = Arc::new(Created::default());
+        let (pod_moves, _) = broadcast::channel(POD_MOVES_CAPACITY);
+
+        let (pods, pod_task) = watch_pods(client, &gate, &indexes, &pod_moves, &triggers);
+        let (nodes, node_changes, node_task) = watch_nodes(client, &gate, &indexes, &triggers);
+        let (node_claims, node_claim_changes, claim_task) =
+            watch_node_claims(client, &gate, &indexes, &created, triggers);
+        tasks.extend([pod_task, node_task, claim_task]);
+        let provisioners = legacy_provisioners(client, &gate, &mut tasks);
+        let state = Self {
+            pods,
+            nodes,
+            node_pools: plain(client, &gate, &mut tasks),
+            node_claims,
+            provisioners,
+            daemon_sets: plain(client, &gate, &mut tasks),
+            namespaces: plain(client, &gate, &mut tasks),
+            // No triggers: a pod waiting on its claim is still pending and is looked at again
+            // by the kube-scheduler's next update of it or by the periodic resync.
+            volume_claims: plain(client, &gate, &mut tasks),
+            volumes: plain(client, &gate, &mut tasks),
+            storage_classes: plain(client, &gate, &mut tasks),
+            pod_disruption_budgets: plain(client, &gate, &mut tasks),
+            indexes,
+            created,
+            gate,
+            node_changes,
+            node_claim_changes,
+            pod_moves,
+        };
+        (state, tasks)
     }
 
-    /// Waits until every store has seen its initial list; `Err` when the reflectors stopped
-    /// before that.
-    pub async fn wait_until_ready(&self) -> Result<(), NotReady> {
-        let mut rx = self.ready.clone();
-        rx.wait_for(|ready| *ready)
-            .await
-            .map(|_| ())
-            .map_err(|_| NotReady)
+    /// Waits until every kind was listed once; `Err` if the state stopped first.
+    pub async fn wait_until_ready(&self) -> Result<(), NotSynced> {
+        self.gate.wait_until_ready().await
     }
 
-    /// Whether every store has seen its initial list.
+    /// Whether every kind was listed once (readiness: a later re-list does not unready the
+    /// replica).
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        self.gate.was_synced()
     }
 
-    /// Copies the stores.
+    /// Whether every kind reflects a complete list right now: false from the start until the
+    /// first lists are in, and during any re-list. Loops that create or delete capacity act
+    /// only while it is true.
+    pub fn is_synced(&self) -> bool {
+        self.gate.is_synced()
+    }
+
+    /// Waits until [`ClusterState::is_synced`].
+    pub async fn wait_until_synced(&self) -> Result<(), NotSynced> {
+        self.gate.wait_until_synced().await
+    }
+
+    /// Shares the stores' objects for one round.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             pods: self.pods.state(),
@@ -239,34 +244,264 @@ impl ClusterState {
                 self.node_pools.state(),
                 &self.provisioners.state(),
             ),
-            node_claims: self.node_claims.state(),
+            node_claims: self.all_node_claims(),
             daemon_sets: self.daemon_sets.state(),
             namespaces: self.namespaces.state(),
             volume_claims: self.volume_claims.state(),
             volumes: self.volumes.state(),
             storage_classes: self.storage_classes.state(),
+            pod_disruption_budgets: self.pod_disruption_budgets.state(),
         }
+    }
+
+    /// Every NodeClaim: the store's, and the ones created but not delivered yet.
+    pub fn all_node_claims(&self) -> Vec<Arc<NodeClaim>> {
+        let mut claims = self.node_claims.state();
+        let store = &self.node_claims;
+        claims.extend(self.created.missing_from(
+            |name| store.get(&ObjectRef::new(name)).is_some(),
+            Instant::now(),
+        ));
+        claims
+    }
+
+    /// Records a NodeClaim the API just created (the object it returned): it counts as in
+    /// flight at once, until the watch delivers it.
+    pub fn node_claim_created(&self, claim: NodeClaim) {
+        self.created.insert(claim, Instant::now());
+    }
+
+    /// A NodeClaim by name (created ones the watch has not delivered included).
+    pub fn node_claim(&self, name: &str) -> Option<Arc<NodeClaim>> {
+        self.node_claims
+            .get(&ObjectRef::new(name))
+            .or_else(|| self.created.get(name, Instant::now()))
+    }
+
+    /// A Node by name.
+    pub fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes.get(&ObjectRef::new(name))
     }
 
     /// The NodeClaim whose instance has this providerID.
     pub fn node_claim_for_provider_id(&self, provider_id: &str) -> Option<Arc<NodeClaim>> {
-        self.node_claims.find(|c| {
-            c.status
-                .as_ref()
-                .and_then(|s| s.provider_id.as_deref())
-                .is_some_and(|p| p == provider_id)
-        })
+        let index = read(&self.indexes.node_claims);
+        index
+            .live()
+            .by_provider_id
+            .keys_of(provider_id)
+            .find_map(|name| self.node_claims.get(&ObjectRef::new(name)))
     }
 
     /// The Nodes with this providerID (normally at most one).
     pub fn nodes_for_provider_id(&self, provider_id: &str) -> Vec<Arc<Node>> {
-        self.nodes.state_filter(|n| {
-            n.spec
-                .as_ref()
-                .and_then(|s| s.provider_id.as_deref())
-                .is_some_and(|p| p == provider_id)
-        })
+        let index = read(&self.indexes.nodes);
+        index
+            .live()
+            .by_provider_id
+            .keys_of(provider_id)
+            .filter_map(|name| self.node(name))
+            .collect()
     }
+
+    /// The NodeClaim of the Node with this name (through its providerID).
+    pub fn node_claim_for_node(&self, node: &str) -> Option<Arc<NodeClaim>> {
+        let node = self.node(node)?;
+        let pid = node.spec.as_ref()?.provider_id.as_deref()?;
+        self.node_claim_for_provider_id(pid)
+    }
+
+    /// The pods holding resources on this node: bound to it and not finished.
+    pub fn pods_on_node(&self, node: &str) -> Vec<Arc<Pod>> {
+        let index = read(&self.indexes.pods);
+        index
+            .live()
+            .on_node
+            .keys_of(node)
+            .filter_map(|key| self.pod(key))
+            .collect()
+    }
+
+    /// The pods waiting for capacity ([`crate::pods::is_provisionable`]).
+    pub fn pending_pods(&self) -> Vec<Arc<Pod>> {
+        let index = read(&self.indexes.pods);
+        index
+            .live()
+            .pending
+            .iter()
+            .filter_map(|key| self.pod(key))
+            .collect()
+    }
+
+    /// Whether any pod waits for capacity.
+    pub fn has_pending_pods(&self) -> bool {
+        !read(&self.indexes.pods).live().pending.is_empty()
+    }
+
+    /// How many pods are in each `karpenter_pods_state` phase.
+    pub fn pod_phase_counts(&self) -> Vec<(&'static str, i64)> {
+        read(&self.indexes.pods)
+            .live()
+            .phase_counts()
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
+    /// Every pod that arrives on or leaves a node from now on (lossy if not read promptly).
+    pub fn pod_moves(&self) -> broadcast::Receiver<PodMoved> {
+        self.pod_moves.subscribe()
+    }
+
+    /// Every Node once the store has its first list, then every Node that changes: the
+    /// trigger stream of a controller over Nodes, sharing this state's watch.
+    pub fn node_changes(&self) -> impl Stream<Item = Arc<Node>> + Send + 'static {
+        self.node_changes.subscribe()
+    }
+
+    /// [`ClusterState::node_changes`] for NodeClaims.
+    pub fn node_claim_changes(&self) -> impl Stream<Item = Arc<NodeClaim>> + Send + 'static {
+        self.node_claim_changes.subscribe()
+    }
+
+    fn pod(&self, key: &str) -> Option<Arc<Pod>> {
+        let (ns, name) = key.split_once('/')?;
+        self.pods.get(&ObjectRef::new(name).within(ns))
+    }
+}
+
+/// Pods: indexed (node, pending, phase), pod moves told, provisionable pods trigger the
+/// provisioner.
+fn watch_pods(
+    client: &Client,
+    gate: &SyncGate,
+    indexes: &Arc<Indexes>,
+    moves: &broadcast::Sender<PodMoved>,
+    triggers: &UnboundedSender<Trigger>,
+) -> (Store<Pod>, JoinHandle<()>) {
+    let (pods, writer, sync) = store::<Pod>(gate);
+    let (idx, moves, tx) = (indexes.clone(), moves.clone(), triggers.clone());
+    let task = watch::spawn(
+        Api::all(client.clone()),
+        writer,
+        Some(sync),
+        watch::slim_pod,
+        move |event: &watcher::Event<Pod>| {
+            if let Some(moved) = fold(&idx.pods, event) {
+                // No listener (not leading): nobody records pod events.
+                let _ = moves.send(moved);
+            }
+            if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event
+                && is_provisionable(pod)
+            {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                // A closed channel means the provisioner stopped; nothing to tell.
+                let _ = tx.send(Trigger::Pod(uid));
+            }
+        },
+        |_| {},
+    );
+    (pods, task)
+}
+
+/// Nodes: indexed by providerID, fanned out to the controllers, deletions trigger the
+/// provisioner.
+fn watch_nodes(
+    client: &Client,
+    gate: &SyncGate,
+    indexes: &Arc<Indexes>,
+    triggers: &UnboundedSender<Trigger>,
+) -> (Store<Node>, FanOut<Node>, JoinHandle<()>) {
+    let (nodes, writer, sync) = store::<Node>(gate);
+    let changes = FanOut::new(nodes.clone());
+    let (idx, fan, tx) = (indexes.clone(), changes.clone(), triggers.clone());
+    let task = watch::spawn(
+        Api::all(client.clone()),
+        writer,
+        Some(sync),
+        watch::slim_node,
+        move |event: &watcher::Event<Node>| {
+            fold(&idx.nodes, event);
+        },
+        move |event: &watcher::Event<Node>| {
+            fan.publish(event);
+            if let watcher::Event::Delete(_) = event {
+                let _ = tx.send(Trigger::CapacityRemoved);
+            }
+        },
+    );
+    (nodes, changes, task)
+}
+
+/// NodeClaims: indexed by providerID, fanned out to the lifecycle controller; a delivered
+/// claim leaves the created-in-flight set; deletions trigger the provisioner.
+fn watch_node_claims(
+    client: &Client,
+    gate: &SyncGate,
+    indexes: &Arc<Indexes>,
+    created: &Arc<Created>,
+    triggers: UnboundedSender<Trigger>,
+) -> (Store<NodeClaim>, FanOut<NodeClaim>, JoinHandle<()>) {
+    let (claims, writer, sync) = store::<NodeClaim>(gate);
+    let changes = FanOut::new(claims.clone());
+    let (idx, fan, done) = (indexes.clone(), changes.clone(), created.clone());
+    let task = watch::spawn(
+        Api::all(client.clone()),
+        writer,
+        Some(sync),
+        |_| {},
+        move |event: &watcher::Event<NodeClaim>| {
+            fold(&idx.node_claims, event);
+        },
+        move |event: &watcher::Event<NodeClaim>| {
+            fan.publish(event);
+            match event {
+                // A listed claim reaches the store only at InitDone; until then it stays in the
+                // created set (which drops claims the store has on its own).
+                watcher::Event::Apply(c) => {
+                    done.delivered(c.metadata.name.as_deref().unwrap_or_default());
+                }
+                watcher::Event::Delete(c) => {
+                    done.delivered(c.metadata.name.as_deref().unwrap_or_default());
+                    let _ = triggers.send(Trigger::CapacityRemoved);
+                }
+                watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
+            }
+        },
+    );
+    (claims, changes, task)
+}
+
+/// Legacy Provisioners: the gate waits for their first list only when the API serves them,
+/// and not for their re-lists (many clusters no longer have the v1alpha5 CRD: its watch would
+/// retry forever and the controller would never become ready; if the CRD appears later the
+/// watch picks it up).
+fn legacy_provisioners(
+    client: &Client,
+    gate: &SyncGate,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<Provisioner> {
+    let (reader, writer, sync) = store::<Provisioner>(gate);
+    let listed = sync.clone();
+    tasks.push(watch::spawn(
+        Api::all(client.clone()),
+        writer,
+        None,
+        |_| {},
+        |_| {},
+        move |event: &watcher::Event<Provisioner>| {
+            if let watcher::Event::InitDone = event {
+                listed.listed();
+            }
+        },
+    ));
+    let client = client.clone();
+    tasks.push(tokio::spawn(async move {
+        if !serves_provisioners(&client).await {
+            sync.listed();
+        }
+    }));
+    reader
 }
 
 /// Whether the API server serves `karpenter.sh/v1alpha5` Provisioners to us (errors other
@@ -290,40 +525,4 @@ async fn serves_provisioners(client: &Client) -> bool {
         }
         Err(_) => true,
     }
-}
-
-/// Spawns one reflector; `on_event` sees every event after the store applied it.
-fn reflect<K, F>(api: Api<K>, tasks: &mut Vec<JoinHandle<()>>, on_event: F) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-    F: Fn(&watcher::Event<K>) + Send + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    tasks.push(tokio::spawn(drive(
-        stream,
-        on_event,
-        K::kind(&Default::default()).to_string(),
-    )));
-    reader
-}
-
-async fn drive<K, S, F>(stream: S, on_event: F, kind: String)
-where
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
-    F: Fn(&watcher::Event<K>),
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(event) => on_event(&event),
-            // The backoff retries; the store keeps serving the last state meanwhile.
-            Err(e) => tracing::warn!(error = %e, kind = %kind, "watch failed"),
-        }
-    }
-    tracing::warn!(kind = %kind, "watch stream ended");
 }

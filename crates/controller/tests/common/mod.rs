@@ -22,6 +22,7 @@ use karpenter_api::v1::{
 };
 use karpenter_controller::{Clients, Metrics, Options, Running};
 use karpenter_providers::kwok::KwokProvider;
+use karpenter_testkit::proxy::{DelayingProxy, Lag};
 use karpenter_testkit::{TestCluster, TestNamespace, unique_name, workloads};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -39,6 +40,8 @@ pub struct Env {
     pub pool: String,
     pub class: String,
     pub controller: Running,
+    /// The proxy the controller sees the cluster through, if any (stops when dropped).
+    _proxy: Option<DelayingProxy>,
 }
 
 fn init_logs() {
@@ -82,6 +85,16 @@ impl Env {
 
     /// [`Env::start`] with these controller options.
     pub async fn start_with(options: Options) -> Result<Option<Env>> {
+        Self::start_seeing(options, None).await
+    }
+
+    /// [`Env::start_with`], the controller seeing the cluster through a proxy that makes the
+    /// watches `lag` names late (the test reads the cluster directly).
+    pub async fn start_lagging(options: Options, lag: Lag) -> Result<Option<Env>> {
+        Self::start_seeing(options, Some(lag)).await
+    }
+
+    async fn start_seeing(options: Options, lag: Option<Lag>) -> Result<Option<Env>> {
         init_logs();
         let Some(cluster) = TestCluster::start().await else {
             return Ok(None);
@@ -102,7 +115,14 @@ impl Env {
             .create(&PostParams::default(), &node_pool(&pool, &class))
             .await
             .context("creating the NodePool")?;
-        let controller = start_controller(&cluster, options).await?;
+        let (controller, proxy) = match lag {
+            None => (start_controller(&cluster, options).await?, None),
+            Some(lag) => {
+                let proxy = DelayingProxy::start(client.clone(), lag).await?;
+                let controller = start_controller_with(&proxy.config()?, options)?;
+                (controller, Some(proxy))
+            }
+        };
         Ok(Some(Env {
             cluster,
             client,
@@ -110,6 +130,7 @@ impl Env {
             pool,
             class,
             controller,
+            _proxy: proxy,
         }))
     }
 
@@ -198,7 +219,16 @@ impl Env {
     /// controller last.
     pub async fn cleanup(mut self) -> Result<()> {
         if let Some(ns) = self.ns.take() {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns.name());
             ns.cleanup().await?;
+            // Until its pods are gone, a pod left pending (its node just went) would get a
+            // NodeClaim after the pass below.
+            self.cluster
+                .wait_for(TIMEOUT, "the namespace's pods to be gone", || async {
+                    let left = pods.list(&ListParams::default()).await?.items.len();
+                    Ok::<_, anyhow::Error>((left == 0).then_some(()))
+                })
+                .await?;
         }
         let claims: Api<NodeClaim> = Api::all(self.client.clone());
         for c in self.node_claims().await? {
@@ -229,7 +259,12 @@ impl Env {
 
 /// Starts an in-process controller with the kwok provider.
 pub async fn start_controller(cluster: &TestCluster, options: Options) -> Result<Running> {
-    let clients = Clients::new(&cluster.config().await?)?;
+    start_controller_with(&cluster.config().await?, options)
+}
+
+/// Starts an in-process controller with the kwok provider, on this client configuration.
+pub fn start_controller_with(config: &kube::Config, options: Options) -> Result<Running> {
+    let clients = Clients::new(config)?;
     let provider = Arc::new(KwokProvider::new(clients.client.clone()));
     let (metrics, _registry) = Metrics::new();
     Ok(karpenter_controller::start(

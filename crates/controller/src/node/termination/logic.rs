@@ -5,7 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 use karpenter_api::labels::DISRUPTED_TAINT_KEY;
 use serde_json::{Value, json};
 
-use crate::provisioning::pending::{is_daemon_set_pod, is_mirror_pod, is_terminal, pod_key};
+use crate::pods::{is_daemon_set_pod, is_mirror_pod, is_terminal, pod_key};
 
 /// Priority classes whose pods are evicted last.
 pub const CRITICAL_PRIORITY_CLASSES: [&str; 2] =
@@ -93,9 +93,13 @@ fn pod_grace_seconds(pod: &Pod) -> i64 {
 /// grace period would no longer fit before it is deleted instead of evicted (whatever its
 /// PodDisruptionBudget says), with the time left as its grace period (at least 1 s): upstream
 /// starts deleting each pod at `deadline − its terminationGracePeriodSeconds`.
-pub fn drain(pods: &[Pod], deadline: Option<Timestamp>, now: Timestamp) -> Drain {
+pub fn drain<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    deadline: Option<Timestamp>,
+    now: Timestamp,
+) -> Drain {
     let drainable: Vec<&Pod> = pods
-        .iter()
+        .into_iter()
         .filter(|p| {
             !is_terminal(p)
                 && !is_daemon_set_pod(p)

@@ -1,10 +1,10 @@
 //! Node termination: the `karpenter.sh/termination` finalizer on Nodes. When a Node is
 //! deleted: delete its NodeClaim, taint it `karpenter.sh/disrupted:NoSchedule`, evict its pods
 //! through the Eviction API (PDBs are honoured: a 429 is retried with backoff), then delete
-//! the instance and remove the finalizer. Every step is re-derived from the API, so a restart
-//! at any point resumes the drain.
+//! the instance and remove the finalizer. Every step is re-derived from the cluster state (the
+//! node's pods from its node → pods index; the API is asked once, to confirm the node is
+//! drained before its instance goes), so a restart at any point resumes the drain.
 
-pub mod deadline;
 pub mod logic;
 
 use std::sync::Arc;
@@ -18,19 +18,24 @@ use karpenter_api::v1::NodeClaim;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::Context;
 use crate::error::{Error, Result, is_routine, is_status};
 use crate::metrics::{Code, Pool};
+use crate::nodeclaim::deadline;
 use crate::nodeclaim::lifecycle::logic::has_finalizer;
 
-/// Runs the termination controller over Nodes Karpenter manages.
+/// Runs the termination controller over Nodes Karpenter manages, driven by the cluster
+/// state's Node watch (no watch of its own).
 pub async fn run(ctx: Arc<Context>) {
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    Controller::new(nodes, watcher::Config::default().labels(NODE_POOL_LABEL))
+    let state = ctx.state.clone();
+    let managed = state.node_changes().filter(|n| {
+        let managed = n.labels().contains_key(NODE_POOL_LABEL);
+        async move { managed }
+    });
+    Controller::for_shared_stream(managed, state.nodes.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
@@ -101,64 +106,88 @@ async fn step(node: &Node, ctx: &Context) -> Result<Action> {
         .await;
     }
 
-    let pods = Api::<Pod>::all(ctx.client.clone())
-        .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
-        .await?;
     let deadline = claim.as_deref().and_then(deadline::deadline);
-    let plan = logic::drain(&pods.items, deadline, Timestamp::now());
+    let pods = ctx.state.pods_on_node(&name);
+    let mut plan = logic::drain(pods.iter().map(AsRef::as_ref), deadline, Timestamp::now());
+    if plan.remaining == 0 {
+        // The state may not have seen a pod bound a moment ago: ask the API once before the
+        // instance goes.
+        let listed = Api::<Pod>::all(ctx.client.clone())
+            .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
+            .await?;
+        plan = logic::drain(&listed.items, deadline, Timestamp::now());
+    }
     if plan.remaining > 0 {
         delete_overdue(ctx, node, &plan.delete).await?;
-        let mut blocked = false;
-        for key in &plan.evict {
-            let Some((ns, pod)) = key.split_once('/') else {
-                continue;
-            };
-            let result = Api::<Pod>::namespaced(ctx.eviction_client.clone(), ns)
-                .evict(pod, &EvictParams::default())
-                .await;
-            let code = match &result {
-                Ok(_) => 200,
-                Err(kube::Error::Api(s)) => s.code,
-                Err(_) => 0,
-            };
-            ctx.metrics
-                .eviction_requests
-                .get_or_create(&Code {
-                    code: code.to_string(),
-                })
-                .inc();
-            match result {
-                // Gone already, or already being deleted: nothing to do.
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
-                // Refused because the pod's namespace is terminating: the namespace
-                // controller is deleting the pod anyway; keep waiting for it.
-                Err(e) if is_status(&e, 403) => blocked = true,
-                // A PodDisruptionBudget forbids it right now.
-                Err(e) if is_status(&e, 429) => {
-                    blocked = true;
-                    ctx.event(
-                        &node.object_ref(&()),
-                        EventType::Warning,
-                        "FailedDraining",
-                        "Drain",
-                        format!("evicting pod {key}: {e}"),
-                    )
-                    .await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let blocked = evict(ctx, node, &plan.evict).await?;
         // Blocked evictions retry with the error policy's cadence (PDBs change slowly);
         // otherwise check back soon for the evicted pods to be gone.
         let wait = if blocked { 5 } else { 1 };
         return Ok(Action::requeue(Duration::from_secs(wait)));
     }
+    release(ctx, node, claim.as_deref(), &pid).await
+}
 
+/// Evicts the pods (`namespace/name`) through the Eviction API; true when an eviction was
+/// refused for now (a PodDisruptionBudget, or a terminating namespace).
+async fn evict(ctx: &Context, node: &Node, pods: &[String]) -> Result<bool> {
+    let mut blocked = false;
+    for key in pods {
+        let Some((ns, pod)) = key.split_once('/') else {
+            continue;
+        };
+        let result = Api::<Pod>::namespaced(ctx.eviction_client.clone(), ns)
+            .evict(pod, &EvictParams::default())
+            .await;
+        let code = match &result {
+            Ok(_) => 200,
+            Err(kube::Error::Api(s)) => s.code,
+            Err(_) => 0,
+        };
+        ctx.metrics
+            .eviction_requests
+            .get_or_create(&Code {
+                code: code.to_string(),
+            })
+            .inc();
+        match result {
+            // Gone already, or already being deleted: nothing to do.
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+            // Refused because the pod's namespace is terminating: the namespace
+            // controller is deleting the pod anyway; keep waiting for it.
+            Err(e) if is_status(&e, 403) => blocked = true,
+            // A PodDisruptionBudget forbids it right now.
+            Err(e) if is_status(&e, 429) => {
+                blocked = true;
+                ctx.event(
+                    &node.object_ref(&()),
+                    EventType::Warning,
+                    "FailedDraining",
+                    "Drain",
+                    format!("evicting pod {key}: {e}"),
+                )
+                .await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(blocked)
+}
+
+/// The drained node's last steps: delete its instance (until the provider says it is gone),
+/// then remove the finalizer.
+async fn release(
+    ctx: &Context,
+    node: &Node,
+    claim: Option<&NodeClaim>,
+    pid: &str,
+) -> Result<Action> {
+    let name = node.name_any();
     // No NodeClaim (an orphan): describe the instance by the Node's providerID.
     let instance = claim
-        .map(|c| c.as_ref().clone())
-        .unwrap_or_else(|| NodeClaim::for_instance(&name, Some(pid.clone())));
+        .cloned()
+        .unwrap_or_else(|| NodeClaim::for_instance(&name, Some(pid.to_string())));
     match ctx.provider.delete(&instance).await {
         Ok(()) => return Ok(Action::requeue(Duration::from_secs(2))),
         Err(e) if e.is_not_found() => {}
@@ -168,7 +197,7 @@ async fn step(node: &Node, ctx: &Context) -> Result<Action> {
     finalizers.retain(|f| f != TERMINATION_FINALIZER);
     let patch =
         json!({"metadata": {"finalizers": finalizers, "resourceVersion": node.resource_version()}});
-    nodes
+    Api::<Node>::all(ctx.client.clone())
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     ctx.metrics

@@ -24,34 +24,26 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::Context;
 use crate::error::{Error, Result, is_routine, is_status};
 use crate::metrics::{Pool, ReasonPool};
-use crate::node::termination::deadline;
+use crate::nodeclaim::deadline;
 use logic::{
     Phase, has_finalizer, initialization_blocker, phase, registration_patch, set_condition,
 };
 
-/// Runs the lifecycle controller until the future is dropped.
+/// Runs the lifecycle controller until the future is dropped. It is driven by the cluster
+/// state's NodeClaim and Node watches (no watch of its own).
 pub async fn run(ctx: Arc<Context>) {
-    let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let store = ctx.state.node_claims.clone();
-    Controller::new(claims, watcher::Config::default())
+    let state = ctx.state.clone();
+    Controller::for_shared_stream(state.node_claim_changes(), state.node_claims.clone())
         // A Node appearing, turning Ready or losing a taint moves its NodeClaim on.
-        .watches(nodes, watcher::Config::default(), move |node: Node| {
-            let pid = node.spec.and_then(|s| s.provider_id).unwrap_or_default();
-            store
-                .find(|c| {
-                    c.status
-                        .as_ref()
-                        .and_then(|s| s.provider_id.as_deref())
-                        .is_some_and(|p| !pid.is_empty() && p == pid)
-                })
+        .watches_shared_stream(state.node_changes(), move |node: Arc<Node>| {
+            let pid = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
+            pid.and_then(|pid| state.node_claim_for_provider_id(pid))
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
         })
         .run(reconcile, error_policy, ctx)
@@ -406,28 +398,22 @@ async fn finalize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
     }
     let pid = claim.status.as_ref().and_then(|s| s.provider_id.clone());
     if let Some(pid) = &pid {
-        let nodes_api = Api::<Node>::all(ctx.client.clone());
-        let mut waiting = false;
-        for node in ctx.state.nodes_for_provider_id(pid) {
-            // The store may lag: ask the API before deciding the Node is gone.
-            match nodes_api.get_opt(&node.name_any()).await? {
-                None => {}
-                Some(n) => {
-                    waiting = true;
-                    if n.metadata.deletion_timestamp.is_none() {
-                        match nodes_api
-                            .delete(&n.name_any(), &DeleteParams::background())
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if is_status(&e, 404) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                }
+        let nodes = ctx.state.nodes_for_provider_id(pid);
+        // Gone once the state's Node watch says so: a lagging watch only makes this wait.
+        for node in nodes
+            .iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+        {
+            match Api::<Node>::all(ctx.client.clone())
+                .delete(&node.name_any(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        if waiting {
+        if !nodes.is_empty() {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     }

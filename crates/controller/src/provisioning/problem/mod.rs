@@ -20,7 +20,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,9 +34,12 @@ use karpenter_api::solver_input::{
 };
 use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
 use karpenter_api::v1::{NodeClaim, find_condition};
-use karpenter_solver::{ExistingNode, InstanceType, PodView, Problem, Requirements, Resources};
+use karpenter_solver::{
+    DaemonSetView, ExistingNode, InstanceType, NodePoolView, PodView, Problem, Requirements,
+    Resources,
+};
 
-use super::pending::{is_provisionable, is_terminal, pod_key};
+use crate::pods::{is_provisionable, is_terminal, pod_key};
 use crate::state::Snapshot;
 
 /// Taints that are expected to go away on their own while a node starts (upstream
@@ -101,6 +104,41 @@ fn nomination_holds(
     }
 }
 
+/// Lookups a round needs more than once, built once.
+struct Lookups<'s> {
+    claims_by_name: HashMap<&'s str, &'s NodeClaim>,
+    nodes_by_name: HashMap<&'s str, &'s Node>,
+    claim_by_provider_id: HashMap<&'s str, &'s NodeClaim>,
+    node_provider_ids: HashSet<&'s str>,
+}
+
+impl<'s> Lookups<'s> {
+    fn new(snapshot: &'s Snapshot) -> Self {
+        let node_pid = |n: &'s Arc<Node>| n.spec.as_ref()?.provider_id.as_deref();
+        Self {
+            claims_by_name: snapshot
+                .node_claims
+                .iter()
+                .filter_map(|c| c.metadata.name.as_deref().map(|n| (n, c.as_ref())))
+                .collect(),
+            nodes_by_name: snapshot
+                .nodes
+                .iter()
+                .filter_map(|n| n.metadata.name.as_deref().map(|name| (name, n.as_ref())))
+                .collect(),
+            claim_by_provider_id: snapshot
+                .node_claims
+                .iter()
+                .filter_map(|c| provider_id_of(c).map(|p| (p, c.as_ref())))
+                .collect(),
+            node_provider_ids: snapshot.nodes.iter().filter_map(node_pid).collect(),
+        }
+    }
+}
+
+/// Pods nominated to capacity that still holds, by target (NodeClaim or Node name).
+type Nominated = HashMap<String, Vec<(Arc<Pod>, PodView)>>;
+
 /// Builds the round. `catalogs` maps NodePool name → its instance types (NodePools missing
 /// from it are skipped); `nominations` maps pod UID → nomination.
 pub fn build(
@@ -115,44 +153,81 @@ pub fn build(
     let ctx = PodContext {
         namespaces: &namespaces,
     };
+    let lookups = Lookups::new(snapshot);
+    let instance_types = union_of(catalogs);
+    let holds = |n: &Nomination| {
+        nomination_holds(
+            n,
+            &lookups.claims_by_name,
+            &lookups.nodes_by_name,
+            now,
+            window,
+        )
+    };
+    let (mut pending, mut nominated) = pending_pods(snapshot, &ctx, nominations, holds, &mut round);
+    let bound = bound_pods(snapshot, &ctx);
+    let mut nodes = existing_nodes(snapshot, &lookups, &mut nominated, &mut round);
+    nodes.extend(in_flight_nodes(
+        snapshot,
+        &lookups,
+        &instance_types,
+        &mut nominated,
+        &mut round,
+    ));
+    // A target that is in no node of the round (its Node could not be converted) holds
+    // nothing: its pods are solved again.
+    for (pod, view) in nominated.into_values().flatten() {
+        round.pending.insert(pod_key(&pod), pod);
+        pending.push(view);
+    }
+    let (node_pools, min_values) = node_pools(snapshot, catalogs, &mut round.warnings);
+    let daemon_sets = daemon_sets(snapshot, &ctx, &mut round.warnings);
+
+    // Bound pods of nodes left out (leaving, or not converted) are simply not counted.
+    round.problem = input::problem(Parts {
+        instance_types,
+        node_pools,
+        pending,
+        nodes,
+        bound,
+        daemon_sets,
+        min_values,
+    })
+    .problem;
+    round
+}
+
+/// Instance types: the union of the NodePools' lists (each pool is restricted to its own).
+fn union_of(catalogs: &BTreeMap<String, Vec<InstanceType>>) -> Vec<InstanceType> {
+    let mut seen = HashSet::new();
+    catalogs
+        .values()
+        .flatten()
+        .filter(|it| seen.insert(it.name.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Pending pods, converted; those nominated to capacity that still holds are set aside by
+/// target (they ride on it as if bound) instead of being solved again. Pods that cannot be
+/// converted go to `round.invalid`.
+fn pending_pods(
+    snapshot: &Snapshot,
+    ctx: &PodContext<'_>,
+    nominations: &HashMap<String, Nomination>,
+    holds: impl Fn(&Nomination) -> bool,
+    round: &mut Round,
+) -> (Vec<PodView>, Nominated) {
     let volumes = VolumeIndex::new(
         snapshot.volume_claims.iter().map(AsRef::as_ref),
         snapshot.volumes.iter().map(AsRef::as_ref),
         snapshot.storage_classes.iter().map(AsRef::as_ref),
     );
-    let claims_by_name: HashMap<&str, &NodeClaim> = snapshot
-        .node_claims
-        .iter()
-        .filter_map(|c| c.metadata.name.as_deref().map(|n| (n, c.as_ref())))
-        .collect();
-    let nodes_by_name: HashMap<&str, &Node> = snapshot
-        .nodes
-        .iter()
-        .filter_map(|n| n.metadata.name.as_deref().map(|name| (name, n.as_ref())))
-        .collect();
-    let claim_by_pid: HashMap<&str, &NodeClaim> = snapshot
-        .node_claims
-        .iter()
-        .filter_map(|c| provider_id_of(c).map(|p| (p, c.as_ref())))
-        .collect();
-
-    // Instance types: the union of the NodePools' lists, each pool restricted to its own.
-    let mut instance_types: Vec<InstanceType> = Vec::new();
-    for its in catalogs.values() {
-        for it in its {
-            if !instance_types.iter().any(|i| i.name == it.name) {
-                instance_types.push(it.clone());
-            }
-        }
-    }
-
-    // Pending pods; those nominated to capacity that still holds are placed on it (as bound
-    // pods of that target) instead of being solved again.
-    let mut pending: Vec<PodView> = Vec::new();
-    let mut nominated: HashMap<String, Vec<(Arc<Pod>, PodView)>> = HashMap::new();
+    let mut pending = Vec::new();
+    let mut nominated: Nominated = HashMap::new();
     for p in snapshot.pods.iter().filter(|p| is_provisionable(p)) {
         // Only pending pods need them: a bound pod's node already satisfies its volumes.
-        let converted = input::pod_view(p, &ctx, &mut round.warnings).and_then(|mut view| {
+        let converted = input::pod_view(p, ctx, &mut round.warnings).and_then(|mut view| {
             view.volume_requirements = input::volume_requirements(p, &volumes)?;
             Ok(view)
         });
@@ -165,7 +240,7 @@ pub fn build(
         };
         let uid = p.metadata.uid.as_deref().unwrap_or_default();
         match nominations.get(uid) {
-            Some(n) if nomination_holds(n, &claims_by_name, &nodes_by_name, now, window) => {
+            Some(n) if holds(n) => {
                 nominated
                     .entry(n.target.clone())
                     .or_default()
@@ -177,8 +252,11 @@ pub fn build(
             }
         }
     }
+    (pending, nominated)
+}
 
-    // Pods bound to a node (finished ones hold nothing); `input::problem` puts them on it.
+/// Pods bound to a node (finished ones hold nothing); `input::problem` puts them on it.
+fn bound_pods(snapshot: &Snapshot, ctx: &PodContext<'_>) -> Vec<BoundPod> {
     let mut bound = Vec::new();
     for p in &snapshot.pods {
         let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
@@ -190,7 +268,7 @@ pub fn build(
         }
         // The API validated these pods; one that still fails conversion is left out of the
         // node's load rather than stopping the round.
-        if let Ok(pod) = input::pod_view(p, &ctx, &mut Vec::new()) {
+        if let Ok(pod) = input::pod_view(p, ctx, &mut Vec::new()) {
             bound.push(BoundPod {
                 node: node.to_string(),
                 pod,
@@ -198,7 +276,17 @@ pub fn build(
             });
         }
     }
+    bound
+}
 
+/// The Nodes that offer room, with the pods nominated to them (or to their NodeClaim); a
+/// starting node is judged without its startup and ephemeral taints.
+fn existing_nodes(
+    snapshot: &Snapshot,
+    lookups: &Lookups<'_>,
+    nominated: &mut Nominated,
+    round: &mut Round,
+) -> Vec<ExistingNode> {
     let mut nodes = Vec::new();
     for node in &snapshot.nodes {
         let name = node.metadata.name.as_deref().unwrap_or_default();
@@ -206,7 +294,7 @@ pub fn build(
             .spec
             .as_ref()
             .and_then(|s| s.provider_id.as_deref())
-            .and_then(|p| claim_by_pid.get(p).copied());
+            .and_then(|p| lookups.claim_by_provider_id.get(p).copied());
         if leaving(node, claim) {
             continue;
         }
@@ -227,14 +315,14 @@ pub fn build(
             }
         };
         if let Some(c) = claim.filter(|c| !is_initialized(c)) {
-            let startup: Vec<&str> = c
+            let startup: HashSet<&str> = c
                 .spec
                 .startup_taints
                 .iter()
                 .map(|t| t.key.as_str())
                 .collect();
             existing.taints.retain(|t| {
-                !EPHEMERAL_TAINTS.contains(&t.key.as_str()) && !startup.contains(&t.key.as_str())
+                !EPHEMERAL_TAINTS.contains(&t.key.as_str()) && !startup.contains(t.key.as_str())
             });
         }
         if let Some(c) = claim.and_then(|c| c.metadata.name.clone()) {
@@ -242,37 +330,44 @@ pub fn build(
         }
         nodes.push(existing);
     }
+    nodes
+}
 
-    // In-flight NodeClaims without a Node yet.
-    let node_pids: Vec<&str> = snapshot
-        .nodes
-        .iter()
-        .filter_map(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()))
-        .collect();
+/// In-flight NodeClaims without a Node yet, as the nodes they will become.
+fn in_flight_nodes(
+    snapshot: &Snapshot,
+    lookups: &Lookups<'_>,
+    instance_types: &[InstanceType],
+    nominated: &mut Nominated,
+    round: &mut Round,
+) -> Vec<ExistingNode> {
+    let mut nodes = Vec::new();
     for claim in &snapshot.node_claims {
         let Some(name) = claim.metadata.name.as_deref() else {
             continue;
         };
         if claim.metadata.deletion_timestamp.is_some()
-            || provider_id_of(claim).is_some_and(|p| node_pids.contains(&p))
+            || provider_id_of(claim).is_some_and(|p| lookups.node_provider_ids.contains(p))
         {
             continue;
         }
         let held = nominated.remove(name).unwrap_or_default();
         let pods = held.into_iter().map(|(_, v)| v).collect();
         round.in_flight.insert(name.to_string(), name.to_string());
-        nodes.push(in_flight_node(claim, name, &instance_types, pods));
+        nodes.push(in_flight_node(claim, name, instance_types, pods));
     }
+    nodes
+}
 
-    // A target that is in no node of the round (its Node could not be converted) holds
-    // nothing: its pods are solved again.
-    for (pod, view) in nominated.into_values().flatten() {
-        round.pending.insert(pod_key(&pod), pod);
-        pending.push(view);
-    }
-
+/// The NodePools that can launch (not deleting, with instance types), with their usage, and
+/// their `minValues` by name.
+fn node_pools(
+    snapshot: &Snapshot,
+    catalogs: &BTreeMap<String, Vec<InstanceType>>,
+    warnings: &mut Vec<ConvertWarning>,
+) -> (Vec<NodePoolView>, BTreeMap<String, BTreeMap<String, i32>>) {
     let mut usage = claim_usage(&snapshot.node_claims);
-    let mut node_pools = Vec::new();
+    let mut views = Vec::new();
     let mut min_values = BTreeMap::new();
     for pool in &snapshot.node_pools {
         let Some(name) = pool.metadata.name.as_deref() else {
@@ -285,38 +380,35 @@ pub fn build(
             continue;
         }
         let pool_usage = usage.remove(name).unwrap_or_default();
-        match input::node_pool_view(pool, pool_usage, &mut round.warnings) {
+        match input::node_pool_view(pool, pool_usage, warnings) {
             Ok(mut view) => {
                 view.instance_types = Some(its.iter().map(|i| i.name.clone()).collect());
                 let pool_min_values = input::min_values(pool);
                 if !pool_min_values.is_empty() {
                     min_values.insert(name.to_owned(), pool_min_values);
                 }
-                node_pools.push(view);
+                views.push(view);
             }
             Err(e) => tracing::warn!(error = %e, "NodePool left out of the round"),
         }
     }
-    let mut daemon_sets = Vec::new();
+    (views, min_values)
+}
+
+/// DaemonSets whose pods every new node they tolerate will run.
+fn daemon_sets(
+    snapshot: &Snapshot,
+    ctx: &PodContext<'_>,
+    warnings: &mut Vec<ConvertWarning>,
+) -> Vec<DaemonSetView> {
+    let mut out = Vec::new();
     for ds in &snapshot.daemon_sets {
-        match input::daemon_set_view(ds, &ctx, &mut round.warnings) {
-            Ok(view) => daemon_sets.push(view),
+        match input::daemon_set_view(ds, ctx, warnings) {
+            Ok(view) => out.push(view),
             Err(e) => tracing::debug!(error = %e, "DaemonSet left out of the round"),
         }
     }
-
-    // Bound pods of nodes left out (leaving, or not converted) are simply not counted.
-    round.problem = input::problem(Parts {
-        instance_types,
-        node_pools,
-        pending,
-        nodes,
-        bound,
-        daemon_sets,
-        min_values,
-    })
-    .problem;
-    round
+    out
 }
 
 /// Namespaces from the store, plus every pod's namespace (a namespace the store has not seen
@@ -415,7 +507,7 @@ fn claim_usage(claims: &[Arc<NodeClaim>]) -> BTreeMap<String, Resources> {
 /// What an unlaunched NodeClaim will at least offer: the element-wise minimum allocatable over
 /// the instance types it allows.
 fn smallest_option(claim: &NodeClaim, catalog: &[InstanceType]) -> Resources {
-    let allowed: Vec<&str> = claim
+    let allowed: HashSet<&str> = claim
         .spec
         .requirements
         .iter()

@@ -24,7 +24,7 @@ use karpenter_solver::WhenUnsatisfiable;
 use kube::api::ObjectMeta;
 
 use super::*;
-use crate::provisioning::pending::tests::unschedulable;
+use crate::pods::tests::unschedulable;
 
 const WINDOW: Duration = Duration::from_secs(20);
 

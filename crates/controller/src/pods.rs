@@ -1,0 +1,155 @@
+//! What the loops ask of a pod, pure: is it waiting for capacity (upstream `IsProvisionable`),
+//! has it finished, is it a DaemonSet or mirror pod, its `namespace/name` key.
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// Annotation kubelets put on mirror pods of static pods.
+pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// A pod kube-scheduler tried and could not place: `PodScheduled=False` with reason
+/// `Unschedulable`, no node, not preempting, not owned by a DaemonSet or a Node (mirror pod),
+/// not terminating.
+pub fn is_provisionable(pod: &Pod) -> bool {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let spec = pod.spec.as_ref();
+    if spec
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+    {
+        return false;
+    }
+    let status = pod.status.as_ref();
+    if status
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+    {
+        return false;
+    }
+    if is_daemon_set_pod(pod) || is_mirror_pod(pod) {
+        return false;
+    }
+    status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        })
+}
+
+/// Owned by a DaemonSet (its pods are overhead, never a reason to launch).
+pub fn is_daemon_set_pod(pod: &Pod) -> bool {
+    owned_by_kind(pod, "DaemonSet")
+}
+
+/// A static pod's mirror (owned by its Node, or carrying the mirror annotation).
+pub fn is_mirror_pod(pod: &Pod) -> bool {
+    owned_by_kind(pod, "Node")
+        || pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(MIRROR_POD_ANNOTATION))
+}
+
+fn owned_by_kind(pod: &Pod, kind: &str) -> bool {
+    pod.metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| r.kind == kind))
+}
+
+/// Whether a pod has finished (it holds no resources any more).
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// `namespace/name`.
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+
+    /// A pod kube-scheduler marked unschedulable.
+    pub fn unschedulable(name: &str) -> Pod {
+        Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{name}")),
+                ..Default::default()
+            },
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some("Unschedulable".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn unschedulable_pods_are_provisionable() {
+        assert!(is_provisionable(&unschedulable("a")));
+    }
+
+    #[test]
+    fn others_are_not() {
+        let mut bound = unschedulable("a");
+        if let Some(s) = bound.spec.as_mut() {
+            s.node_name = Some("n".into());
+        }
+        assert!(!is_provisionable(&bound));
+
+        let mut fresh = unschedulable("a");
+        fresh.status = Some(PodStatus::default());
+        assert!(
+            !is_provisionable(&fresh),
+            "kube-scheduler has not tried yet"
+        );
+
+        let mut ds = unschedulable("a");
+        ds.metadata.owner_references = Some(vec![OwnerReference {
+            kind: "DaemonSet".into(),
+            ..Default::default()
+        }]);
+        assert!(!is_provisionable(&ds));
+
+        let mut deleting = unschedulable("a");
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(!is_provisionable(&deleting));
+
+        let mut preempting = unschedulable("a");
+        if let Some(s) = preempting.status.as_mut() {
+            s.nominated_node_name = Some("n".into());
+        }
+        assert!(!is_provisionable(&preempting));
+
+        let mut gated = unschedulable("a");
+        if let Some(c) = gated.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            c[0].reason = Some("SchedulingGated".into());
+        }
+        assert!(!is_provisionable(&gated));
+    }
+}
