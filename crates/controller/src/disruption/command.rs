@@ -26,7 +26,6 @@ use karpenter_api::v1::{NodeClaim, find_condition};
 use karpenter_solver::disruption::Command;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -35,8 +34,8 @@ use crate::context::Context;
 use crate::error::{Error, Result, is_status};
 use crate::metrics::ReasonPool;
 use crate::node::termination::logic::disrupted_taint_patch;
+use crate::pods::{is_daemon_set_pod, is_terminal};
 use crate::provisioning::claims;
-use crate::provisioning::pending::{is_daemon_set_pod, is_terminal};
 
 /// NodeClaim annotation holding the disruption command it is part of (a [`Record`]).
 pub const COMMAND_ANNOTATION: &str = "karpenter.sh/disruption-command";
@@ -90,7 +89,7 @@ fn claims_api(ctx: &Context) -> Api<NodeClaim> {
 }
 
 fn node_of(ctx: &Context, claim: &str) -> Option<Arc<Node>> {
-    let c = ctx.state.node_claims.find(|c| c.name_any() == claim)?;
+    let c = ctx.state.node_claim(claim)?;
     let pid = c.status.as_ref()?.provider_id.clone()?;
     ctx.state.nodes_for_provider_id(&pid).into_iter().next()
 }
@@ -188,6 +187,8 @@ pub async fn start(
         {
             Ok(created) => {
                 record.replacements.push(created.name_any());
+                // Capacity in flight at once, before the watch delivers it (no double launch).
+                ctx.state.node_claim_created(created);
                 ctx.metrics
                     .nodeclaims_created
                     .get_or_create(&ReasonPool {
@@ -261,7 +262,7 @@ async fn finish(ctx: Arc<Context>, record: Record) -> Result<()> {
     loop {
         let mut ready = 0;
         for name in &record.replacements {
-            match ctx.state.node_claims.get(&ObjectRef::new(name)) {
+            match ctx.state.node_claim(name) {
                 None if seen.contains(name.as_str()) => {
                     rollback(&ctx, &record, &format!("replacement {name} is gone")).await;
                     return Ok(());
@@ -379,7 +380,7 @@ pub async fn rollback(ctx: &Context, record: &Record, why: &str) {
 }
 
 async fn event(ctx: &Context, claim: &str, type_: EventType, reason: &str, note: String) {
-    if let Some(c) = ctx.state.node_claims.find(|c| c.name_any() == claim) {
+    if let Some(c) = ctx.state.node_claim(claim) {
         ctx.event(&c.object_ref(&()), type_, reason, "Disrupt", note)
             .await;
     }

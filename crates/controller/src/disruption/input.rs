@@ -28,7 +28,7 @@ use karpenter_api::v1::{NodeClaim, find_condition};
 use karpenter_solver::disruption::{DisruptionProblem, DoNotDisrupt, Drift, NodeState, PodState};
 use karpenter_solver::{InstanceType, PodView};
 
-use crate::provisioning::pending::{is_daemon_set_pod, is_terminal};
+use crate::pods::{is_daemon_set_pod, is_terminal};
 use crate::provisioning::problem as round;
 use crate::state::Snapshot;
 
@@ -252,7 +252,7 @@ pub fn build(
     let objects: HashMap<String, &k8s_openapi::api::core::v1::Pod> = snapshot
         .pods
         .iter()
-        .map(|p| (crate::provisioning::pending::pod_key(p), p.as_ref()))
+        .map(|p| (crate::pods::pod_key(p), p.as_ref()))
         .collect();
     let mut pods = Vec::new();
     for n in &problem.existing_nodes {

@@ -56,7 +56,7 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, InFlight> {
 
 /// Runs the disruption loop until the future is dropped (command tasks stop with it).
 pub async fn run(ctx: Arc<Context>) {
-    if ctx.state.wait_until_ready().await.is_err() {
+    if ctx.state.wait_until_synced().await.is_err() {
         return;
     }
     tracing::info!("disruption loop started");

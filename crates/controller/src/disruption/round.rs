@@ -12,7 +12,7 @@ use karpenter_api::v1::nodeclaim::CONDITION_DRIFTED;
 use karpenter_solver::disruption::{
     Command, DisruptionOptions, DisruptionPlan, Drift, Reason, plan,
 };
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -44,6 +44,11 @@ pub async fn run(
     memory: &mut Memory,
     tasks: &mut JoinSet<()>,
 ) -> Result<()> {
+    if !ctx.state.is_synced() {
+        // A watch is re-listing: acting on a partial view could disrupt what it cannot see.
+        tracing::debug!("disruption waits for the cluster state to sync");
+        return Ok(());
+    }
     let snapshot = ctx.state.snapshot();
     resume(ctx, shared, &snapshot, tasks).await;
     let drift = Arc::new(drift_of(&snapshot));
@@ -116,10 +121,11 @@ pub(super) async fn fresh_input(
             Err(e) => tracing::warn!(NodePool = %name, error = %e, "listing instance types failed"),
         }
     }
-    let pdbs = Api::<PodDisruptionBudget>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let pdbs: Vec<PodDisruptionBudget> = snapshot
+        .pod_disruption_budgets
+        .iter()
+        .map(|b| b.as_ref().clone())
+        .collect();
     Ok(input::build(
         &snapshot,
         &catalogs,

@@ -88,6 +88,15 @@ async fn settled_input(
     let deadline = Instant::now() + ctx.options.disruption_validation_period;
     let own: BTreeSet<&String> = cmd.nodes.iter().collect();
     loop {
+        if !ctx.state.is_synced() {
+            if Instant::now() >= deadline {
+                tracing::info!(reason = %cmd.reason, nodes = ?cmd.nodes,
+                    "disruption command dropped: the cluster state did not sync during its validation");
+                return Ok(None);
+            }
+            tokio::time::sleep(PENDING_RETRY).await;
+            continue;
+        }
         let others: BTreeSet<String> = lock(shared)
             .nodes()
             .into_iter()

@@ -32,7 +32,7 @@ use schedule::Schedule;
 
 /// Runs the drift loop until the future is dropped.
 pub async fn run(ctx: Arc<Context>) {
-    if ctx.state.wait_until_ready().await.is_err() {
+    if ctx.state.wait_until_synced().await.is_err() {
         return;
     }
     let mut schedule = Schedule::default();
@@ -52,6 +52,9 @@ struct Found {
 }
 
 async fn round(ctx: &Context, schedule: &mut Schedule) {
+    if !ctx.state.is_synced() {
+        return;
+    }
     let snapshot = ctx.state.snapshot();
     stamp_pools(ctx, &snapshot).await;
     let now = Timestamp::now();

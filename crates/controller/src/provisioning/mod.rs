@@ -5,7 +5,6 @@
 
 pub mod batcher;
 pub mod claims;
-pub mod pending;
 pub mod problem;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
