@@ -166,11 +166,18 @@ async fn body(env: &Env) -> Result<()> {
                 let settled =
                     !nodes.iter().any(node_disrupting) && env.node_claims().await?.len() == n;
                 let pods = env.app_pods("bulk").await?;
-                let done = n <= PACKED
-                    && settled
-                    && pods.len() == AFTER as usize
-                    && pods.iter().all(pod_running);
-                Ok::<_, anyhow::Error>(done.then_some((n, price)))
+                let running = pods.iter().filter(|p| pod_running(p)).count();
+                let done =
+                    n <= PACKED && settled && pods.len() == AFTER as usize && running == pods.len();
+                if done {
+                    Ok(Some((n, price)))
+                } else {
+                    // Not an error: what the last look saw, for the timeout's message.
+                    Err(anyhow::anyhow!(
+                        "{n} nodes, settled {settled}, {} pods, {running} running",
+                        pods.len()
+                    ))
+                }
             },
         )
         .await;

@@ -1,5 +1,5 @@
-//! One round of the disruption loop: stamp NodePool hashes, resume recorded commands, detect
-//! drift, plan, validate, and start commands.
+//! One round of the disruption loop: resume recorded commands, read drift, plan, and start
+//! commands (emptiness and consolidation through the round's validation task).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -35,9 +35,9 @@ pub struct Memory {
     skipped: Option<String>,
 }
 
-/// One round: every command of the plan is started (drift, expiration) or handed to its own
-/// validation task (emptiness, consolidation), so rounds never wait on each other's validation
-/// pause; the nodes of commands being validated count as disrupting in later rounds.
+/// One round: every command of the plan is started (drift, expiration) or handed to the
+/// round's validation task (emptiness, consolidation), so rounds never wait on each other's
+/// validation pause; the nodes of commands being validated count as disrupting in later rounds.
 pub async fn run(
     ctx: &Arc<Context>,
     shared: &Shared,
@@ -80,16 +80,21 @@ pub async fn run(
         .disruption_evaluation_duration
         .observe(started.elapsed().as_secs_f64());
     report(ctx, &planned, memory).await;
+    let mut graceful = Vec::new();
     for c in planned.commands {
-        let validate = !matches!(c.reason, Reason::Drifted | Reason::Expired);
-        spawn(
-            ctx,
-            shared,
-            tasks,
-            c,
-            &claims,
-            validate.then(|| drift.clone()),
-        );
+        if matches!(c.reason, Reason::Drifted | Reason::Expired) {
+            start_now(ctx, shared, tasks, c, &claims);
+        } else if let Some(key) = register(shared, &c, &claims) {
+            graceful.push((key, c));
+        }
+    }
+    if !graceful.is_empty() {
+        let (ctx, shared) = (ctx.clone(), shared.clone());
+        tasks.spawn(async move {
+            if let Err(e) = validation::validate_then_start(&ctx, &shared, graceful, &drift).await {
+                tracing::warn!(error = %e, "validating disruption commands failed");
+            }
+        });
     }
     Ok(())
 }
@@ -137,43 +142,42 @@ pub(super) async fn fresh_input(
     ))
 }
 
-/// Runs a command as a task: at once, or after its validation pause when `validate` carries
-/// the round's drift facts. Its nodes count as disrupting from now until the task ends.
-fn spawn(
+/// Registers a command as in flight (its nodes count as disrupting from now on) under a key;
+/// `None` when one of its nodes is already part of another command.
+fn register(shared: &Shared, cmd: &Command, claims: &BTreeMap<String, String>) -> Option<String> {
+    let key = cmd.nodes.join(",");
+    let mut guard = lock(shared);
+    let busy = guard.nodes();
+    if cmd.nodes.iter().any(|n| busy.contains(n)) {
+        return None;
+    }
+    let claim_names = cmd
+        .nodes
+        .iter()
+        .filter_map(|n| claims.get(n).cloned())
+        .collect();
+    guard
+        .entries
+        .insert(key.clone(), (cmd.nodes.clone(), claim_names));
+    Some(key)
+}
+
+/// Starts a command that is not validated (drift, expiration) as a task.
+fn start_now(
     ctx: &Arc<Context>,
     shared: &Shared,
     tasks: &mut JoinSet<()>,
     cmd: Command,
     claims: &BTreeMap<String, String>,
-    validate: Option<Arc<BTreeMap<String, Drift>>>,
 ) {
-    let key = cmd.nodes.join(",");
-    {
-        let mut guard = lock(shared);
-        let busy = guard.nodes();
-        if cmd.nodes.iter().any(|n| busy.contains(n)) {
-            return;
-        }
-        let claim_names = cmd
-            .nodes
-            .iter()
-            .filter_map(|n| claims.get(n).cloned())
-            .collect();
-        guard
-            .entries
-            .insert(key.clone(), (cmd.nodes.clone(), claim_names));
-    }
+    let Some(key) = register(shared, &cmd, claims) else {
+        return;
+    };
     let (ctx, shared) = (ctx.clone(), shared.clone());
     let claims = claims.clone();
     tasks.spawn(async move {
-        let result = match validate {
-            Some(drift) => validation::validate_then_start(&ctx, &shared, &key, cmd, &drift).await,
-            None => {
-                record_decision(&ctx, &cmd);
-                command::start(ctx.clone(), cmd, claims).await
-            }
-        };
-        if let Err(e) = result {
+        record_decision(&ctx, &cmd);
+        if let Err(e) = command::start(ctx.clone(), cmd, claims).await {
             tracing::warn!(error = %e, "disruption command failed");
         }
         lock(&shared).entries.remove(&key);

@@ -1,21 +1,27 @@
-//! The validation pause of emptiness and consolidation commands, one task per command.
+//! The validation pause of a round's emptiness and consolidation commands.
 //!
-//! After `disruption_validation_period` (upstream 15 s) the command itself is checked again on
+//! After `disruption_validation_period` (upstream 15 s) each command itself is checked again on
 //! a fresh view of the cluster ([`validate_command`]): candidates that are no longer eligible
 //! or within budget are dropped, a consolidation is simulated again with exactly what is left,
 //! and what is still valid starts. A fresh plan choosing a different or larger set is no reason
 //! to drop a command: while a scale-down settles the planner's choice moves every round, and
 //! insisting on the same set let only tiny commands through.
 //!
-//! Each task runs on its own, so a round never waits for another round's pause. The nodes of
-//! the command count as disrupting for every other plan and validation meanwhile (budgets
-//! hold across tasks); for its own validation they do not.
+//! One task per round validates that round's commands in plan order on one fresh input, each
+//! with the ones before it counted as disrupting (as the planner decided them), and then
+//! carries the valid ones out concurrently. Rounds never wait for it: the nodes of its
+//! commands count as disrupting for every other plan and validation meanwhile (budgets hold
+//! across tasks); for its own validation they do not.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use karpenter_solver::disruption::{Command, ConsolidationPolicy, Drift, validate_command};
+use karpenter_solver::disruption::{
+    Command, ConsolidationPolicy, DisruptionError, DisruptionOptions, DisruptionProblem, Drift,
+    Validation, validate_command,
+};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::input::{Input, Skip};
@@ -25,95 +31,165 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::{ConsolidationType, Moves};
 
-/// How often a validation that found pods pending looks again.
-const PENDING_RETRY: Duration = Duration::from_secs(1);
+/// How often a validation that found pods pending (or the state re-listing) looks again.
+const RETRY: Duration = Duration::from_secs(1);
 
-/// Waits the validation pause, validates `cmd` (registered in `shared` under `key`) and starts
-/// what is still valid.
+/// Waits the validation pause, validates `commands` (each registered in `shared` under its
+/// key) and carries out what is still valid; returns when they are all done.
 pub async fn validate_then_start(
     ctx: &Arc<Context>,
     shared: &Shared,
-    key: &str,
-    cmd: Command,
+    commands: Vec<(String, Command)>,
     drift: &BTreeMap<String, Drift>,
 ) -> Result<()> {
     tokio::time::sleep(ctx.options.disruption_validation_period).await;
-    let Some(input) = settled_input(ctx, shared, &cmd, drift).await? else {
-        count_failed(ctx, &cmd);
-        return Ok(());
+    let own: BTreeSet<String> = commands
+        .iter()
+        .flat_map(|(_, c)| c.nodes.iter().cloned())
+        .collect();
+    let release = |key: &str| {
+        lock(shared).entries.remove(key);
     };
+    let input = match settled_input(ctx, shared, &own, drift).await {
+        Ok(Some(input)) => input,
+        other => {
+            for (key, cmd) in &commands {
+                count_failed(ctx, cmd);
+                release(key);
+            }
+            return other.map(|_| ());
+        }
+    };
+    let Input {
+        problem, claims, ..
+    } = input;
     let opts = options(ctx);
-    let problem = input.problem.clone();
-    let planned = cmd.clone();
-    let validation =
-        tokio::task::spawn_blocking(move || validate_command(&problem, &opts, &planned))
-            .await
-            .map_err(|e| Error::Invalid(format!("validation task failed: {e}")))?
-            .map_err(|e| Error::Invalid(format!("disruption validation: {e}")))?;
-    for d in &validation.dropped {
+    let planned: Vec<Command> = commands.iter().map(|(_, c)| c.clone()).collect();
+    let mut problem = problem;
+    let validated = tokio::task::spawn_blocking(move || {
+        let results = validate_in_order(&mut problem, &opts, &planned);
+        (problem, results)
+    })
+    .await;
+    let (problem, results) = match validated {
+        Ok(v) => v,
+        Err(e) => {
+            for (key, _) in &commands {
+                release(key);
+            }
+            return Err(Error::Invalid(format!("validation task failed: {e}")));
+        }
+    };
+    let mut running = JoinSet::new();
+    for ((key, cmd), result) in commands.into_iter().zip(results) {
+        let valid = match result {
+            Ok(v) => accepted(ctx, &cmd, v),
+            Err(e) => {
+                tracing::warn!(error = %e, reason = %cmd.reason, "disruption validation failed");
+                None
+            }
+        };
+        let Some(valid) = valid else {
+            release(&key);
+            continue;
+        };
+        if valid.nodes.len() < cmd.nodes.len() {
+            // Release the dropped nodes at once: later rounds may use them again.
+            let names = valid
+                .nodes
+                .iter()
+                .filter_map(|n| claims.get(n).cloned())
+                .collect();
+            lock(shared)
+                .entries
+                .insert(key.clone(), (valid.nodes.clone(), names));
+        }
+        record_decision(ctx, &valid);
+        count_moves(ctx, &valid, &problem);
+        let (ctx, shared, claims) = (ctx.clone(), shared.clone(), claims.clone());
+        running.spawn(async move {
+            if let Err(e) = command::start(ctx, valid, claims).await {
+                tracing::warn!(error = %e, "disruption command failed");
+            }
+            lock(&shared).entries.remove(&key);
+        });
+    }
+    // Dropping the set (leadership lost) aborts the commands; their records resume them.
+    while running.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Validates `commands` in order on `problem`, each with the valid ones before it counted as
+/// disrupting, as the planner had them when it decided.
+fn validate_in_order(
+    problem: &mut DisruptionProblem,
+    opts: &DisruptionOptions,
+    commands: &[Command],
+) -> Vec<std::result::Result<Validation, DisruptionError>> {
+    let mut out = Vec::with_capacity(commands.len());
+    for cmd in commands {
+        let result = validate_command(problem, opts, cmd);
+        if let Ok(Validation {
+            command: Some(valid),
+            ..
+        }) = &result
+        {
+            let going: HashSet<&str> = valid.nodes.iter().map(String::as_str).collect();
+            for n in &mut problem.nodes {
+                if going.contains(n.name.as_str()) {
+                    n.disrupting = true;
+                }
+            }
+        }
+        out.push(result);
+    }
+    out
+}
+
+/// Logs and counts what validation dropped; the command that may still go.
+fn accepted(ctx: &Context, cmd: &Command, v: Validation) -> Option<Command> {
+    for d in &v.dropped {
         tracing::info!(reason = %cmd.reason, Node = %d.node, why = %d.reason,
             "candidate dropped from a disruption command by validation");
     }
-    if !validation.dropped.is_empty() {
-        count_failed(ctx, &cmd);
+    if !v.dropped.is_empty() {
+        count_failed(ctx, cmd);
     }
-    let Some(valid) = validation.command else {
+    if v.command.is_none() {
         tracing::info!(reason = %cmd.reason, nodes = ?cmd.nodes, "disruption command no longer holds; dropped");
-        return Ok(());
-    };
-    if valid.nodes.len() < cmd.nodes.len() {
-        // Release the dropped nodes at once: later rounds may use them again.
-        let claims = valid
-            .nodes
-            .iter()
-            .filter_map(|n| input.claims.get(n).cloned())
-            .collect();
-        lock(shared)
-            .entries
-            .insert(key.to_string(), (valid.nodes.clone(), claims));
     }
-    record_decision(ctx, &valid);
-    count_moves(ctx, &valid, &input);
-    command::start(ctx.clone(), valid, input.claims).await
+    v.command
 }
 
-/// A fresh input for validating `cmd`, once no pending pod is waiting for a place (at most one
-/// more validation period); `None` when pods stayed pending.
+/// A fresh, synced input for validating commands over the nodes `own`, once no pending pod is
+/// waiting for a place (at most one more validation period); `None` when pods stayed pending.
 async fn settled_input(
     ctx: &Context,
     shared: &Shared,
-    cmd: &Command,
+    own: &BTreeSet<String>,
     drift: &BTreeMap<String, Drift>,
 ) -> Result<Option<Input>> {
     let deadline = Instant::now() + ctx.options.disruption_validation_period;
-    let own: BTreeSet<&String> = cmd.nodes.iter().collect();
     loop {
-        if !ctx.state.is_synced() {
-            if Instant::now() >= deadline {
-                tracing::info!(reason = %cmd.reason, nodes = ?cmd.nodes,
-                    "disruption command dropped: the cluster state did not sync during its validation");
-                return Ok(None);
+        let why = if ctx.state.is_synced() {
+            let others: BTreeSet<String> = lock(shared)
+                .nodes()
+                .into_iter()
+                .filter(|n| !own.contains(n))
+                .collect();
+            match fresh_input(ctx, drift, &others).await? {
+                Ok(input) => return Ok(Some(input)),
+                Err(Skip::Pending(n)) => format!("{n} pods stayed pending"),
             }
-            tokio::time::sleep(PENDING_RETRY).await;
-            continue;
+        } else {
+            "the cluster state did not sync".to_string()
+        };
+        if Instant::now() >= deadline {
+            tracing::info!(nodes = ?own, why = %why, "disruption commands dropped in validation");
+            return Ok(None);
         }
-        let others: BTreeSet<String> = lock(shared)
-            .nodes()
-            .into_iter()
-            .filter(|n| !own.contains(n))
-            .collect();
-        match fresh_input(ctx, drift, &others).await? {
-            Ok(input) => return Ok(Some(input)),
-            Err(Skip::Pending(n)) if Instant::now() < deadline => {
-                tracing::debug!(pending = n, "validation waits for pending pods");
-                tokio::time::sleep(PENDING_RETRY).await;
-            }
-            Err(Skip::Pending(n)) => {
-                tracing::info!(reason = %cmd.reason, nodes = ?cmd.nodes, pending = n,
-                    "disruption command dropped: pods stayed pending through its validation");
-                return Ok(None);
-            }
-        }
+        tracing::debug!(why = %why, "validation waits");
+        tokio::time::sleep(RETRY).await;
     }
 }
 
@@ -128,21 +204,19 @@ fn count_failed(ctx: &Context, cmd: &Command) {
 
 /// `karpenter_consolidation_moves_total`: the pods a command reschedules (onto existing nodes
 /// or its replacements), so pods moved per node removed can be read off the metrics.
-fn count_moves(ctx: &Context, cmd: &Command, input: &Input) {
+fn count_moves(ctx: &Context, cmd: &Command, problem: &DisruptionProblem) {
     let moved: usize = cmd.placements.iter().map(|p| p.pods.len()).sum::<usize>()
         + cmd.replacements.iter().map(|r| r.pods.len()).sum::<usize>();
     let Some(first) = cmd.nodes.first() else {
         return;
     };
-    let pool = input
-        .problem
+    let pool = problem
         .nodes
         .iter()
         .find(|n| &n.name == first)
         .map(|n| n.node_pool.clone())
         .unwrap_or_default();
-    let policy = input
-        .problem
+    let policy = problem
         .policies
         .iter()
         .find(|p| p.name == pool)
