@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{Env, disruption_options, node_disrupting, node_price, pod_running};
+use common::{Env, disruption_options, fleet, node_disrupting, pod_running};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
@@ -107,12 +107,6 @@ fn watch_commands(env: &Env, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinHandle<
             }
         }
     })
-}
-
-async fn fleet(env: &Env) -> Result<(usize, f64)> {
-    let nodes = env.nodes().await?;
-    let price = nodes.iter().filter_map(node_price).sum();
-    Ok((nodes.len(), price))
 }
 
 async fn body(env: &Env) -> Result<()> {

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{Env, disruption_options, node_disrupting, node_price, pod_running};
+use common::{Env, disruption_options, fleet, node_disrupting, pod_running};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use karpenter_api::v1::NodePool;
@@ -31,12 +31,6 @@ async fn scale_down_consolidates_to_a_cheaper_fleet() -> Result<()> {
     let result = body(&env).await;
     let cleaned = env.cleanup().await;
     result.and(cleaned)
-}
-
-async fn fleet(env: &Env) -> Result<(usize, f64)> {
-    let nodes = env.nodes().await?;
-    let price = nodes.iter().filter_map(node_price).sum();
-    Ok((nodes.len(), price))
 }
 
 async fn body(env: &Env) -> Result<()> {

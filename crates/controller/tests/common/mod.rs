@@ -344,6 +344,13 @@ pub fn node_price(n: &Node) -> Option<f64> {
         .map(|o| o.price)
 }
 
+/// The test pool's nodes now: how many, and their hourly price.
+pub async fn fleet(env: &Env) -> Result<(usize, f64)> {
+    let nodes = env.nodes().await?;
+    let price = nodes.iter().filter_map(node_price).sum();
+    Ok((nodes.len(), price))
+}
+
 /// Whether the Node is being disrupted: tainted `karpenter.sh/disrupted` or being deleted.
 pub fn node_disrupting(n: &Node) -> bool {
     n.metadata.deletion_timestamp.is_some()

@@ -1,7 +1,5 @@
 //! Expiration, emptiness and drift: the methods that do not look for savings.
 
-use crate::model::Plan;
-
 use super::Planner;
 use super::candidates::rank;
 use super::model::{DisruptionError, Reason};
@@ -52,16 +50,7 @@ impl Planner<'_> {
         }
         // Empty nodes' remaining pods (DaemonSets, pods with a non-positive eviction cost) are
         // not moved: nothing to simulate.
-        let sim = Sim {
-            plan: Plan {
-                node_claims: Vec::new(),
-                existing_nodes: Vec::new(),
-                unschedulable: Vec::new(),
-                total_price: 0.0,
-                lower_bound: 0.0,
-            },
-            pods: Default::default(),
-        };
+        let sim = Sim::nothing_moved();
         self.decide(Reason::Empty, &chosen, &sim, Vec::new());
         true
     }

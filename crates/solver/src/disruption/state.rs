@@ -41,6 +41,22 @@ pub(crate) struct Sim {
     pub pods: BTreeMap<String, PodView>,
 }
 
+impl Sim {
+    /// The outcome of removing nodes whose pods all leave with them (emptiness): nothing moves.
+    pub fn nothing_moved() -> Self {
+        Sim {
+            plan: Plan {
+                node_claims: Vec::new(),
+                existing_nodes: Vec::new(),
+                unschedulable: Vec::new(),
+                total_price: 0.0,
+                lower_bound: 0.0,
+            },
+            pods: BTreeMap::new(),
+        }
+    }
+}
+
 /// The working cluster.
 pub(crate) struct Work {
     /// Catalog, pools, DaemonSets; `existing_nodes` = live nodes in stable-id order; `pods`

@@ -16,7 +16,6 @@ use super::Planner;
 use super::candidates::Cand;
 use super::model::{Blocked, Command, ConsolidationPolicy, DisruptionError, Reason};
 use super::state::Sim;
-use crate::model::Plan;
 
 /// What validation made of a command.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -110,16 +109,7 @@ impl Planner<'_> {
         }
         let decided = match cmd.reason {
             Reason::Empty => {
-                let sim = Sim {
-                    plan: Plan {
-                        node_claims: Vec::new(),
-                        existing_nodes: Vec::new(),
-                        unschedulable: Vec::new(),
-                        total_price: 0.0,
-                        lower_bound: 0.0,
-                    },
-                    pods: Default::default(),
-                };
+                let sim = Sim::nothing_moved();
                 self.decide(Reason::Empty, &kept, &sim, Vec::new());
                 true
             }
