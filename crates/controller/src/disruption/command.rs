@@ -14,7 +14,7 @@
 //! command found on restart ([`resume`]) continues at step 4 when all its replacements were
 //! recorded, and is rolled back otherwise.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -256,18 +256,16 @@ async fn finish(ctx: Arc<Context>, record: Record) -> Result<()> {
     let deadline = started
         .checked_add(k8s_openapi::jiff::SignedDuration::try_from(timeout).unwrap_or_default())
         .unwrap_or(started);
-    // Read from the cluster state, not the API: a replacement created a moment ago may not be
-    // in the store yet, so only one that was seen and then vanished counts as gone.
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    // Read from the cluster state, not the API: replacements this replica created are written
+    // through into it at once, so one missing from it is gone (deleted, or never launched).
     loop {
         let mut ready = 0;
         for name in &record.replacements {
             match ctx.state.node_claim(name) {
-                None if seen.contains(name.as_str()) => {
+                None => {
                     rollback(&ctx, &record, &format!("replacement {name} is gone")).await;
                     return Ok(());
                 }
-                None => {}
                 Some(c) if c.metadata.deletion_timestamp.is_some() => {
                     rollback(
                         &ctx,
@@ -277,12 +275,8 @@ async fn finish(ctx: Arc<Context>, record: Record) -> Result<()> {
                     .await;
                     return Ok(());
                 }
-                Some(c) => {
-                    seen.insert(name);
-                    if initialized(&c) {
-                        ready += 1;
-                    }
-                }
+                Some(c) if initialized(&c) => ready += 1,
+                Some(_) => {}
             }
         }
         if ready == record.replacements.len() {
