@@ -1,14 +1,14 @@
 //! One round of the disruption loop: resume recorded commands, read drift, plan, and start
 //! commands (emptiness and consolidation through the round's validation task).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use karpenter_api::labels::{DISRUPTED_TAINT_KEY, NODE_POOL_LABEL};
-use karpenter_api::v1::find_condition;
 use karpenter_api::v1::nodeclaim::CONDITION_DRIFTED;
+use karpenter_api::v1::{NodePool, find_condition};
 use karpenter_solver::disruption::{
     Command, DisruptionOptions, DisruptionPlan, Drift, Reason, plan,
 };
@@ -22,6 +22,7 @@ use super::command::{self, record_of};
 use super::input::{self, Skip};
 use super::{Shared, lock, validation};
 use crate::context::Context;
+use crate::drift::hash;
 use crate::error::{Error, Result};
 use crate::metrics::{Decision, ReasonPool};
 use crate::state::Snapshot;
@@ -294,9 +295,16 @@ fn node_name_of(snapshot: &Snapshot, claim: &str) -> Option<String> {
 }
 
 /// Drift facts from the NodeClaims' `Drifted` conditions (kept by [`crate::drift`]): claim
-/// name -> reason and since when.
+/// name -> reason and since when. A condition from the cluster-state checks (NodePool hash,
+/// requirements) is checked again here, so a NodePool change undone a moment ago is not acted on
+/// before the drift loop clears the condition.
 fn drift_of(snapshot: &Snapshot) -> BTreeMap<String, Drift> {
     let now = Timestamp::now().as_second();
+    let pools: HashMap<&str, &NodePool> = snapshot
+        .node_pools
+        .iter()
+        .filter_map(|p| Some((p.metadata.name.as_deref()?, p.as_ref())))
+        .collect();
     snapshot
         .node_claims
         .iter()
@@ -306,11 +314,18 @@ fn drift_of(snapshot: &Snapshot) -> BTreeMap<String, Drift> {
                 .as_ref()
                 .and_then(|s| find_condition(&s.conditions, CONDITION_DRIFTED))
                 .filter(|cond| cond.is_true())?;
+            let reason = cond.reason.clone().unwrap_or_default();
+            if reason == hash::NODE_POOL_DRIFTED || reason == hash::REQUIREMENTS_DRIFTED {
+                let pool = c
+                    .labels()
+                    .get(NODE_POOL_LABEL)
+                    .and_then(|p| pools.get(p.as_str()))?;
+                hash::drifted(c, pool, c.labels())?;
+            }
             let since = cond
                 .last_transition_time
                 .as_ref()
                 .map_or(now, |t| t.0.as_second());
-            let reason = cond.reason.clone().unwrap_or_default();
             Some((c.name_any(), Drift { reason, since }))
         })
         .collect()
