@@ -25,6 +25,9 @@ const DISRUPTED_TAINT: &str = "karpenter.sh/disrupted";
 #[derive(Debug, Default)]
 struct PodInfo {
     node: Option<String>,
+    /// When kube-scheduler first marked it unschedulable (ms, API clock): the condition's
+    /// transition time is overwritten once the pod is bound, so it is kept from the event.
+    unschedulable_ms: Option<i64>,
     running: bool,
     deleting: bool,
 }
@@ -61,6 +64,20 @@ pub struct PhaseCounters {
     pub pod_deletions: usize,
     /// Latencies (s) of pods that turned Running in this phase.
     pub latencies: Vec<f64>,
+    /// The same pods' wait split in stages (s): created -> first marked unschedulable by
+    /// kube-scheduler (0 when it was bound without), -> bound, -> Ready.
+    pub stages: Stages,
+}
+
+/// Where a pod's Pending -> Running went, per pod (API timestamps).
+#[derive(Debug, Default, Clone)]
+pub struct Stages {
+    /// creationTimestamp -> PodScheduled=False/Unschedulable (the scheduler's first verdict).
+    pub to_unschedulable: Vec<f64>,
+    /// That verdict -> PodScheduled=True (capacity came and the scheduler bound the pod).
+    pub to_bound: Vec<f64>,
+    /// PodScheduled=True -> Ready.
+    pub to_ready: Vec<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -236,8 +253,13 @@ fn on_pod(s: &mut State, e: &Event<Pod>) {
             info.node = node.clone();
             info.running = running;
             info.deleting = deleting;
+            if info.unschedulable_ms.is_none() {
+                info.unschedulable_ms = condition_ms(p, "PodScheduled", "False");
+            }
+            let unschedulable_ms = info.unschedulable_ms;
             if newly_running && let Some(l) = latency(p) {
                 s.phase.latencies.push(l);
+                record_stages(&mut s.phase.stages, p, unschedulable_ms);
             }
             if newly_deleting {
                 count_deletion(s, node.as_deref());
@@ -280,6 +302,41 @@ fn latency(p: &Pod) -> Option<f64> {
         .0
         .as_millisecond();
     Some((ready - created).max(0) as f64 / 1000.0)
+}
+
+/// A condition's lastTransitionTime (ms) when it has the given status.
+fn condition_ms(p: &Pod, type_: &str, status: &str) -> Option<i64> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)?
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+}
+
+fn record_stages(stages: &mut Stages, p: &Pod, unschedulable_ms: Option<i64>) {
+    let Some(created) = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+    else {
+        return;
+    };
+    let (Some(bound), Some(ready)) = (
+        condition_ms(p, "PodScheduled", "True"),
+        condition_ms(p, "Ready", "True"),
+    ) else {
+        return;
+    };
+    let secs = |from: i64, to: i64| (to - from).max(0) as f64 / 1000.0;
+    let marked = unschedulable_ms.unwrap_or(created);
+    stages.to_unschedulable.push(secs(created, marked));
+    stages.to_bound.push(secs(marked, bound));
+    stages.to_ready.push(secs(bound, ready));
 }
 
 fn on_node(s: &mut State, e: &Event<Node>) {

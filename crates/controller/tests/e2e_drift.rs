@@ -21,8 +21,13 @@ use serde_json::json;
 const LABEL: &str = "e2e.example.com/revision";
 const DEADLINE: Duration = Duration::from_secs(180);
 
+/// Each test's controller acts on the whole cluster: run side by side, the one with disruption
+/// on would replace the other test's drifted nodes, which that test asserts nobody touches.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn changed_template_labels_replace_the_nodes() -> Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let Some(env) = Env::start_with(disruption_options(Duration::from_secs(1))).await? else {
         return Ok(());
     };
@@ -105,6 +110,7 @@ async fn body(env: &Env) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_disruption_off_drift_is_marked_but_nothing_is_replaced() -> Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // test_options: disruption off, leader loops (and so drift) on.
     let Some(env) = Env::start_with(test_options()).await? else {
         return Ok(());

@@ -67,8 +67,10 @@ pub async fn run(env: &mut Env) -> Result<()> {
     let (controller_api, api) = api_since(env, &api_before).await?;
     let usage = env.sup.sample()?;
     let snap = env.fleet.snapshot();
-    let mut lat = env.fleet.start_phase().latencies;
+    let phase = env.fleet.start_phase();
+    let mut lat = phase.latencies;
     let (p50, p99) = (percentile(&mut lat, 50.0), percentile(&mut lat, 99.0));
+    let stages = stage_percentiles(phase.stages);
     let s = &mut env.summary;
     s.up_seconds = all_running;
     s.p50 = p50;
@@ -84,6 +86,7 @@ pub async fn run(env: &mut Env) -> Result<()> {
         json!({
             "seconds_to_all_running": all_running,
             "pending_to_running_p50_s": p50, "pending_to_running_p99_s": p99, "pods_measured": lat.len(),
+            "pending_stages_p50_p99_s": stages,
             "nodes": snap.nodes, "nodeclaims": snap.claims, "nodeclaims_created": env.fleet.claims_seen(),
             "price_per_hour": snap.price, "simulate_price_per_hour": env.plan_up.price_per_hour,
             "simulate_lower_bound_per_hour": env.plan_up.lower_bound_per_hour,
@@ -95,4 +98,14 @@ pub async fn run(env: &mut Env) -> Result<()> {
         }),
     );
     Ok(())
+}
+
+/// p50/p99 of each stage of the pods' wait.
+fn stage_percentiles(mut s: crate::fleet::Stages) -> serde_json::Value {
+    let pair = |v: &mut Vec<f64>| json!([percentile(v, 50.0), percentile(v, 99.0)]);
+    json!({
+        "created_to_unschedulable": pair(&mut s.to_unschedulable),
+        "unschedulable_to_bound": pair(&mut s.to_bound),
+        "bound_to_ready": pair(&mut s.to_ready),
+    })
 }
