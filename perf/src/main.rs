@@ -64,6 +64,13 @@ struct Args {
     /// Seconds without a price change (and no node disrupting) that count as settled.
     #[arg(long, default_value_t = 60)]
     quiet_seconds: u64,
+    /// The NodePool's disruption budget (`nodes: "P%"`), in percent.
+    #[arg(long, default_value_t = workload::DEFAULT_BUDGET_PERCENT, value_parser = clap::value_parser!(u64).range(0..=100))]
+    budget_percent: u64,
+    /// Measure the plane's floor instead: the same Deployments on nodes created up front,
+    /// no controller (what kube-scheduler, kwok and the API server need by themselves).
+    #[arg(long)]
+    floor: bool,
     /// Cap of the settle and scale-down waits, in seconds.
     #[arg(long, default_value_t = 600)]
     cap_seconds: u64,
@@ -117,6 +124,8 @@ async fn main() -> Result<()> {
         kill_at: args.kill_at,
         quiet: Duration::from_secs(args.quiet_seconds),
         cap: Duration::from_secs(args.cap_seconds),
+        budget_percent: args.budget_percent,
+        floor: args.floor,
     };
     tracing::info!(out_dir = %out_dir.display(), ?cases, "perf suite starting");
     // On SIGINT/SIGTERM the run is dropped, and with it the guards: the controller is killed
@@ -134,6 +143,12 @@ async fn run_cases(settings: &Settings, cases: Vec<Case>, out_dir: &std::path::P
     let mut rows = Vec::new();
     let mut failed = 0;
     for case in cases {
+        if settings.floor {
+            scenario::floor::run(settings, case)
+                .await
+                .with_context(|| format!("floor of {} pods", case.size))?;
+            continue;
+        }
         let (mut summary, result) = scenario::run(settings, case).await;
         if let Err(e) = result {
             tracing::error!(size = case.size, error = format!("{e:#}"), "case failed");

@@ -19,7 +19,7 @@ const FIELD_MANAGER: &str = "karpenter-perf";
 
 /// CRDs (server-side apply, then Established), namespace + its `default` ServiceAccount,
 /// KWOKNodeClass and NodePool.
-pub async fn install(client: &Client) -> Result<()> {
+pub async fn install(client: &Client, budget_percent: u64) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for crd in karpenter_api::all_crds() {
@@ -79,7 +79,10 @@ pub async fn install(client: &Client) -> Result<()> {
         .await
         .context("creating the KWOKNodeClass")?;
     Api::<NodePool>::all(client.clone())
-        .create(&PostParams::default(), &workload::node_pool()?)
+        .create(
+            &PostParams::default(),
+            &workload::node_pool(budget_percent)?,
+        )
         .await
         .context("creating the NodePool")?;
     Ok(())

@@ -20,8 +20,8 @@ pub const NAMESPACE: &str = "perf";
 pub const POOL: &str = "perf";
 /// Label the NodePool puts on its nodes and the pods select.
 pub const POOL_LABEL: &str = "perf.example.com/pool";
-/// The pool's disruption budget (upstream's default).
-pub const BUDGET: &str = "10%";
+/// The pool's default disruption budget, in percent of its nodes (upstream's default).
+pub const DEFAULT_BUDGET_PERCENT: u64 = 10;
 
 /// One Deployment's pod shape and share of N.
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +78,8 @@ pub fn replicas(total: usize) -> Vec<(Shape, i32)> {
 
 /// The NodePool: on-demand amd64 linux kwok types of at most 32 vCPU (so N pods need a
 /// production-like number of nodes rather than a handful of 256-vCPU ones), consolidation
-/// WhenEmptyOrUnderutilized after 5 s, budget [`BUDGET`].
-pub fn node_pool() -> Result<NodePool> {
+/// WhenEmptyOrUnderutilized after 5 s, budget `nodes: "<budget_percent>%"`.
+pub fn node_pool(budget_percent: u64) -> Result<NodePool> {
     serde_json::from_value(json!({
         "apiVersion": "karpenter.sh/v1",
         "kind": "NodePool",
@@ -101,7 +101,7 @@ pub fn node_pool() -> Result<NodePool> {
             "disruption": {
                 "consolidationPolicy": "WhenEmptyOrUnderutilized",
                 "consolidateAfter": "5s",
-                "budgets": [{"nodes": BUDGET}]
+                "budgets": [{"nodes": format!("{budget_percent}%")}]
             }
         }
     }))
@@ -135,9 +135,9 @@ pub fn deployment(shape: &Shape, replicas: i32) -> Deployment {
 
 /// Writes the NodePool and the Deployments for `total` pods to `dir/manifests.yaml` (JSON
 /// documents are YAML) for `karpenter simulate -f dir`.
-pub fn write_manifests(dir: &Path, total: usize) -> Result<()> {
+pub fn write_manifests(dir: &Path, total: usize, budget_percent: u64) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut docs = vec![serde_json::to_string(&node_pool()?)?];
+    let mut docs = vec![serde_json::to_string(&node_pool(budget_percent)?)?];
     for (shape, n) in replicas(total) {
         let mut d = serde_json::to_value(deployment(&shape, n))?;
         // simulate reads apiVersion/kind to pick the type; typed structs leave them out.

@@ -1,5 +1,6 @@
-//! What the loops ask of a pod, pure: is it waiting for capacity (upstream `IsProvisionable`),
-//! has it finished, is it a DaemonSet or mirror pod, its `namespace/name` key.
+//! What the loops ask of a pod, pure: is it waiting for capacity (upstream `IsProvisionable`,
+//! or not yet judged by kube-scheduler), has it finished, is it a DaemonSet or mirror pod, its
+//! `namespace/name` key.
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -39,6 +40,50 @@ pub fn is_provisionable(pod: &Pod) -> bool {
                     && c.reason.as_deref() == Some("Unschedulable")
             })
         })
+}
+
+/// The scheduler a pod without `spec.schedulerName` gets.
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+
+/// A pod the provisioner plans capacity for: one kube-scheduler could not place
+/// ([`is_provisionable`]), or one it has not judged yet ([`awaits_scheduler`]).
+///
+/// Upstream waits for the scheduler's verdict. Under a burst that verdict is the slow part: on
+/// this project's perf suite kube-scheduler took over a minute to look at 5 000 new pods once,
+/// re-trying the unschedulable ones on every Node added. Capacity planned for pods it has not
+/// reached yet is ready when it gets there. Pods that fit room on existing nodes are placed
+/// there by the solver (nominated, nothing launched), so a quiet cluster sees no difference.
+pub fn awaits_capacity(pod: &Pod) -> bool {
+    is_provisionable(pod) || awaits_scheduler(pod)
+}
+
+/// A pending pod kube-scheduler (the default scheduler: pods of other schedulers are theirs
+/// to judge) has not tried yet: unbound, no `PodScheduled` condition, no scheduling gates, not
+/// a DaemonSet or mirror pod, not terminating.
+pub fn awaits_scheduler(pod: &Pod) -> bool {
+    if pod.metadata.deletion_timestamp.is_some() || is_daemon_set_pod(pod) || is_mirror_pod(pod) {
+        return false;
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let unbound = spec.node_name.as_deref().is_none_or(str::is_empty);
+    let ungated = spec.scheduling_gates.as_ref().is_none_or(Vec::is_empty);
+    let ours = spec
+        .scheduler_name
+        .as_deref()
+        .is_none_or(|s| s.is_empty() || s == DEFAULT_SCHEDULER);
+    let status = pod.status.as_ref();
+    let pending = status
+        .and_then(|s| s.phase.as_deref())
+        .is_none_or(|p| p == "Pending");
+    let unjudged = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_none_or(|cs| cs.iter().all(|c| c.type_ != "PodScheduled"));
+    let preempting = status
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    unbound && ungated && ours && pending && unjudged && !preempting
 }
 
 /// Owned by a DaemonSet (its pods are overhead, never a reason to launch).
@@ -151,5 +196,80 @@ pub(crate) mod tests {
             c[0].reason = Some("SchedulingGated".into());
         }
         assert!(!is_provisionable(&gated));
+    }
+
+    /// A pod just created: no status yet beyond `Pending`.
+    fn fresh(name: &str) -> Pod {
+        let mut p = unschedulable(name);
+        p.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn pods_the_scheduler_has_not_judged_await_capacity() {
+        assert!(awaits_scheduler(&fresh("a")));
+        assert!(awaits_capacity(&fresh("a")));
+        let mut no_status = fresh("a");
+        no_status.status = None;
+        assert!(awaits_capacity(&no_status));
+        assert!(awaits_capacity(&unschedulable("a")), "judged unschedulable");
+        assert!(!awaits_scheduler(&unschedulable("a")), "judged already");
+        let mut named = fresh("a");
+        if let Some(s) = named.spec.as_mut() {
+            s.scheduler_name = Some(DEFAULT_SCHEDULER.into());
+        }
+        assert!(awaits_capacity(&named));
+    }
+
+    #[test]
+    fn pods_the_scheduler_will_not_judge_soon_do_not() {
+        let with_spec = |f: &dyn Fn(&mut PodSpec)| {
+            let mut p = fresh("a");
+            if let Some(s) = p.spec.as_mut() {
+                f(s);
+            }
+            p
+        };
+        let gated = with_spec(&|s| {
+            s.scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "example.com/wait".into(),
+            }])
+        });
+        assert!(!awaits_capacity(&gated), "gated");
+        let other = with_spec(&|s| s.scheduler_name = Some("volcano".into()));
+        assert!(!awaits_capacity(&other), "another scheduler's pod");
+        let bound = with_spec(&|s| s.node_name = Some("n".into()));
+        assert!(!awaits_capacity(&bound), "bound");
+
+        let mut judged_gated = fresh("a");
+        judged_gated.status = unschedulable("a").status;
+        if let Some(c) = judged_gated
+            .status
+            .as_mut()
+            .and_then(|s| s.conditions.as_mut())
+        {
+            c[0].reason = Some("SchedulingGated".into());
+        }
+        assert!(!awaits_capacity(&judged_gated), "scheduler saw its gate");
+
+        let mut ds = fresh("a");
+        ds.metadata.owner_references = Some(vec![OwnerReference {
+            kind: "DaemonSet".into(),
+            ..Default::default()
+        }]);
+        assert!(!awaits_capacity(&ds), "DaemonSet pod");
+
+        let mut deleting = fresh("a");
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(!awaits_capacity(&deleting), "terminating");
+
+        let mut failed = fresh("a");
+        if let Some(s) = failed.status.as_mut() {
+            s.phase = Some("Failed".into());
+        }
+        assert!(!awaits_capacity(&failed), "finished");
     }
 }

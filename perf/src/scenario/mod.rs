@@ -3,6 +3,7 @@
 //! prints one JSON line; the plane and the controller are torn down by their guards whatever
 //! happens.
 
+pub mod floor;
 mod scale_down;
 mod scale_up;
 mod settle;
@@ -35,6 +36,10 @@ pub struct Settings {
     pub quiet: Duration,
     /// Cap of the settle and of the scale-down waits.
     pub cap: Duration,
+    /// The NodePool's disruption budget, percent of its nodes.
+    pub budget_percent: u64,
+    /// Measure the plane's floor ([`floor`]) instead of the controller.
+    pub floor: bool,
 }
 
 /// One size: scale up to `size` pods, then down to `down_to`.
@@ -81,13 +86,9 @@ async fn run_inner(settings: &Settings, case: Case, summary: &mut SizeSummary) -
         .await
         .context("the control-plane start panicked")??;
     let client = plane.client().await?;
-    setup::install(&client).await?;
-    let budget: u64 = workload::BUDGET
-        .trim_end_matches('%')
-        .parse()
-        .context("budget percent")?;
+    setup::install(&client, settings.budget_percent).await?;
     let mut env = Env {
-        fleet: Fleet::start(&client, budget),
+        fleet: Fleet::start(&client, settings.budget_percent),
         sup: Supervisor::new(&settings.karpenter_bin, &plane.controller_kubeconfig, &dir),
         audit_log: plane.audit_log.clone(),
         client,
@@ -119,7 +120,7 @@ async fn phases(env: &mut Env) -> Result<()> {
 
 /// Writes the manifests for `pods` pods to `dir` and runs `karpenter simulate` on them.
 async fn plan(settings: &Settings, dir: &Path, pods: usize) -> Result<Plan> {
-    workload::write_manifests(dir, pods)?;
+    workload::write_manifests(dir, pods, settings.budget_percent)?;
     let (bin, dir) = (settings.karpenter_bin.clone(), dir.to_path_buf());
     tokio::task::spawn_blocking(move || simulate::plan(&bin, &dir))
         .await

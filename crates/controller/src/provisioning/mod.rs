@@ -216,7 +216,7 @@ impl Provisioner {
         let pending: HashSet<&str> = snapshot
             .pods
             .iter()
-            .filter(|p| pods::is_provisionable(p))
+            .filter(|p| pods::awaits_capacity(p))
             .filter_map(|p| p.metadata.uid.as_deref())
             .collect();
         self.nominations

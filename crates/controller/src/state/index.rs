@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use karpenter_api::v1::NodeClaim;
 use kube::runtime::watcher::Event;
 
-use crate::pods::{is_provisionable, is_terminal, pod_key};
+use crate::pods::{awaits_capacity, is_provisionable, is_terminal, pod_key};
 
 /// An index over one kind: folds objects in and out, and says what changed.
 pub trait Fold<K>: Default {
@@ -231,7 +231,7 @@ impl Fold<Pod> for PodIndex {
 
     fn apply(&mut self, pod: &Pod) -> Option<PodMoved> {
         let key = pod_key(pod);
-        if is_provisionable(pod) {
+        if awaits_capacity(pod) {
             self.pending.insert(key.clone());
         } else {
             self.pending.remove(&key);

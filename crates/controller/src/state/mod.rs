@@ -38,7 +38,7 @@ use tokio::sync::broadcast;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
-use crate::pods::is_provisionable;
+use crate::pods::awaits_capacity;
 use index::{Fold, Indexed, NodeClaimIndex, NodeIndex, PodIndex, PodMoved};
 use inflight::Created;
 pub use sync::NotSynced;
@@ -322,7 +322,7 @@ impl ClusterState {
             .collect()
     }
 
-    /// The pods waiting for capacity ([`crate::pods::is_provisionable`]).
+    /// The pods waiting for capacity ([`crate::pods::awaits_capacity`]).
     pub fn pending_pods(&self) -> Vec<Arc<Pod>> {
         let index = read(&self.indexes.pods);
         index
@@ -392,7 +392,7 @@ fn watch_pods(
                 let _ = moves.send(moved);
             }
             if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event
-                && is_provisionable(pod)
+                && awaits_capacity(pod)
             {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 // A closed channel means the provisioner stopped; nothing to tell.

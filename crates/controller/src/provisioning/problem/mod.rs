@@ -39,7 +39,7 @@ use karpenter_solver::{
     Resources,
 };
 
-use crate::pods::{is_provisionable, is_terminal, pod_key};
+use crate::pods::{awaits_capacity, is_terminal, pod_key};
 use crate::state::Snapshot;
 
 /// Taints that are expected to go away on their own while a node starts (upstream
@@ -225,7 +225,7 @@ fn pending_pods(
     );
     let mut pending = Vec::new();
     let mut nominated: Nominated = HashMap::new();
-    for p in snapshot.pods.iter().filter(|p| is_provisionable(p)) {
+    for p in snapshot.pods.iter().filter(|p| awaits_capacity(p)) {
         // Only pending pods need them: a bound pod's node already satisfies its volumes.
         let converted = input::pod_view(p, ctx, &mut round.warnings).and_then(|mut view| {
             view.volume_requirements = input::volume_requirements(p, &volumes)?;

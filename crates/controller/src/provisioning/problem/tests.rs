@@ -217,6 +217,36 @@ fn pending_pods_carry_topology_spread_and_anti_affinity() {
 }
 
 #[test]
+fn pods_kube_scheduler_has_not_judged_are_solved_gated_ones_are_not() {
+    let mut fresh = with_cpu(unschedulable("fresh"), "1");
+    fresh.status.as_mut().unwrap().conditions = None;
+    let mut gated = fresh.clone();
+    gated.metadata.name = Some("gated".into());
+    gated.spec.as_mut().unwrap().scheduling_gates =
+        Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+            name: "example.com/hold".into(),
+        }]);
+    let mut elsewhere = fresh.clone();
+    elsewhere.metadata.name = Some("elsewhere".into());
+    elsewhere.spec.as_mut().unwrap().scheduler_name = Some("other-scheduler".into());
+    let s = Snapshot {
+        pods: vec![
+            Arc::new(fresh),
+            Arc::new(gated),
+            Arc::new(elsewhere),
+            pending("judged"),
+        ],
+        ..Default::default()
+    };
+    let round = build_now(&s, &HashMap::new(), Instant::now());
+    assert_eq!(
+        round.pending.keys().collect::<Vec<_>>(),
+        vec!["ns/fresh", "ns/judged"]
+    );
+    assert_eq!(round.problem.pods.len(), 2);
+}
+
+#[test]
 fn invalid_pods_are_reported_not_solved() {
     let p = with_cpu(unschedulable("bad"), "lots");
     let s = Snapshot {
