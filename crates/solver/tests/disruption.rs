@@ -558,3 +558,44 @@ fn daemon_pods_do_not_keep_a_node_busy() {
         vec![(Reason::Empty, vec!["n".to_string()], vec![])]
     );
 }
+
+/// Churn: a displaced pod goes to the fullest node it fits, which later rounds keep, not to the
+/// first by name, a near-empty node the next round would consolidate (moving the pod again).
+#[test]
+fn displaced_pods_go_to_the_fullest_node_that_fits() {
+    let mut f = Fleet::new(catalog_f(), vec![pool_p("default"), pool_p("held")]);
+    // The light node of `held` is no candidate this round (budget 0), only later.
+    f.policy("held").budgets = vec![Budget::nodes("0")];
+    f.node(
+        "a-light",
+        DEFAULT,
+        Z1,
+        "on-demand",
+        "held",
+        pods("a", 1, &[]),
+    );
+    f.node(
+        "b-full",
+        DEFAULT,
+        Z1,
+        "on-demand",
+        "default",
+        pods("b", 3, &[]),
+    )
+    .do_not_disrupt = DoNotDisrupt::Always;
+    f.node(
+        "c-light",
+        DEFAULT,
+        Z1,
+        "on-demand",
+        "default",
+        pods("c", 1, &[]),
+    );
+    let p = f.plan(100);
+    assert_eq!(p.commands.len(), 1, "{:?}", summary(&p));
+    let c = &p.commands[0];
+    assert_eq!(c.nodes, vec!["c-light".to_string()]);
+    assert!(c.replacements.is_empty(), "{:?}", summary(&p));
+    let destinations: Vec<&str> = c.placements.iter().map(|pl| pl.node.as_str()).collect();
+    assert_eq!(destinations, vec!["b-full"], "{:?}", c.placements);
+}
