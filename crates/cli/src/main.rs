@@ -8,6 +8,12 @@ mod simulate;
 
 use std::path::PathBuf;
 
+/// jemalloc rather than glibc malloc: at 10 000 pods the controller's heap churns through
+/// large short-lived solver inputs on several threads, which glibc's per-thread arenas turn
+/// into resident memory that is not given back.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
