@@ -9,11 +9,16 @@ declare -A need=(
   [curl]=curl         # control-plane readiness probes
   [ss]=iproute2       # free-port checks
   [flock]=util-linux  # serialises concurrent control-plane builds
+  [unshare]=util-linux # hack/image/check runs the image's binary in its own root
+  [jq]=jq             # hack/image/check reads the image config
+  [objcopy]=binutils  # hack/image/build strips debug sections; readelf finds the loader
 )
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# The CA bundle the image ships (hack/image/build).
+[[ -s /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
 if [[ ${#missing[@]} -gt 0 ]]; then
   echo "install-deps: installing ${missing[*]}" >&2
   sudo_cmd=()

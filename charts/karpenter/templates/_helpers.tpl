@@ -34,3 +34,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The controller image: REPOSITORY@DIGEST when image.digest is set (what was pushed, exactly;
+a tag next to it would only be ignored by the runtime), else REPOSITORY:TAG (appVersion). */}}
+{{- define "karpenter.image" -}}
+{{- with .Values.image.digest }}
+{{- if not (regexMatch "^sha256:[a-f0-9]{64}$" .) }}
+{{- fail (printf "image.digest must look like sha256:<64 hex digits>, got %q" .) }}
+{{- end }}
+{{- printf "%s@%s" $.Values.image.repository . }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}

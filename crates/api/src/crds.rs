@@ -22,6 +22,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         Provisioner::crd(),
     ];
     for crd in &mut crds {
+        let spec_optional = crd.spec.names.kind == "KWOKNodeClass";
         for v in &mut crd.spec.versions {
             if let Some(schema) = v
                 .schema
@@ -29,6 +30,9 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
                 .and_then(|s| s.open_api_v3_schema.as_mut())
             {
                 restore_int_or_string(schema);
+                if spec_optional {
+                    optional_spec(schema);
+                }
             }
         }
     }
@@ -52,6 +56,25 @@ pub fn crds_yaml() -> Result<String, serde_saphyr::SerializeError> {
         out.push_str(&crd_yaml(&crd)?);
     }
     Ok(out)
+}
+
+/// Upstream's KWOKNodeClass may be created without `spec` (none of its fields is required).
+/// kube-derive always requires it; instead the API server defaults a missing one to `{}`, on
+/// write and on read from storage, so typed clients always see a spec.
+fn optional_spec(root: &mut JSONSchemaProps) {
+    if let Some(required) = root.required.as_mut() {
+        required.retain(|r| r != "spec");
+        if required.is_empty() {
+            root.required = None;
+        }
+    }
+    if let Some(spec) = root.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+        spec.default = Some(
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                serde_json::json!({}),
+            ),
+        );
+    }
 }
 
 /// kube's structural rewrite strips `type` from `anyOf` branches; upstream (and `kubectl

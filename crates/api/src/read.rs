@@ -159,6 +159,12 @@ pub fn object_from_value(value: Value) -> Result<Option<KarpenterObject>, Object
             KarpenterObject::EC2NodeClass(Box::new(decode(value, &kind, &name)?))
         }
         ("karpenter.kwok.sh/v1alpha1", "KWOKNodeClass") => {
+            // Like upstream, spec may be left out (the CRD defaults it to `{}`; so does this).
+            let mut value = value;
+            if let Some(obj) = value.as_object_mut() {
+                obj.entry("spec")
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            }
             KarpenterObject::KWOKNodeClass(Box::new(decode(value, &kind, &name)?))
         }
         ("karpenter.sh/v1alpha5", "Provisioner") => {

@@ -174,3 +174,30 @@ fn transition_rules_keep_immutable_fields_immutable() {
         .validate_cel_update(&old)
         .expect("status may change");
 }
+
+#[test]
+fn kwok_node_class_without_spec_is_read_and_not_required_by_the_crd() {
+    // Upstream's KWOKNodeClass has no required field, and manifests often leave spec out.
+    let text =
+        "apiVersion: karpenter.kwok.sh/v1alpha1\nkind: KWOKNodeClass\nmetadata: {name: default}\n";
+    let docs = karpenter_api::parse_karpenter_objects(text).expect("a spec-less KWOKNodeClass");
+    match docs.first().and_then(|d| d.object.as_ref()) {
+        Some(KarpenterObject::KWOKNodeClass(c)) => {
+            assert_eq!(c.spec, karpenter_api::kwok::KWOKNodeClassSpec::default());
+        }
+        other => panic!("expected a KWOKNodeClass, got {other:?}"),
+    }
+    let crd = karpenter_api::all_crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "KWOKNodeClass")
+        .expect("the KWOKNodeClass CRD");
+    for v in &crd.spec.versions {
+        let required = v
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| s.required.clone())
+            .unwrap_or_default();
+        assert!(!required.contains(&"spec".to_string()), "{required:?}");
+    }
+}

@@ -17,10 +17,19 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `0.1.0 (revision <git sha>)`: the crate version and the commit it was built from (build.rs;
+/// "unknown" outside a git checkout), for `karpenter version` and `--version` alike.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("KARPENTER_GIT_REVISION"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "karpenter",
-    version,
+    version = VERSION,
     about = "Just-in-time node autoscaler for Kubernetes"
 )]
 struct Cli {
@@ -42,7 +51,7 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print the version.
+    /// Print the version and the git revision it was built from.
     Version,
 }
 
@@ -76,7 +85,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
-            println!("karpenter {}", env!("CARGO_PKG_VERSION"));
+            println!("karpenter {VERSION}");
             Ok(())
         }
         Command::Controller(args) => controller::run(&args),

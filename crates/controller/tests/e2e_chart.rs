@@ -5,16 +5,23 @@
 //! and the defaults fit a base node group of one node.
 //!
 //! Without helm (no Go toolchain) the test prints SKIPPED, except under `CI=true`.
+//!
+//! `chart_installs_the_built_image`: `helm install` with the image `hack/image/check` built,
+//! pushed and ran (`KARPENTER_TEST_IMAGE`, REPOSITORY@sha256:..., exported by hack/test.sh),
+//! and the Deployment and the Pod the cluster makes from it name exactly that image. Without
+//! the variable it prints SKIPPED, except under `CI=true`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
+use k8s_openapi::api::core::v1::Pod;
 use karpenter_testkit::{TestCluster, control_plane_required, unique_name};
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::pinned_kind;
 use kube::{Api, Client};
@@ -356,6 +363,135 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
             !allowed(client, &user, verb, group, resource, namespace, name).await?,
             "{verb} {group}/{resource} must be denied"
         );
+    }
+    Ok(())
+}
+
+/// The image `hack/image/check` pushed, by digest: (repository, `sha256:...`).
+fn built_image() -> Result<Option<(String, String)>> {
+    let image = std::env::var("KARPENTER_TEST_IMAGE").unwrap_or_default();
+    if image.is_empty() {
+        if control_plane_required() {
+            bail!(
+                "KARPENTER_TEST_IMAGE is unset, and CI=true forbids skipping (hack/test.sh sets it from hack/image/check)"
+            );
+        }
+        eprintln!(
+            "\n******** SKIPPED: no KARPENTER_TEST_IMAGE (run hack/image/check, or ./hack/test.sh) ********\n"
+        );
+        return Ok(None);
+    }
+    let (repository, digest) = image
+        .split_once('@')
+        .with_context(|| format!("KARPENTER_TEST_IMAGE={image:?} is not REPOSITORY@sha256:..."))?;
+    Ok(Some((repository.to_string(), digest.to_string())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_installs_the_built_image() -> Result<()> {
+    let Some((repository, digest)) = built_image()? else {
+        return Ok(());
+    };
+    let Some(helm) = helm()? else {
+        return Ok(());
+    };
+    let Some(cluster) = TestCluster::start().await else {
+        return Ok(());
+    };
+    let client = cluster.client();
+    let ns = cluster.namespace().await?;
+    let release = unique_name("karpenter");
+    let install = |args: &[&str]| -> Result<()> {
+        let out = Command::new(&helm)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig_path())
+            .args(["--namespace", ns.name()])
+            .output()
+            .context("running helm")?;
+        if !out.status.success() {
+            bail!(
+                "helm {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let chart = repo_root().join("charts/karpenter");
+    let chart = chart.to_str().context("a non-UTF-8 repository path")?;
+    let result = async {
+        install(&[
+            "install",
+            &release,
+            chart,
+            "--set",
+            &format!("image.repository={repository}"),
+            "--set",
+            &format!("image.digest={digest}"),
+        ])?;
+        installed_objects_use(
+            &cluster,
+            &client,
+            ns.name(),
+            &release,
+            &format!("{repository}@{digest}"),
+        )
+        .await
+    }
+    .await;
+    // helm removes what it made, the cluster-scoped RBAC included.
+    let uninstalled = install(&["uninstall", &release, "--wait"]);
+    let cleaned = ns.cleanup().await;
+    result.and(uninstalled).and(cleaned.map_err(Into::into))
+}
+
+async fn installed_objects_use(
+    cluster: &TestCluster,
+    client: &Client,
+    ns: &str,
+    release: &str,
+    image: &str,
+) -> Result<()> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(release)
+        .await
+        .context("the chart's Deployment")?;
+    let pod_spec = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .context("a Deployment without a pod template")?;
+    let container = pod_spec
+        .containers
+        .first()
+        .context("a pod template without containers")?;
+    assert_eq!(container.image.as_deref(), Some(image));
+    assert_eq!(container.args, Some(vec!["controller".to_string()]));
+    // The image's user (hack/image/build) is the one the chart runs as.
+    let run_as = pod_spec.security_context.and_then(|s| s.run_as_user);
+    assert_eq!(run_as, Some(65532));
+
+    // The cluster's own controllers turn it into a Pod with that image: what a kubelet pulls.
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let pod_images = cluster
+        .wait_for(
+            std::time::Duration::from_secs(60),
+            "the chart's Deployment to create a Pod",
+            || async {
+                let list = pods.list(&ListParams::default().labels(&selector)).await?;
+                let images: Vec<Option<String>> = list
+                    .items
+                    .iter()
+                    .flat_map(|p| p.spec.iter().flat_map(|s| s.containers.iter()))
+                    .map(|c| c.image.clone())
+                    .collect();
+                Ok::<_, kube::Error>((!images.is_empty()).then_some(images))
+            },
+        )
+        .await?;
+    for got in pod_images {
+        assert_eq!(got.as_deref(), Some(image));
     }
     Ok(())
 }
