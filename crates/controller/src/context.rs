@@ -117,6 +117,8 @@ pub struct Context {
     pub options: Options,
     /// Retry delays of failed reconciles, per object.
     pub backoff: Backoff,
+    /// NodeClaim versions the lifecycle has written over (its reads lag its writes).
+    pub superseded: crate::nodeclaim::superseded::Superseded,
 }
 
 impl Context {
@@ -150,6 +152,7 @@ impl Context {
             metrics,
             options,
             backoff: Backoff::default(),
+            superseded: Default::default(),
         }
     }
 

@@ -3,3 +3,4 @@
 pub mod deadline;
 pub mod lifecycle;
 pub mod podevents;
+pub mod superseded;

@@ -78,6 +78,17 @@ fn pool_of(claim: &NodeClaim) -> String {
 
 /// Reconciles one NodeClaim; a success clears its backoff.
 pub async fn reconcile(claim: Arc<NodeClaim>, ctx: Arc<Context>) -> Result<Action> {
+    let deleting = claim.metadata.deletion_timestamp.is_some();
+    if !deleting
+        && ctx.superseded.is_stale(
+            &claim.name_any(),
+            claim.metadata.resource_version.as_deref(),
+        )
+    {
+        // Our newer write is on its way; its watch event wakes this claim again.
+        tracing::debug!(NodeClaim = %claim.name_any(), "stale read of a nodeclaim we wrote; waiting for the newer version");
+        return Ok(Action::await_change());
+    }
     let action = step(&claim, &ctx).await?;
     ctx.backoff.succeeded(&backoff_key(&claim));
     Ok(action)
@@ -121,20 +132,27 @@ async fn set_finalizers(ctx: &Context, claim: &NodeClaim, present: bool) -> Resu
     Ok(())
 }
 
+/// Patches the status; returns the version the API stored.
 async fn patch_status(
     ctx: &Context,
     claim: &NodeClaim,
     status: &karpenter_api::v1::NodeClaimStatus,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let patch = json!({ "status": status });
-    api(ctx)
+    let written = api(ctx)
         .patch_status(
             &claim.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
         .await?;
-    Ok(())
+    Ok(written.metadata.resource_version)
+}
+
+/// A step moved the claim on (read at its version, written at `written`): until the store
+/// has the new version, reconciles of the old one wait ([`crate::nodeclaim::superseded`]).
+fn moved_on(ctx: &Context, claim: &NodeClaim, read: Option<&str>, written: Option<&str>) {
+    ctx.superseded.wrote(&claim.name_any(), read, written);
 }
 
 /// Deletes the NodeClaim because it cannot become a node; its pods are solved again.
@@ -180,7 +198,7 @@ async fn launch(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
             // and writes both again.
             let labels = launched.metadata.labels.clone().unwrap_or_default();
             let annotations = launched.metadata.annotations.clone().unwrap_or_default();
-            api(ctx)
+            let labelled = api(ctx)
                 .patch(
                     &name,
                     &PatchParams::default(),
@@ -190,6 +208,9 @@ async fn launch(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
                     }})),
                 )
                 .await?;
+            let read = claim.metadata.resource_version.as_deref();
+            let labelled = labelled.metadata.resource_version;
+            moved_on(ctx, claim, read, labelled.as_deref());
             let mut status = launched.status.unwrap_or_default();
             set_condition(
                 &mut status.conditions,
@@ -199,7 +220,8 @@ async fn launch(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
                 "",
                 Timestamp::now(),
             );
-            patch_status(ctx, claim, &status).await?;
+            let written = patch_status(ctx, claim, &status).await?;
+            moved_on(ctx, claim, labelled.as_deref(), written.as_deref());
             tracing::info!(
                 NodeClaim = %name,
                 provider_id = status.provider_id.as_deref().unwrap_or_default(),
@@ -304,7 +326,13 @@ async fn register(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
         "",
         now,
     );
-    patch_status(ctx, claim, &status).await?;
+    let written = patch_status(ctx, claim, &status).await?;
+    moved_on(
+        ctx,
+        claim,
+        claim.metadata.resource_version.as_deref(),
+        written.as_deref(),
+    );
     ctx.metrics
         .nodes_created
         .get_or_create(&Pool {
@@ -364,7 +392,13 @@ async fn initialize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
         "",
         now,
     );
-    patch_status(ctx, claim, &status).await?;
+    let written = patch_status(ctx, claim, &status).await?;
+    moved_on(
+        ctx,
+        claim,
+        claim.metadata.resource_version.as_deref(),
+        written.as_deref(),
+    );
     tracing::info!(NodeClaim = %claim.name_any(), Node = %node.name_any(), "initialized nodeclaim");
     Ok(Action::requeue(Duration::from_secs(300)))
 }
@@ -421,6 +455,7 @@ async fn finalize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
         Ok(()) => Ok(Action::requeue(Duration::from_secs(2))),
         Err(e) if e.is_not_found() => {
             set_finalizers(ctx, claim, false).await?;
+            ctx.superseded.forget(&claim.name_any());
             ctx.metrics
                 .nodeclaims_terminated
                 .get_or_create(&Pool {
