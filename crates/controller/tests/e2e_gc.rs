@@ -2,13 +2,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use anyhow::Result;
 use common::{Env, TIMEOUT};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClassReference, ResourceRequirements};
 use karpenter_providers::CloudProvider;
 use karpenter_providers::kwok::KwokProvider;
 use karpenter_testkit::unique_name;
@@ -27,24 +23,7 @@ async fn orphan_instance_is_collected() -> Result<()> {
 async fn body(env: &Env) -> Result<()> {
     // Launch an instance for a NodeClaim that never reaches the API: an orphan from birth.
     let name = unique_name("orphan");
-    let claim = NodeClaim::new(
-        &name,
-        NodeClaimSpec {
-            taints: vec![],
-            startup_taints: vec![],
-            requirements: vec![],
-            resources: ResourceRequirements {
-                requests: BTreeMap::from([("cpu".to_string(), Quantity("1".into()))]),
-            },
-            node_class_ref: NodeClassReference {
-                group: "karpenter.kwok.sh".into(),
-                kind: "KWOKNodeClass".into(),
-                name: env.class.clone(),
-            },
-            termination_grace_period: None,
-            expire_after: "Never".into(),
-        },
-    );
+    let claim = common::one_cpu_claim(&name, &env.class);
     let provider = KwokProvider::new(env.client.clone());
     let launched = provider.create(&claim).await?;
     let pid = launched

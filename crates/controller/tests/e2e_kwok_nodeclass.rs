@@ -2,13 +2,11 @@
 //! stored by the API server under our CRD, reads back through the typed API, and the kwok
 //! provider launches an instance for a NodeClaim that references it.
 
-use std::collections::BTreeMap;
+mod common;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use karpenter_api::kwok::{KWOKNodeClass, KWOKNodeClassSpec};
-use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClassReference, ResourceRequirements};
 use karpenter_providers::CloudProvider;
 use karpenter_providers::kwok::KwokProvider;
 use karpenter_testkit::{TestCluster, unique_name};
@@ -55,24 +53,7 @@ async fn body(client: &Client, class: &str, claim_name: &str) -> Result<()> {
         .context("a spec-less KWOKNodeClass must read back through the typed API")?;
     assert_eq!(read.spec, KWOKNodeClassSpec::default());
 
-    let claim = NodeClaim::new(
-        claim_name,
-        NodeClaimSpec {
-            taints: vec![],
-            startup_taints: vec![],
-            requirements: vec![],
-            resources: ResourceRequirements {
-                requests: BTreeMap::from([("cpu".to_string(), Quantity("1".into()))]),
-            },
-            node_class_ref: NodeClassReference {
-                group: "karpenter.kwok.sh".into(),
-                kind: "KWOKNodeClass".into(),
-                name: class.to_string(),
-            },
-            termination_grace_period: None,
-            expire_after: "Never".into(),
-        },
-    );
+    let claim = common::one_cpu_claim(claim_name, class);
     let launched = KwokProvider::new(client.clone())
         .create(&claim)
         .await

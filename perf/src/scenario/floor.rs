@@ -17,7 +17,6 @@ use serde_json::json;
 
 use super::{Case, Settings, emit, percentile};
 use crate::fleet::Fleet;
-use crate::plane::Plane;
 use crate::setup;
 use crate::workload::{POOL, POOL_LABEL};
 
@@ -29,12 +28,7 @@ const HEADROOM: f64 = 1.3;
 /// Runs the floor for one size.
 pub async fn run(settings: &Settings, case: Case) -> Result<()> {
     let dir = settings.out_dir.join(format!("floor-{}", case.size));
-    let (repo, limits, plane_dir) = (settings.repo.clone(), settings.limits.clone(), dir.clone());
-    let plane = tokio::task::spawn_blocking(move || Plane::up(&repo, &plane_dir, &limits))
-        .await
-        .context("the control-plane start panicked")??;
-    let client = plane.client().await?;
-    setup::install(&client, settings.budget_percent).await?;
+    let (plane, client) = super::start_plane(settings, &dir).await?;
     let fleet = Fleet::start(&client, settings.budget_percent);
     let nodes = node_count(case.size);
     let api: Api<Node> = Api::all(client.clone());

@@ -81,12 +81,7 @@ async fn run_inner(settings: &Settings, case: Case, summary: &mut SizeSummary) -
         json!({"scale_up": plan_up, "scale_down": plan_down}),
     );
 
-    let (repo, limits, plane_dir) = (settings.repo.clone(), settings.limits.clone(), dir.clone());
-    let plane = tokio::task::spawn_blocking(move || Plane::up(&repo, &plane_dir, &limits))
-        .await
-        .context("the control-plane start panicked")??;
-    let client = plane.client().await?;
-    setup::install(&client, settings.budget_percent).await?;
+    let (plane, client) = start_plane(settings, &dir).await?;
     let mut env = Env {
         fleet: Fleet::start(&client, settings.budget_percent),
         sup: Supervisor::new(&settings.karpenter_bin, &plane.controller_kubeconfig, &dir),
@@ -116,6 +111,21 @@ async fn phases(env: &mut Env) -> Result<()> {
     settle::orphans(env).await?;
     settle::run(env).await?;
     scale_down::run(env).await
+}
+
+/// A fresh plane in `dir` with the CRDs, the NodeClass and the NodePool, and a client of it.
+async fn start_plane(settings: &Settings, dir: &Path) -> Result<(Plane, Client)> {
+    let (repo, limits, plane_dir) = (
+        settings.repo.clone(),
+        settings.limits.clone(),
+        dir.to_path_buf(),
+    );
+    let plane = tokio::task::spawn_blocking(move || Plane::up(&repo, &plane_dir, &limits))
+        .await
+        .context("the control-plane start panicked")??;
+    let client = plane.client().await?;
+    setup::install(&client, settings.budget_percent).await?;
+    Ok((plane, client))
 }
 
 /// Writes the manifests for `pods` pods to `dir` and runs `karpenter simulate` on them.

@@ -365,3 +365,28 @@ pub fn pod_running(p: &Pod) -> bool {
     p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
         && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
+
+/// A NodeClaim for one CPU on the kwok NodeClass `class` (no requirements), never expiring:
+/// for tests that drive the provider directly.
+pub fn one_cpu_claim(name: &str, class: &str) -> karpenter_api::v1::NodeClaim {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use karpenter_api::v1::{NodeClaim, NodeClaimSpec, NodeClassReference, ResourceRequirements};
+    NodeClaim::new(
+        name,
+        NodeClaimSpec {
+            taints: vec![],
+            startup_taints: vec![],
+            requirements: vec![],
+            resources: ResourceRequirements {
+                requests: BTreeMap::from([("cpu".to_string(), Quantity("1".into()))]),
+            },
+            node_class_ref: NodeClassReference {
+                group: "karpenter.kwok.sh".into(),
+                kind: "KWOKNodeClass".into(),
+                name: class.to_string(),
+            },
+            termination_grace_period: None,
+            expire_after: "Never".into(),
+        },
+    )
+}

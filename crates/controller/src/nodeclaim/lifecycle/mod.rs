@@ -155,6 +155,18 @@ fn moved_on(ctx: &Context, claim: &NodeClaim, read: Option<&str>, written: Optio
     ctx.superseded.wrote(&claim.name_any(), read, written);
 }
 
+/// Writes the status that completes a step on the claim as read at version `read`.
+async fn advance(
+    ctx: &Context,
+    claim: &NodeClaim,
+    read: Option<&str>,
+    status: &karpenter_api::v1::NodeClaimStatus,
+) -> Result<()> {
+    let written = patch_status(ctx, claim, status).await?;
+    moved_on(ctx, claim, read, written.as_deref());
+    Ok(())
+}
+
 /// Deletes the NodeClaim because it cannot become a node; its pods are solved again.
 async fn give_up(
     ctx: &Context,
@@ -220,8 +232,7 @@ async fn launch(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
                 "",
                 Timestamp::now(),
             );
-            let written = patch_status(ctx, claim, &status).await?;
-            moved_on(ctx, claim, labelled.as_deref(), written.as_deref());
+            advance(ctx, claim, labelled.as_deref(), &status).await?;
             tracing::info!(
                 NodeClaim = %name,
                 provider_id = status.provider_id.as_deref().unwrap_or_default(),
@@ -326,13 +337,13 @@ async fn register(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
         "",
         now,
     );
-    let written = patch_status(ctx, claim, &status).await?;
-    moved_on(
+    advance(
         ctx,
         claim,
         claim.metadata.resource_version.as_deref(),
-        written.as_deref(),
-    );
+        &status,
+    )
+    .await?;
     ctx.metrics
         .nodes_created
         .get_or_create(&Pool {
@@ -392,13 +403,13 @@ async fn initialize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
         "",
         now,
     );
-    let written = patch_status(ctx, claim, &status).await?;
-    moved_on(
+    advance(
         ctx,
         claim,
         claim.metadata.resource_version.as_deref(),
-        written.as_deref(),
-    );
+        &status,
+    )
+    .await?;
     tracing::info!(NodeClaim = %claim.name_any(), Node = %node.name_any(), "initialized nodeclaim");
     Ok(Action::requeue(Duration::from_secs(300)))
 }
