@@ -68,6 +68,16 @@ fn backoff_key(claim: &NodeClaim) -> String {
     format!("NodeClaim/{}", claim.name_any())
 }
 
+/// Seconds from `t` to now (none for a missing time or one in the future).
+fn seconds_since(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<f64> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis();
+    let elapsed = i64::try_from(ms).ok()? - t?.0.as_millisecond();
+    (elapsed >= 0).then(|| elapsed as f64 / 1000.0)
+}
+
 fn pool_of(claim: &NodeClaim) -> String {
     claim
         .labels()
@@ -421,12 +431,21 @@ async fn finalize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
         Ok(()) => Ok(Action::requeue(Duration::from_secs(2))),
         Err(e) if e.is_not_found() => {
             set_finalizers(ctx, claim, false).await?;
-            ctx.metrics
-                .nodeclaims_terminated
-                .get_or_create(&Pool {
-                    nodepool: pool_of(claim),
-                })
-                .inc();
+            let pool = Pool {
+                nodepool: pool_of(claim),
+            };
+            ctx.metrics.nodeclaims_terminated.get_or_create(&pool).inc();
+            // The instance is known gone and the finalizer removed at the same moment here, so
+            // both durations run from the deletion request to now.
+            if let Some(secs) = seconds_since(claim.metadata.deletion_timestamp.as_ref()) {
+                let m = &ctx.metrics;
+                m.nodeclaims_termination_duration
+                    .get_or_create(&pool)
+                    .observe(secs);
+                m.nodeclaims_instance_termination_duration
+                    .get_or_create(&pool)
+                    .observe(secs);
+            }
             tracing::info!(NodeClaim = %claim.name_any(), "deleted nodeclaim");
             Ok(Action::await_change())
         }
