@@ -23,6 +23,7 @@ use karpenter_api::labels::{
 use karpenter_api::solver_input::{add_pool_usage, node_capacity, parse_resources, pod_requests};
 use karpenter_providers::OfferingKey;
 use karpenter_solver::Resources;
+use karpenter_solver::resources::{CPU, MEMORY};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -125,23 +126,34 @@ fn retire<L: Ord + Clone + Hash + Eq, M>(
     }
 }
 
-/// Sets one float gauge per resource, remembering the series in `set`.
-fn set_resources<L: Clone + Hash + Eq + Ord>(
+/// Sets one float gauge per resource, remembering the series in `set`. Resources named in
+/// `zeros` but absent from `resources` are reported as 0 (rather than missing), so that sums and
+/// ratios over nodes and NodePools without pods, daemons or nodes still have a value.
+fn set_resources<'a, L: Clone + Hash + Eq + Ord>(
     family: &FloatFamily<L>,
     set: &mut BTreeSet<L>,
-    resources: &Resources,
+    resources: &'a Resources,
+    zeros: impl IntoIterator<Item = &'a str>,
     labels: impl Fn(String) -> L,
 ) {
-    for (name, v) in &resources.0 {
+    let names: BTreeSet<&str> = resources
+        .0
+        .keys()
+        .map(String::as_str)
+        .chain(zeros)
+        .collect();
+    for name in names {
         let l = labels(resource_type(name));
-        family.get_or_create(&l).set(value(name, *v));
+        family
+            .get_or_create(&l)
+            .set(value(name, resources.get(name)));
         set.insert(l);
     }
 }
 
 /// A resource amount as upstream reports it: cpu in cores, everything else in base units.
 fn value(name: &str, v: i64) -> f64 {
-    if name == karpenter_solver::resources::CPU {
+    if name == CPU {
         v as f64 / 1000.0
     } else {
         v as f64
@@ -264,26 +276,17 @@ impl Recorder {
                 resource_type,
                 ..base.clone()
             };
-            set_resources(
-                &m.nodes_allocatable,
-                &mut set.allocatable,
-                &allocatable,
-                with,
-            );
-            set_resources(
-                &m.nodes_total_pod_requests,
-                &mut set.pod_requests,
-                &requests,
-                with,
-            );
-            set_resources(
-                &m.nodes_total_daemon_requests,
-                &mut set.daemon_requests,
-                &daemons,
-                with,
-            );
+            let none = || std::iter::empty::<&str>();
+            let alloc_keys = || allocatable.0.keys().map(String::as_str);
+            let (family, series) = (&m.nodes_allocatable, &mut set.allocatable);
+            set_resources(family, series, &allocatable, none(), with);
+            let (family, series) = (&m.nodes_total_pod_requests, &mut set.pod_requests);
+            set_resources(family, series, &requests, alloc_keys(), with);
+            let (family, series) = (&m.nodes_total_daemon_requests, &mut set.daemon_requests);
+            set_resources(family, series, &daemons, alloc_keys(), with);
             let overhead = capacity.minus(&allocatable);
-            set_resources(&m.nodes_system_overhead, &mut set.overhead, &overhead, with);
+            let (family, series) = (&m.nodes_system_overhead, &mut set.overhead);
+            set_resources(family, series, &overhead, none(), with);
             allocatable_sum.add(&allocatable);
             requests_sum.add(&requests);
         }
@@ -322,16 +325,18 @@ impl Recorder {
         let mut cost: BTreeMap<String, f64> = BTreeMap::new();
         for pool in &pools {
             let name = pool.metadata.name.clone().unwrap_or_default();
-            let mut u = usage.remove(&name).unwrap_or_default();
-            u.add_one(karpenter_api::solver_input::NODES, 0);
+            let u = usage.remove(&name).unwrap_or_default();
+            // A NodePool without nodes still reports 0 of what its limits usually name.
+            let always = [CPU, MEMORY, karpenter_api::solver_input::NODES];
             let labels = |resource_type| ResourcePool {
                 resource_type,
                 nodepool: name.clone(),
             };
-            set_resources(&m.nodepools_usage, &mut set.usage, &u, labels);
+            set_resources(&m.nodepools_usage, &mut set.usage, &u, always, labels);
             let object = format!("NodePool {name}");
             if let Ok(limits) = parse_resources(&object, "spec.limits", &pool.spec.limits) {
-                set_resources(&m.nodepools_limit, &mut set.limit, &limits, labels);
+                let none = std::iter::empty::<&str>();
+                set_resources(&m.nodepools_limit, &mut set.limit, &limits, none, labels);
             }
             cost.insert(name, 0.0);
         }

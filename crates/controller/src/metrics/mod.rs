@@ -217,76 +217,87 @@ impl Metrics {
             cloudprovider_duration: duration_family(),
             cloudprovider_errors: Family::default(),
         };
+        let r = m.registry();
+        (m, r)
+    }
+
+    /// A registry exposing these metrics under the `karpenter` prefix (the families are
+    /// shared: what the loops record shows in every registry made here).
+    pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("karpenter");
         r.register(
             "nodeclaims_created",
             "NodeClaims created, by reason and NodePool",
-            m.nodeclaims_created.clone(),
+            self.nodeclaims_created.clone(),
         );
         r.register(
             "nodeclaims_terminated",
             "NodeClaims whose instance was terminated",
-            m.nodeclaims_terminated.clone(),
+            self.nodeclaims_terminated.clone(),
         );
         r.register(
             "nodeclaims_disrupted",
             "NodeClaims deleted by the controller, by reason",
-            m.nodeclaims_disrupted.clone(),
+            self.nodeclaims_disrupted.clone(),
         );
-        r.register("nodes_created", "Nodes registered", m.nodes_created.clone());
+        r.register(
+            "nodes_created",
+            "Nodes registered",
+            self.nodes_created.clone(),
+        );
         r.register(
             "nodes_terminated",
             "Nodes terminated",
-            m.nodes_terminated.clone(),
+            self.nodes_terminated.clone(),
         );
-        r.register("pods_state", "Pods by phase", m.pods_state.clone());
+        r.register("pods_state", "Pods by phase", self.pods_state.clone());
         r.register(
             "pods_eviction_requests",
             "Eviction requests, by response code",
-            m.eviction_requests.clone(),
+            self.eviction_requests.clone(),
         );
         r.register(
             "provisioner_scheduling_duration_seconds",
             "Time of one provisioning solve",
-            m.scheduling_duration.clone(),
+            self.scheduling_duration.clone(),
         );
         r.register(
             "scheduler_unschedulable_pods_count",
             "Pods the last solve could not place",
-            m.unschedulable_pods.clone(),
+            self.unschedulable_pods.clone(),
         );
         r.register(
             "voluntary_disruption_decisions",
             "Disruption commands started, by decision, reason and consolidation type",
-            m.disruption_decisions.clone(),
+            self.disruption_decisions.clone(),
         );
         r.register(
             "voluntary_disruption_failed_validations",
             "Disruption commands that lost candidates in validation, by consolidation type",
-            m.disruption_failed_validations.clone(),
+            self.disruption_failed_validations.clone(),
         );
         r.register(
             "consolidation_moves",
             "Pods rescheduled by emptiness and consolidation commands",
-            m.consolidation_moves.clone(),
+            self.consolidation_moves.clone(),
         );
         r.register(
             "voluntary_disruption_queue_failures",
             "Disruption commands rolled back (replacements failed or timed out)",
-            m.disruption_queue_failures.clone(),
+            self.disruption_queue_failures.clone(),
         );
         r.register(
             "voluntary_disruption_decision_evaluation_duration_seconds",
             "Time of one disruption planning call",
-            m.disruption_evaluation_duration.clone(),
+            self.disruption_evaluation_duration.clone(),
         );
         r.register(
             "nodepools_allowed_disruptions",
             "Nodes a NodePool may still disrupt, by reason",
-            m.allowed_disruptions.clone(),
+            self.allowed_disruptions.clone(),
         );
-        m.register_state(&mut r);
-        (m, r)
+        self.register_state(&mut r);
+        r
     }
 
     /// Registers the metrics issue 14 added: node, NodePool and cluster-state gauges, cost,

@@ -46,7 +46,17 @@ pub async fn run(ctx: Arc<Context>) {
             pid.and_then(|pid| state.node_claim_for_provider_id(pid))
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
         })
-        .run(reconcile, error_policy, ctx)
+        // kube runs reconciles outside this task: name the controller for the provider metrics.
+        .run(
+            |c, ctx| {
+                crate::metrics::cloudprovider::with_controller(
+                    "nodeclaim.lifecycle",
+                    reconcile(c, ctx),
+                )
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }
