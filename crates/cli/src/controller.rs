@@ -220,13 +220,18 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         ..Options::default()
     };
     let client = clients.client.clone();
-    let running = karpenter_controller::start(clients, provider, Arc::new(metrics), options);
+    let metrics = Arc::new(metrics);
+    let running = karpenter_controller::start(clients, provider, metrics.clone(), options);
     let _aws_tasks = aws_setup.map(|s| s.spawn(client, running.context.leader.clone(), pod_name));
     let state = running.context.state.clone();
     let metrics_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.metrics_port));
     let health_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.health_probe_port));
     tracing::info!(%metrics_addr, %health_addr, "karpenter controller starting");
-    let metrics_server = tokio::spawn(serve_metrics(metrics_addr, Arc::new(registry)));
+    let metrics_server = tokio::spawn(serve_metrics(
+        metrics_addr,
+        Arc::new(registry),
+        Some(metrics),
+    ));
     let health_server = tokio::spawn(serve_health(
         health_addr,
         Arc::new(move || state.is_ready()),

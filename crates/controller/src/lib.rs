@@ -34,6 +34,7 @@ pub use context::{Clients, Context, Options};
 pub use error::Error;
 use leaderelection::Elector;
 pub use metrics::Metrics;
+use metrics::cloudprovider::with_controller;
 use state::Trigger;
 
 /// Tasks aborted when dropped (a dropped `JoinHandle` would detach its task instead).
@@ -102,6 +103,11 @@ pub fn start(
     metrics: Arc<Metrics>,
     options: Options,
 ) -> Running {
+    // Every provider call is timed and its errors counted, whichever loop makes it.
+    let provider: Arc<dyn CloudProvider> = Arc::new(metrics::cloudprovider::Instrumented::new(
+        provider,
+        metrics.clone(),
+    ));
     let (tx, rx) = unbounded_channel();
     let (state, state_tasks) = state::ClusterState::start(&clients.client, tx.clone());
     let mut tasks = Tasks::default();
@@ -132,10 +138,9 @@ pub fn start(
         options,
         leader.clone(),
     ));
-    tasks.push(tokio::spawn(provisioning::run(
-        context.clone(),
-        rx,
-        tx.clone(),
+    tasks.push(tokio::spawn(with_controller(
+        "provisioner",
+        provisioning::run(context.clone(), rx, tx.clone()),
     )));
     tasks.push(tokio::spawn(supervise(context.clone(), leader, tx)));
     Running {
@@ -143,6 +148,14 @@ pub fn start(
         tasks,
         elector,
     }
+}
+
+/// Spawns a loop under its controller name ([`with_controller`]).
+fn spawn_as<F>(name: &'static str, fut: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(with_controller(name, fut))
 }
 
 /// Runs the writing loops while this replica leads, and stops them when it no longer does.
@@ -159,15 +172,35 @@ async fn supervise(
         // Pods that went pending while we followed get a round now.
         let _ = triggers.send(Trigger::Resync);
         let mut writers = Tasks::default();
-        writers.push(tokio::spawn(nodeclaim::lifecycle::run(ctx.clone())));
-        writers.push(tokio::spawn(node::termination::run(ctx.clone())));
-        writers.push(tokio::spawn(garbagecollection::run(ctx.clone())));
-        writers.push(tokio::spawn(nodeclaim::podevents::run(ctx.clone())));
+        // Each loop runs under its upstream controller name (the `controller` label of the
+        // cloud provider metrics).
+        writers.push(spawn_as(
+            "nodeclaim.lifecycle",
+            nodeclaim::lifecycle::run(ctx.clone()),
+        ));
+        writers.push(spawn_as(
+            "node.termination",
+            node::termination::run(ctx.clone()),
+        ));
+        writers.push(spawn_as(
+            "nodeclaim.garbagecollection",
+            garbagecollection::run(ctx.clone()),
+        ));
+        writers.push(spawn_as(
+            "nodeclaim.podevents",
+            nodeclaim::podevents::run(ctx.clone()),
+        ));
         // Drift conditions and hash stamps are kept even when disruption is off.
-        writers.push(tokio::spawn(drift::run(ctx.clone())));
+        writers.push(spawn_as("nodeclaim.disruption", drift::run(ctx.clone())));
         if ctx.options.disruption {
-            writers.push(tokio::spawn(disruption::run(ctx.clone())));
+            writers.push(spawn_as("disruption", disruption::run(ctx.clone())));
         }
+        // Like upstream's metrics controllers, only the leader reports the cluster's gauges
+        // (replicas would otherwise report every node twice).
+        writers.push(spawn_as(
+            "metrics.nodepool",
+            metrics::cluster::run(ctx.clone()),
+        ));
         let lost = leader.wait_for(|l| !*l).await;
         writers.abort();
         if lost.is_err() {

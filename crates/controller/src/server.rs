@@ -9,14 +9,21 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-/// Serves `/metrics` until the future is dropped.
-pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<()> {
+use crate::metrics::Metrics;
+
+/// Serves `/metrics` until the future is dropped: the registry, plus the summaries `metrics`
+/// holds outside it ([`crate::metrics::encode`]).
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    metrics: Option<Arc<Metrics>>,
+) -> std::io::Result<()> {
     let app = Router::new().route(
         "/metrics",
         get(move || {
-            let registry = registry.clone();
+            let (registry, metrics) = (registry.clone(), metrics.clone());
             async move {
-                match crate::metrics::encode(&registry) {
+                match crate::metrics::encode(&registry, metrics.as_deref()) {
                     Ok(body) => (StatusCode::OK, body),
                     Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }

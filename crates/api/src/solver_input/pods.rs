@@ -108,6 +108,20 @@ pub(crate) fn pod_view_at(
     })
 }
 
+/// A pod's effective requests ([`effective_pod_requests`], one `pods` slot included), without
+/// converting the rest of it: for per-node totals (metrics), where a full [`pod_view`] per pod
+/// would cost far more than the sum needs.
+pub fn pod_requests(pod: &k8s::Pod) -> Result<Resources, ConvertError> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let object = describe("Pod", Some(namespace), pod.metadata.name.as_deref());
+    let at = At {
+        object: &object,
+        spec: "spec",
+    };
+    let empty = k8s::PodSpec::default();
+    requests(at, pod.spec.as_ref().unwrap_or(&empty))
+}
+
 /// Effective requests: containers, sidecar and ordinary init containers, pod overhead.
 fn requests(loc: At<'_>, spec: &k8s::PodSpec) -> Result<Resources, ConvertError> {
     let containers = spec

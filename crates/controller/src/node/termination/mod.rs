@@ -36,7 +36,17 @@ pub async fn run(ctx: Arc<Context>) {
         async move { managed }
     });
     Controller::for_shared_stream(managed, state.nodes.clone())
-        .run(reconcile, error_policy, ctx)
+        // kube runs reconciles outside this task: name the controller for the provider metrics.
+        .run(
+            |c, ctx| {
+                crate::metrics::cloudprovider::with_controller(
+                    "node.termination",
+                    reconcile(c, ctx),
+                )
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

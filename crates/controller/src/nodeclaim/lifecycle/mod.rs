@@ -46,7 +46,17 @@ pub async fn run(ctx: Arc<Context>) {
             pid.and_then(|pid| state.node_claim_for_provider_id(pid))
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
         })
-        .run(reconcile, error_policy, ctx)
+        // kube runs reconciles outside this task: name the controller for the provider metrics.
+        .run(
+            |c, ctx| {
+                crate::metrics::cloudprovider::with_controller(
+                    "nodeclaim.lifecycle",
+                    reconcile(c, ctx),
+                )
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }
@@ -66,6 +76,16 @@ fn error_policy(claim: Arc<NodeClaim>, error: &Error, ctx: Arc<Context>) -> Acti
 
 fn backoff_key(claim: &NodeClaim) -> String {
     format!("NodeClaim/{}", claim.name_any())
+}
+
+/// Seconds from `t` to now (none for a missing time or one in the future).
+fn seconds_since(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<f64> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis();
+    let elapsed = i64::try_from(ms).ok()? - t?.0.as_millisecond();
+    (elapsed >= 0).then(|| elapsed as f64 / 1000.0)
 }
 
 fn pool_of(claim: &NodeClaim) -> String {
@@ -467,12 +487,21 @@ async fn finalize(claim: &NodeClaim, ctx: &Context) -> Result<Action> {
         Err(e) if e.is_not_found() => {
             set_finalizers(ctx, claim, false).await?;
             ctx.superseded.forget(&claim.name_any());
-            ctx.metrics
-                .nodeclaims_terminated
-                .get_or_create(&Pool {
-                    nodepool: pool_of(claim),
-                })
-                .inc();
+            let pool = Pool {
+                nodepool: pool_of(claim),
+            };
+            ctx.metrics.nodeclaims_terminated.get_or_create(&pool).inc();
+            // The instance is known gone and the finalizer removed at the same moment here, so
+            // both durations run from the deletion request to now.
+            if let Some(secs) = seconds_since(claim.metadata.deletion_timestamp.as_ref()) {
+                let m = &ctx.metrics;
+                m.nodeclaims_termination_duration
+                    .get_or_create(&pool)
+                    .observe(secs);
+                m.nodeclaims_instance_termination_duration
+                    .get_or_create(&pool)
+                    .observe(secs);
+            }
             tracing::info!(NodeClaim = %claim.name_any(), "deleted nodeclaim");
             Ok(Action::await_change())
         }
