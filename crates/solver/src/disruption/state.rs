@@ -79,14 +79,6 @@ impl Work {
     pub fn new(input: &DisruptionProblem) -> Self {
         let mut problem = input.problem.clone();
         problem.pods.clear();
-        // The solver puts a displaced pod on the first existing node it fits. Fullest first:
-        // those are the nodes a later round keeps, so a pod moved once is not moved again
-        // (first by name, it would land on a near-empty node the next round consolidates).
-        problem.existing_nodes.sort_by(|a, b| {
-            fullness(b)
-                .total_cmp(&fullness(a))
-                .then_with(|| a.name.cmp(&b.name))
-        });
         let catalog: HashMap<String, usize> = problem
             .instance_types
             .iter()
@@ -347,18 +339,6 @@ impl Work {
             self.add_closed_claim(claim, sim);
         }
     }
-}
-
-/// The largest share of any resource the node's pods request (0 for a node without
-/// allocatable): how full it is, for ordering destinations.
-fn fullness(n: &ExistingNode) -> f64 {
-    let used = used(&n.pods);
-    n.allocatable
-        .0
-        .iter()
-        .filter(|(_, v)| **v > 0)
-        .map(|(k, v)| used.get(k) as f64 / *v as f64)
-        .fold(0.0, f64::max)
 }
 
 /// What `pods` use, each taking at least one `pods` slot: as allocatable, a node with nothing
