@@ -18,6 +18,7 @@ mod report;
 mod scenario;
 mod setup;
 mod simulate;
+mod snapshot;
 mod supervisor;
 mod workload;
 

@@ -60,6 +60,8 @@ struct Env {
     plan_down: Plan,
     audit_log: PathBuf,
     summary: SizeSummary,
+    /// This size's output directory.
+    dir: PathBuf,
 }
 
 /// Runs one case; the summary is filled as far as the run got, also on error.
@@ -92,6 +94,7 @@ async fn run_inner(settings: &Settings, case: Case, summary: &mut SizeSummary) -
         plan_up,
         plan_down,
         summary: std::mem::replace(summary, SizeSummary::new(case.size, case.down_to)),
+        dir: dir.clone(),
     };
     let result = phases(&mut env).await;
     env.sup.kill();

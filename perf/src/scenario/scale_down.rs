@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::settle::wait_quiet;
 use super::{Env, api_mark, api_since, decisions, emit};
-use crate::{logscan, promtext, setup};
+use crate::{logscan, promtext, setup, snapshot};
 
 pub async fn run(env: &mut Env) -> Result<()> {
     let target = env.plan_down.price_per_hour;
@@ -31,6 +31,10 @@ pub async fn run(env: &mut Env) -> Result<()> {
         }
     };
     let (settled, snap) = wait_quiet(env, true, Some(&mut record)).await?;
+    let state = env.dir.join("after-scale-down.yaml");
+    if let Err(e) = snapshot::write(&env.client, &state).await {
+        tracing::warn!(error = format!("{e:#}"), "writing the cluster snapshot");
+    }
     let phase = env.fleet.start_phase();
     let commands = match &log {
         Some((path, off)) => logscan::commands_since(path, *off)?,
