@@ -36,6 +36,7 @@ step "control plane (hack/control-plane/up)"
 ./hack/install-deps.sh
 cp_dir="$(mktemp -d /tmp/karpenter-cp.XXXXXX)"
 cleanup_control_plane() {
+  ./hack/capi/down "$cp_dir" || true # Cluster API's managers first (they run against the plane)
   ./hack/control-plane/down "$cp_dir" || true
   rmdir "$cp_dir" 2>/dev/null || true # left empty if `up` failed before using it
 }
@@ -48,6 +49,21 @@ elif [[ "${CI:-}" =~ ^(true|TRUE|True|1)$ ]]; then
 else
   echo "WARNING: control plane failed to start; tests that need it will be SKIPPED" >&2
   export KARPENTER_TEST_NO_START=1 # don't let every test binary retry the same failure
+fi
+
+# The Cluster API provider's e2e test (crates/clusterapi/tests) runs against the real CAPI core
+# manager and CAPD (its in-memory backend as the infrastructure provider), built from Go modules
+# (hack/capi/build; cold ~10-15 min on 2 cores, then cached) and started beside the plane.
+# Under CI=true failing to start them fails the run; elsewhere that test prints SKIPPED.
+step "Cluster API (hack/capi/up)"
+if [[ -z "${KARPENTER_TEST_NO_START:-}" ]] && capi_dir="$(./hack/capi/up "$cp_dir" | tail -1)"; then
+  export KARPENTER_TEST_CAPI="$capi_dir"
+elif [[ "${CI:-}" =~ ^(true|TRUE|True|1)$ ]]; then
+  echo "Cluster API failed to start; CI=true requires it" >&2
+  exit 1
+else
+  echo "WARNING: Cluster API failed to start; its tests will be SKIPPED" >&2
+  export KARPENTER_TEST_CAPI_NO_START=1
 fi
 
 # The AWS provider's tests (crates/aws/tests) talk to one moto server (PyPI moto[server], in the

@@ -32,9 +32,18 @@ pub struct ControllerArgs {
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
-    /// Cloud provider: `kwok`, or `aws` (binaries built with `--features aws`).
+    /// Cloud provider: `kwok`, `clusterapi` (Machines of opted-in Cluster API
+    /// MachineDeployments), or `aws` (binaries built with `--features aws`).
     #[arg(long, env = "CLOUD_PROVIDER", default_value = "kwok")]
     pub cloud_provider: String,
+    /// Cluster API: kubeconfig of the management cluster (where the MachineDeployments and
+    /// Machines live); the controller's own cluster when unset.
+    #[arg(long, env = "CLUSTERAPI_KUBECONFIG")]
+    pub clusterapi_kubeconfig: Option<std::path::PathBuf>,
+    /// Cluster API: only use MachineDeployments (and create Machines) in this namespace of the
+    /// management cluster; every namespace when unset.
+    #[arg(long, env = "CLUSTERAPI_NAMESPACE")]
+    pub clusterapi_namespace: Option<String>,
     /// AWS: the cluster's name (instances are tagged `kubernetes.io/cluster/<name>`); required
     /// with `--cloud-provider aws`. Region and credentials come from the standard AWS chain
     /// (`AWS_REGION`, profile, IRSA/IMDS); `AWS_ENDPOINT_URL` points it at an emulator.
@@ -181,8 +190,8 @@ pub fn run(args: &ControllerArgs) -> Result<()> {
 
 async fn serve(args: &ControllerArgs) -> Result<()> {
     anyhow::ensure!(
-        matches!(args.cloud_provider.as_str(), "kwok" | "aws"),
-        "unknown cloud provider {:?} (available: kwok, aws)",
+        matches!(args.cloud_provider.as_str(), "kwok" | "aws" | "clusterapi"),
+        "unknown cloud provider {:?} (available: kwok, clusterapi, aws)",
         args.cloud_provider
     );
     if args.cloud_provider == "aws" {
@@ -199,6 +208,8 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         if args.cloud_provider == "aws" {
             let (p, setup) = aws::provider(args, &config, &clients.client, &mut registry).await?;
             (p, Some(setup))
+        } else if args.cloud_provider == karpenter_clusterapi::PROVIDER_NAME {
+            (clusterapi_provider(args, &clients.client).await?, None)
         } else {
             (Arc::new(KwokProvider::new(clients.client.clone())), None)
         };
@@ -248,6 +259,33 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
     metrics_server.abort();
     health_server.abort();
     Ok(())
+}
+
+/// `--cloud-provider clusterapi`: the provider over the management cluster, which is the
+/// controller's own unless `--clusterapi-kubeconfig` names another.
+async fn clusterapi_provider(
+    args: &ControllerArgs,
+    client: &kube::Client,
+) -> Result<Arc<dyn CloudProvider>> {
+    let management = match &args.clusterapi_kubeconfig {
+        None => client.clone(),
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| {
+                format!("cannot read the Cluster API kubeconfig {}", path.display())
+            })?;
+            let config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .with_context(|| format!("unusable Cluster API kubeconfig {}", path.display()))?;
+            kube::Client::try_from(config).context("cannot build the Cluster API client")?
+        }
+    };
+    Ok(Arc::new(karpenter_clusterapi::ClusterApiProvider::new(
+        management,
+        args.clusterapi_namespace.clone(),
+    )))
 }
 
 /// `--cloud-provider aws`: the provider, the EC2NodeClass status controller and the

@@ -1,0 +1,222 @@
+//! Pure: MachineDeployment shapes → the solver's instance types, and back (which
+//! MachineDeployment serves an offering).
+//!
+//! MachineDeployments whose shapes name the same instance type become one instance type with
+//! one offering each (typically one MachineDeployment per zone). Their capacity and labels
+//! must agree; one that disagrees is left out with an error, and the others keep working.
+
+use std::collections::{BTreeMap, HashMap};
+
+use karpenter_providers::OfferingKey;
+use karpenter_solver::{InstanceType, Offering};
+
+use crate::shape::{Shape, ShapeError};
+
+/// Instance types built from shapes, and the MachineDeployment behind each offering.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// For the solver, sorted by name.
+    pub instance_types: Vec<InstanceType>,
+    /// Offering → the shape (MachineDeployment) that launches it.
+    pub offerings: BTreeMap<OfferingKey, Shape>,
+    /// Shapes left out, and why.
+    pub errors: Vec<ShapeError>,
+    /// Why offerings are unavailable (max size, paused), one line per MachineDeployment.
+    pub unavailable: Vec<String>,
+}
+
+/// Why an offering is unavailable, when it is.
+pub fn unavailable_reason(shape: &Shape, machines: i64) -> Option<String> {
+    if shape.paused {
+        return Some(format!("MachineDeployment {} is paused", shape.key()));
+    }
+    let max = shape.max_size?;
+    let size = shape.replicas + machines;
+    (size >= max).then(|| {
+        format!(
+            "MachineDeployment {} is at its max size ({size} of {max})",
+            shape.key()
+        )
+    })
+}
+
+/// Builds the catalog. `machines` counts, per MachineDeployment key (`namespace/name`), the
+/// live Machines this provider launched from it; with its `spec.replicas` that is its size,
+/// and a MachineDeployment at its max size (or paused) offers nothing available.
+///
+/// Deterministic: shapes are taken in MachineDeployment order, and when two MachineDeployments
+/// offer the same instance type, zone and capacity type, the cheaper (then the first) wins.
+pub fn build(mut shapes: Vec<Shape>, machines: &HashMap<String, i64>) -> Catalog {
+    shapes.sort_by_key(|s| (s.namespace.clone(), s.name.clone()));
+    let mut out = Catalog::default();
+    let mut types: BTreeMap<String, InstanceType> = BTreeMap::new();
+    for shape in shapes {
+        let reason = unavailable_reason(&shape, machines.get(&shape.key()).copied().unwrap_or(0));
+        let available = reason.is_none();
+        out.unavailable.extend(reason);
+        let it = types
+            .entry(shape.instance_type.clone())
+            .or_insert_with(|| InstanceType {
+                name: shape.instance_type.clone(),
+                capacity: shape.capacity.clone(),
+                overhead: Default::default(),
+                labels: shape.labels.clone(),
+                offerings: Vec::new(),
+            });
+        if it.capacity != shape.capacity || it.labels != shape.labels {
+            out.errors.push(ShapeError::Invalid {
+                machine_deployment: shape.key(),
+                reason: format!(
+                    "instance type {:?} is already offered by another MachineDeployment with other capacity or labels; give this one another {} label",
+                    shape.instance_type,
+                    karpenter_api::labels::INSTANCE_TYPE_LABEL
+                ),
+            });
+            continue;
+        }
+        let key = OfferingKey {
+            instance_type: shape.instance_type.clone(),
+            zone: shape.zone.clone(),
+            capacity_type: shape.capacity_type.clone(),
+        };
+        let mut offering = Offering::new(&shape.zone, &shape.capacity_type, shape.price);
+        offering.available = available;
+        match it
+            .offerings
+            .iter_mut()
+            .find(|o| o.zone == shape.zone && o.capacity_type == shape.capacity_type)
+        {
+            // An available MachineDeployment beats one at max size; then the cheaper one.
+            Some(existing) => {
+                let better = (offering.available && !existing.available)
+                    || (offering.available == existing.available
+                        && offering.price < existing.price);
+                if better {
+                    *existing = offering;
+                    out.offerings.insert(key, shape);
+                }
+            }
+            None => {
+                it.offerings.push(offering);
+                out.offerings.insert(key, shape);
+            }
+        }
+    }
+    out.instance_types = types
+        .into_values()
+        .filter(|it| !it.offerings.is_empty())
+        .collect();
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use karpenter_solver::Resources;
+
+    fn shape(name: &str, it: &str, zone: &str, price: f64, cpu: i64) -> Shape {
+        Shape {
+            namespace: "ns".into(),
+            name: name.into(),
+            instance_type: it.into(),
+            capacity: Resources::from_pairs([("cpu", cpu), ("memory", 1 << 30), ("pods", 110)]),
+            labels: BTreeMap::from([("kubernetes.io/arch".to_string(), "amd64".to_string())]),
+            taints: vec![],
+            zone: zone.into(),
+            capacity_type: "on-demand".into(),
+            price,
+            price_estimated: false,
+            min_size: None,
+            max_size: None,
+            replicas: 0,
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn groups_zones_into_one_instance_type() {
+        let c = build(
+            vec![
+                shape("c4-b", "c4", "b", 0.2, 4000),
+                shape("c4-a", "c4", "a", 0.2, 4000),
+                shape("c8-a", "c8", "a", 0.4, 8000),
+            ],
+            &HashMap::new(),
+        );
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        let names: Vec<_> = c.instance_types.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["c4", "c8"]);
+        let zones: Vec<_> = c.instance_types[0]
+            .offerings
+            .iter()
+            .map(|o| o.zone.as_str())
+            .collect();
+        assert_eq!(zones, ["a", "b"], "in MachineDeployment name order");
+        let key = OfferingKey {
+            instance_type: "c4".into(),
+            zone: "b".into(),
+            capacity_type: "on-demand".into(),
+        };
+        assert_eq!(c.offerings[&key].name, "c4-b");
+    }
+
+    #[test]
+    fn conflicting_shapes_are_left_out_with_an_error() {
+        let c = build(
+            vec![
+                shape("x-a", "c4", "a", 0.2, 4000),
+                shape("y-b", "c4", "b", 0.2, 2000),
+            ],
+            &HashMap::new(),
+        );
+        assert_eq!(c.instance_types.len(), 1);
+        assert_eq!(c.instance_types[0].offerings.len(), 1);
+        assert_eq!(c.errors.len(), 1);
+        assert!(
+            c.errors[0].to_string().contains("ns/y-b"),
+            "{}",
+            c.errors[0]
+        );
+    }
+
+    #[test]
+    fn max_size_and_pause_make_offerings_unavailable() {
+        let mut full = shape("full", "c4", "a", 0.1, 4000);
+        full.max_size = Some(2);
+        full.replicas = 1;
+        let mut paused = shape("paused", "c8", "a", 0.1, 8000);
+        paused.paused = true;
+        let c = build(
+            vec![full.clone(), paused],
+            &HashMap::from([("ns/full".to_string(), 1)]),
+        );
+        assert!(c.instance_types.iter().all(|it| !it.offerings[0].available));
+        assert_eq!(c.unavailable.len(), 2, "{:?}", c.unavailable);
+        assert!(
+            unavailable_reason(&full, 1)
+                .unwrap()
+                .contains("max size (2 of 2)")
+        );
+        assert_eq!(unavailable_reason(&full, 0), None);
+    }
+
+    #[test]
+    fn same_offering_twice_keeps_the_available_then_cheaper() {
+        let mut at_max = shape("a1", "c4", "a", 0.1, 4000);
+        at_max.max_size = Some(0);
+        let c = build(
+            vec![
+                at_max,
+                shape("a2", "c4", "a", 0.3, 4000),
+                shape("a3", "c4", "a", 0.2, 4000),
+            ],
+            &HashMap::new(),
+        );
+        let o = &c.instance_types[0].offerings;
+        assert_eq!(o.len(), 1);
+        assert!(o[0].available);
+        assert_eq!(o[0].price, 0.2);
+        assert_eq!(c.offerings.values().next().unwrap().name, "a3");
+    }
+}

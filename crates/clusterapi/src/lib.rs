@@ -1,0 +1,24 @@
+//! Cluster API provider for karpenter-rs (`--cloud-provider clusterapi`).
+//!
+//! - **Catalog**: every MachineDeployment labelled [`shape::MEMBER_LABEL`] is one offering of
+//!   one instance type, shaped by Cluster Autoscaler's scale-from-zero annotations
+//!   (`capacity.cluster-autoscaler.kubernetes.io/*`), so a cluster set up for Cluster
+//!   Autoscaler works unchanged; price and capacity type come from our annotations
+//!   ([`shape::PRICE_ANNOTATION`], [`shape::CAPACITY_TYPE_ANNOTATION`]). A MachineDeployment at
+//!   its max size (or paused) is unavailable; one with unreadable annotations is left out with
+//!   an error naming it and the annotation.
+//! - **Launch**: one Machine per NodeClaim, named after it (so a retry after a crash finds it
+//!   instead of launching twice), from the chosen MachineDeployment's Machine template, with
+//!   the infrastructure machine and bootstrap config cloned from its templates. The NodeClaim
+//!   is launched once the infrastructure provider sets the Machine's providerID.
+//! - **Delete** deletes the Machine (CAPI drains and deletes the Node and the infrastructure);
+//!   **get/list** find our Machines by label; **drift** is a change of the MachineDeployment's
+//!   infrastructure or bootstrap template or Kubernetes version.
+
+pub mod catalog;
+pub mod machine;
+pub mod provider;
+pub mod shape;
+
+pub use provider::{ClusterApiProvider, PROVIDER_NAME};
+pub use shape::{Shape, ShapeError};

@@ -1,0 +1,527 @@
+//! The Cluster API `CloudProvider`: an instance is a CAPI Machine, one per NodeClaim and named
+//! after it, made from the Machine template of the cheapest opted-in MachineDeployment that
+//! fits the NodeClaim.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use karpenter_api::labels::NODE_POOL_LABEL;
+use karpenter_api::v1::{NodeClaim, NodePool};
+use karpenter_providers::kwok::launch::{claim_requirements, parse_resource_list, select};
+use karpenter_providers::{CloudProvider, CloudProviderError, OfferingKey, UnavailableOfferings};
+use karpenter_solver::InstanceType;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::catalog::{self, Catalog};
+use crate::machine::{
+    CAPI_GROUP, CAPI_VERSION, CLONED_ANNOTATION, MACHINE_DEPLOYMENT_LABEL, TemplateError,
+    TemplateRef, bootstrap_template, build_machine, clone_template, drift_reason,
+    infrastructure_template, instance_view, launched, provider_id,
+};
+use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
+
+/// The provider's name (`--cloud-provider clusterapi`).
+pub const PROVIDER_NAME: &str = "clusterapi";
+
+fn capi_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: CAPI_GROUP.into(),
+        version: CAPI_VERSION.into(),
+        api_version: format!("{CAPI_GROUP}/{CAPI_VERSION}"),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+/// `cluster.x-k8s.io/v1beta2` MachineDeployment.
+pub fn machine_deployment_resource() -> ApiResource {
+    capi_resource("MachineDeployment", "machinedeployments")
+}
+
+/// `cluster.x-k8s.io/v1beta2` Machine.
+pub fn machine_resource() -> ApiResource {
+    capi_resource("Machine", "machines")
+}
+
+/// The Cluster API provider.
+pub struct ClusterApiProvider {
+    /// Client of the management cluster (where MachineDeployments and Machines live).
+    client: Client,
+    namespace: Option<String>,
+    unavailable: Arc<UnavailableOfferings>,
+    /// Discovered API resources of template and clone kinds, by (group, kind).
+    kinds: Mutex<HashMap<(String, String), ApiResource>>,
+}
+
+/// An opted-in MachineDeployment and its shape.
+struct Member {
+    shape: Shape,
+    object: DynamicObject,
+}
+
+fn transient(e: kube::Error) -> CloudProviderError {
+    CloudProviderError::Transient(e.to_string())
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+fn fatal(e: impl std::fmt::Display) -> CloudProviderError {
+    CloudProviderError::Fatal(e.to_string())
+}
+
+impl ClusterApiProvider {
+    /// A provider acting on the management cluster behind `client`, in every namespace, or
+    /// only in `namespace` when given.
+    pub fn new(client: Client, namespace: Option<String>) -> Self {
+        Self {
+            client,
+            namespace,
+            unavailable: Arc::new(UnavailableOfferings::default()),
+            kinds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The insufficient-capacity cache.
+    pub fn unavailable_offerings(&self) -> Arc<UnavailableOfferings> {
+        self.unavailable.clone()
+    }
+
+    fn api(&self, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace.or(self.namespace.as_deref()) {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+            None => Api::all_with(self.client.clone(), ar),
+        }
+    }
+
+    /// Opted-in MachineDeployments with their shapes; those that cannot be read come back as
+    /// errors (logged by callers), and the others keep working.
+    async fn members(&self) -> Result<(Vec<Member>, Vec<ShapeError>), CloudProviderError> {
+        let mds = self
+            .api(&machine_deployment_resource(), None)
+            .list(&ListParams::default().labels(MEMBER_LABEL))
+            .await
+            .map_err(transient)?;
+        let mut members = Vec::new();
+        let mut errors = Vec::new();
+        for object in mds.items {
+            match Shape::from_machine_deployment(&object) {
+                Ok(shape) => members.push(Member { shape, object }),
+                Err(e) => errors.push(e),
+            }
+        }
+        Ok((members, errors))
+    }
+
+    /// Every Machine this provider launched (carrying [`MACHINE_DEPLOYMENT_LABEL`]).
+    async fn our_machines(&self) -> Result<Vec<DynamicObject>, CloudProviderError> {
+        Ok(self
+            .api(&machine_resource(), None)
+            .list(&ListParams::default().labels(MACHINE_DEPLOYMENT_LABEL))
+            .await
+            .map_err(transient)?
+            .items)
+    }
+
+    /// Our Machine named `name` (a NodeClaim's), in whichever namespace it is.
+    async fn find_machine(&self, name: &str) -> Result<Option<DynamicObject>, CloudProviderError> {
+        let found = self
+            .api(&machine_resource(), None)
+            .list(
+                &ListParams::default()
+                    .labels(MACHINE_DEPLOYMENT_LABEL)
+                    .fields(&format!("metadata.name={name}")),
+            )
+            .await
+            .map_err(transient)?;
+        Ok(found.items.into_iter().next())
+    }
+
+    /// Live Machines per MachineDeployment key (`namespace/name`).
+    fn counts(machines: &[DynamicObject]) -> HashMap<String, i64> {
+        let mut out = HashMap::new();
+        for m in machines {
+            if m.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            if let Some(md) = m.labels().get(MACHINE_DEPLOYMENT_LABEL) {
+                *out.entry(format!("{}/{md}", m.namespace().unwrap_or_default()))
+                    .or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// The catalog a NodePool with these taints sees, and the MachineDeployment objects by key.
+    async fn catalog(
+        &self,
+        pool_taints: Option<&[karpenter_api::v1::Taint]>,
+    ) -> Result<(Catalog, HashMap<String, DynamicObject>), CloudProviderError> {
+        let (members, errors) = self.members().await?;
+        let machines = self.our_machines().await?;
+        let mut objects = HashMap::new();
+        let mut shapes = Vec::new();
+        for m in members {
+            if pool_taints.is_some_and(|t| !m.shape.fits_taints(t)) {
+                continue;
+            }
+            objects.insert(m.shape.key(), m.object);
+            shapes.push(m.shape);
+        }
+        let mut catalog = catalog::build(shapes, &Self::counts(&machines));
+        catalog.errors.splice(0..0, errors);
+        for e in &catalog.errors {
+            tracing::warn!(error = %e, "MachineDeployment not offered");
+        }
+        Ok((catalog, objects))
+    }
+
+    /// The API resource of `kind` in `group`, found by discovery (the version is the group's
+    /// preferred one, as CAPI's contract asks), cached.
+    async fn resource(&self, group: &str, kind: &str) -> Result<ApiResource, CloudProviderError> {
+        let key = (group.to_string(), kind.to_string());
+        if let Some(ar) = self
+            .kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(ar.clone());
+        }
+        let g = kube::discovery::group(&self.client, group)
+            .await
+            .map_err(transient)?;
+        let (ar, _) = g.recommended_kind(kind).ok_or_else(|| {
+            CloudProviderError::Fatal(format!(
+                "the API server serves no kind {kind} in group {group}"
+            ))
+        })?;
+        self.kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, ar.clone());
+        Ok(ar)
+    }
+
+    /// Creates the clone of one template for `machine` (already there: fine).
+    async fn ensure_clone(
+        &self,
+        template_ref: &TemplateRef,
+        machine: &DynamicObject,
+    ) -> Result<(), CloudProviderError> {
+        let ns = machine.namespace();
+        let template_ar = self
+            .resource(&template_ref.api_group, &template_ref.kind)
+            .await?;
+        let template = self
+            .api(&template_ar, ns.as_deref())
+            .get_opt(&template_ref.name)
+            .await
+            .map_err(transient)?
+            .ok_or_else(|| {
+                CloudProviderError::Fatal(format!(
+                    "{} {}/{} not found",
+                    template_ref.kind,
+                    ns.clone().unwrap_or_default(),
+                    template_ref.name
+                ))
+            })?;
+        let clone = clone_template(&template, template_ref, machine).map_err(fatal)?;
+        let clone_ar = self
+            .resource(&template_ref.api_group, &template_ref.cloned_kind())
+            .await?;
+        match self
+            .api(&clone_ar, ns.as_deref())
+            .create(&PostParams::default(), &clone)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) if is_status(&e, 422) || is_status(&e, 400) => Err(fatal(e)),
+            Err(e) => Err(transient(e)),
+        }
+    }
+
+    /// Makes sure the Machine's clones exist, then reports it launched once it has a
+    /// providerID.
+    async fn finish(
+        &self,
+        claim: &NodeClaim,
+        shape: &Shape,
+        md: &DynamicObject,
+        machine: DynamicObject,
+    ) -> Result<NodeClaim, CloudProviderError> {
+        let name = machine.name_any();
+        let ns = machine.namespace().unwrap_or_default();
+        let mut machine = machine;
+        if !machine.annotations().contains_key(CLONED_ANNOTATION) {
+            let infra = infrastructure_template(md).map_err(fatal)?;
+            self.ensure_clone(&infra, &machine).await?;
+            if let Some(bootstrap) = bootstrap_template(md).map_err(fatal)? {
+                self.ensure_clone(&bootstrap, &machine).await?;
+            }
+            machine = self
+                .api(&machine_resource(), Some(&ns))
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {CLONED_ANNOTATION: "true"}}}),
+                    ),
+                )
+                .await
+                .map_err(transient)?;
+        }
+        if provider_id(&machine).is_none() {
+            return Err(CloudProviderError::Transient(format!(
+                "Machine {ns}/{name} (MachineDeployment {}): waiting for its infrastructure provider to set spec.providerID",
+                shape.key()
+            )));
+        }
+        Ok(launched(claim, shape, &machine))
+    }
+
+    /// The MachineDeployment a Machine of ours came from, and its shape.
+    async fn origin(&self, machine: &DynamicObject) -> Result<Option<Member>, CloudProviderError> {
+        let Some(md_name) = machine.labels().get(MACHINE_DEPLOYMENT_LABEL) else {
+            return Ok(None);
+        };
+        let ns = machine.namespace();
+        let Some(object) = self
+            .api(&machine_deployment_resource(), ns.as_deref())
+            .get_opt(md_name)
+            .await
+            .map_err(transient)?
+        else {
+            return Ok(None);
+        };
+        let shape = Shape::from_machine_deployment(&object).map_err(fatal)?;
+        Ok(Some(Member { shape, object }))
+    }
+}
+
+fn template_error(e: TemplateError) -> CloudProviderError {
+    CloudProviderError::Fatal(e.to_string())
+}
+
+#[async_trait]
+impl CloudProvider for ClusterApiProvider {
+    async fn create(&self, claim: &NodeClaim) -> Result<NodeClaim, CloudProviderError> {
+        let name = claim
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| CloudProviderError::Fatal("NodeClaim has no name".into()))?;
+        // Launched before (we crashed, or are waiting for the providerID): adopt that Machine,
+        // never launch a second one.
+        if let Some(machine) = self.find_machine(&name).await? {
+            if machine.metadata.deletion_timestamp.is_some() {
+                return Err(CloudProviderError::Transient(format!(
+                    "Machine {}/{name} from an earlier launch is still being deleted",
+                    machine.namespace().unwrap_or_default()
+                )));
+            }
+            let Some(member) = self.origin(&machine).await? else {
+                return Err(CloudProviderError::Fatal(format!(
+                    "the MachineDeployment of Machine {}/{name} is gone",
+                    machine.namespace().unwrap_or_default()
+                )));
+            };
+            return self
+                .finish(claim, &member.shape, &member.object, machine)
+                .await;
+        }
+        let reqs = claim_requirements(claim).map_err(CloudProviderError::Fatal)?;
+        let requests = parse_resource_list(&claim.spec.resources.requests)
+            .map_err(CloudProviderError::Fatal)?;
+        let taints: Vec<_> = claim
+            .spec
+            .taints
+            .iter()
+            .chain(&claim.spec.startup_taints)
+            .cloned()
+            .collect();
+        let (catalog, objects) = self.catalog(Some(&taints)).await?;
+        let choice = select(
+            &catalog.instance_types,
+            &reqs,
+            &requests,
+            &self.unavailable,
+            Instant::now(),
+        );
+        let Some(choice) = choice else {
+            let mut why: Vec<String> = catalog.errors.iter().map(|e| e.to_string()).collect();
+            why.extend(catalog.unavailable.iter().cloned());
+            return Err(CloudProviderError::InsufficientCapacity(format!(
+                "no available MachineDeployment offering fits NodeClaim {name}{}",
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", why.join("; "))
+                }
+            )));
+        };
+        let it = &catalog.instance_types[choice.instance_type];
+        let offering = &it.offerings[choice.offering];
+        let key = OfferingKey {
+            instance_type: it.name.clone(),
+            zone: offering.zone.clone(),
+            capacity_type: offering.capacity_type.clone(),
+        };
+        let shape = catalog.offerings.get(&key).ok_or_else(|| {
+            CloudProviderError::Fatal(format!("no MachineDeployment for {key:?}"))
+        })?;
+        let md = objects.get(&shape.key()).ok_or_else(|| {
+            CloudProviderError::Fatal(format!("MachineDeployment {} vanished", shape.key()))
+        })?;
+        let pool = claim
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(NODE_POOL_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        let machine = build_machine(md, &name, &pool).map_err(template_error)?;
+        let machines = self.api(&machine_resource(), Some(&shape.namespace));
+        let created = match machines.create(&PostParams::default(), &machine).await {
+            Ok(m) => m,
+            Err(e) if is_status(&e, 409) => machines.get(&name).await.map_err(transient)?,
+            Err(e) if is_status(&e, 422) || is_status(&e, 400) => return Err(fatal(e)),
+            Err(e) => return Err(transient(e)),
+        };
+        tracing::info!(
+            NodeClaim = %name,
+            machine_deployment = %shape.key(),
+            instance_type = %shape.instance_type,
+            zone = %shape.zone,
+            "created Machine"
+        );
+        self.finish(claim, shape, md, created).await
+    }
+
+    async fn delete(&self, claim: &NodeClaim) -> Result<(), CloudProviderError> {
+        let name = claim.name_any();
+        let provider_id = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.provider_id.clone())
+            .unwrap_or_default();
+        let mut machine = self.find_machine(&name).await?;
+        if machine.is_none() && !provider_id.is_empty() {
+            // Garbage collection names instances by providerID only.
+            machine =
+                self.our_machines().await?.into_iter().find(|m| {
+                    crate::machine::provider_id(m).as_deref() == Some(provider_id.as_str())
+                });
+        }
+        let Some(machine) = machine else {
+            return Err(CloudProviderError::NodeClaimNotFound(format!(
+                "no Machine for NodeClaim {name}"
+            )));
+        };
+        // Once CAPI has it, the Machine goes away on its own (drain, infrastructure deletion,
+        // Node deletion); waiting for it here could deadlock with the Node's finalizer, which
+        // the termination controller only removes after this reports NotFound.
+        if machine.metadata.deletion_timestamp.is_some() {
+            return Err(CloudProviderError::NodeClaimNotFound(format!(
+                "Machine {}/{} is being deleted",
+                machine.namespace().unwrap_or_default(),
+                machine.name_any()
+            )));
+        }
+        let ns = machine.namespace();
+        match self
+            .api(&machine_resource(), ns.as_deref())
+            .delete(&machine.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(NodeClaim = %name, machine = %machine.name_any(), "deleting Machine");
+                Ok(())
+            }
+            Err(e) if is_status(&e, 404) => Err(CloudProviderError::NodeClaimNotFound(format!(
+                "Machine {} is gone",
+                machine.name_any()
+            ))),
+            Err(e) => Err(transient(e)),
+        }
+    }
+
+    async fn get(&self, provider_id: &str) -> Result<NodeClaim, CloudProviderError> {
+        self.our_machines()
+            .await?
+            .iter()
+            .find(|m| {
+                m.metadata.deletion_timestamp.is_none()
+                    && crate::machine::provider_id(m).as_deref() == Some(provider_id)
+            })
+            .map(instance_view)
+            .ok_or_else(|| CloudProviderError::NodeClaimNotFound(provider_id.to_string()))
+    }
+
+    async fn list(&self) -> Result<Vec<NodeClaim>, CloudProviderError> {
+        Ok(self
+            .our_machines()
+            .await?
+            .iter()
+            .map(instance_view)
+            .collect())
+    }
+
+    async fn instance_types(
+        &self,
+        pool: &NodePool,
+    ) -> Result<Vec<InstanceType>, CloudProviderError> {
+        let t = &pool.spec.template.spec;
+        let taints: Vec<_> = t.taints.iter().chain(&t.startup_taints).cloned().collect();
+        let (catalog, _) = self.catalog(Some(&taints)).await?;
+        let mut its = catalog.instance_types;
+        self.unavailable.apply(&mut its, Instant::now());
+        Ok(its)
+    }
+
+    async fn is_drifted(&self, claim: &NodeClaim) -> Result<Option<String>, CloudProviderError> {
+        let Some(machine) = self.find_machine(&claim.name_any()).await? else {
+            return Ok(None);
+        };
+        match self.origin(&machine).await {
+            Ok(Some(member)) => Ok(drift_reason(&machine, &member.object)),
+            Ok(None) => Ok(Some(format!(
+                "MachineDeployment {}/{} is gone",
+                machine.namespace().unwrap_or_default(),
+                machine
+                    .labels()
+                    .get(MACHINE_DEPLOYMENT_LABEL)
+                    .cloned()
+                    .unwrap_or_default()
+            ))),
+            // A MachineDeployment whose annotations became unreadable still has a template.
+            Err(CloudProviderError::Fatal(_)) => {
+                let ns = machine.namespace();
+                let md_name = machine
+                    .labels()
+                    .get(MACHINE_DEPLOYMENT_LABEL)
+                    .cloned()
+                    .unwrap_or_default();
+                let md = self
+                    .api(&machine_deployment_resource(), ns.as_deref())
+                    .get_opt(&md_name)
+                    .await
+                    .map_err(transient)?;
+                Ok(md.and_then(|md| drift_reason(&machine, &md)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn name(&self) -> &str {
+        PROVIDER_NAME
+    }
+}
