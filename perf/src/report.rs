@@ -38,6 +38,9 @@ pub struct SizeSummary {
     pub commands: usize,
     pub nodes_per_command: Option<f64>,
     pub evicted_per_node: Option<f64>,
+    /// The longest Pending -> Running (s) of the pods recreated during the scale-down (those
+    /// replacing evicted ones).
+    pub rescheduled_max_wait: Option<f64>,
     pub budget_exceeded: Option<bool>,
     pub max_disrupting: usize,
     pub allowed_at_max: usize,
@@ -80,7 +83,7 @@ fn verbs(m: &BTreeMap<String, u64>) -> String {
 /// The Markdown table, one row per size.
 pub fn table(rows: &[SizeSummary]) -> String {
     let mut out = String::from(
-        "| pods | all Running s | p50 / p99 s | nodes | $/h live / simulate / bound | settled $/h | peak RSS MB | CPU s (scale-up / run) | controller API requests (scale-up) | orphans | scale-down to | → 1.25x / 1.10x s | final ratio | commands (nodes/cmd) | evicted/node | budget kept (max disrupting / allowed) |\n\
+        "| pods | all Running s | p50 / p99 s | nodes | $/h live / simulate / bound | settled $/h | peak RSS MB | CPU s (scale-up / run) | controller API requests (scale-up) | orphans | scale-down to | → 1.25x / 1.10x s | final ratio | commands (nodes/cmd) | evicted/node (longest wait of a rescheduled pod, s) | budget kept (max disrupting / allowed) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
@@ -100,7 +103,7 @@ pub fn table(rows: &[SizeSummary]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} / {} | {} | {:.2} / {} / {} | {} | {:.0} | {:.1} / {:.1} | {} | {} | {} | {} / {} | {} | {} ({}) | {} | {} |{}",
+            "| {} | {} | {} / {} | {} | {:.2} / {} / {} | {} | {:.0} | {:.1} / {:.1} | {} | {} | {} | {} / {} | {} | {} ({}) | {} ({}) | {} |{}",
             r.size,
             opt(r.up_seconds, 0),
             opt(r.p50, 0),
@@ -122,6 +125,7 @@ pub fn table(rows: &[SizeSummary]) -> String {
             r.commands,
             opt(r.nodes_per_command, 1),
             opt(r.evicted_per_node, 1),
+            opt(r.rescheduled_max_wait, 0),
             budget,
             r.error
                 .as_ref()

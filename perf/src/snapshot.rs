@@ -1,13 +1,13 @@
-//! The cluster as `karpenter simulate -f` reads it (NodePool, Nodes, NodeClaims, the
-//! workload's pods), written after the scale-down settles, so a consolidation that stopped
-//! short of the plan can be replayed offline: `karpenter simulate -f <file>` shows what the
+//! The cluster as `karpenter simulate -f` reads it (NodePools, Nodes, the workload's pods),
+//! written after the scale-down settles, so a consolidation that stopped short of the plan can
+//! be replayed offline: `karpenter simulate -f <file>` shows what the
 //! planner would still do on exactly that state.
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use karpenter_api::v1::{NodeClaim, NodePool};
+use karpenter_api::v1::NodePool;
 use kube::api::ListParams;
 use kube::{Api, Client, Resource};
 use serde::Serialize;
@@ -15,13 +15,12 @@ use serde_json::Value;
 
 use crate::workload::NAMESPACE;
 
-/// Writes every NodePool, Node and NodeClaim and the workload namespace's pods to `path`
+/// Writes every NodePool and Node and the workload namespace's pods to `path`
 /// as YAML documents (JSON is YAML), managedFields dropped.
 pub async fn write(client: &Client, path: &Path) -> Result<()> {
     let mut docs = Vec::new();
     docs.extend(documents::<NodePool>(Api::all(client.clone())).await?);
     docs.extend(documents::<Node>(Api::all(client.clone())).await?);
-    docs.extend(documents::<NodeClaim>(Api::all(client.clone())).await?);
     docs.extend(documents::<Pod>(Api::namespaced(client.clone(), NAMESPACE)).await?);
     std::fs::write(path, docs.join("\n---\n"))
         .with_context(|| format!("writing {}", path.display()))

@@ -50,6 +50,8 @@ pub async fn run(env: &mut Env) -> Result<()> {
     s.commands = commands.len();
     s.nodes_per_command = (!commands.is_empty()).then(|| cmd_nodes as f64 / commands.len() as f64);
     s.evicted_per_node = (disrupted > 0).then(|| phase.evicted as f64 / disrupted as f64);
+    let max_wait = phase.latencies.iter().copied().reduce(f64::max);
+    s.rescheduled_max_wait = max_wait;
     s.budget_exceeded = Some(phase.over_budget_events > 0);
     s.max_disrupting = phase.max_disrupting;
     s.allowed_at_max = phase.allowed_at_max;
@@ -66,7 +68,8 @@ pub async fn run(env: &mut Env) -> Result<()> {
             "disruption_commands": commands.len(), "nodes_in_commands": cmd_nodes,
             "commands_by_reason": count_by_reason(&commands),
             "decisions_by_reason": promtext::delta(&decisions_before, &decisions(&env.sup).await),
-            "nodes_disrupted": disrupted, "pods_evicted": phase.evicted, "pod_deletions": phase.pod_deletions,
+            "nodes_disrupted": disrupted, "pods_evicted": phase.evicted,
+            "pods_rescheduled": phase.latencies.len(), "rescheduled_max_wait_s": max_wait, "pod_deletions": phase.pod_deletions,
             "max_disrupting": phase.max_disrupting, "budget_allowed_at_max": phase.allowed_at_max,
             "over_budget_events": phase.over_budget_events, "worst_excess": phase.worst_excess,
             "api_requests": api_since(env, &api_before).await?.1,
