@@ -24,7 +24,7 @@ pub const PROVIDER_ID_PREFIX: &str = "kwok://";
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// Value of [`KWOK_NODE_ANNOTATION`].
 pub const KWOK_NODE_VALUE: &str = "fake";
-/// Label on every Node this provider created; `list` finds instances by it.
+/// Label on every Node this provider created ([`is_instance`] also accepts upstream's).
 pub const MANAGED_LABEL: &str = "karpenter.kwok.sh/managed";
 
 /// Whether a kwok-managed Node (one carrying the [`KWOK_NODE_ANNOTATION`] label) is an instance
