@@ -4,12 +4,14 @@
 //! repository copies none of it), then a NodePool, a KWOKNodeClass, NodeClaims and Nodes are
 //! written the way upstream v1.15 writes them (hash annotations of hash version `v3`, the
 //! kwok provider's labels from upstream's own instance-type catalog, finalizers, owner
-//! references, Launched/Registered/Initialized), with pods running on the Nodes. Then the
-//! take-over: our chart's CRDs are applied over upstream's as the README says, and our
+//! references, Launched/Registered/Initialized), with pods running on the Nodes; upstream had
+//! marked one NodeClaim Drifted (its Node protected by `karpenter.sh/do-not-disrupt`). Then
+//! the take-over: our chart's CRDs are applied over upstream's as the README says, and our
 //! controller starts (disruption on, as the chart runs it). It must adopt every NodeClaim
-//! (stamp the NodePool and re-stamp the NodeClaims with its own hash version), launch nothing
-//! and delete nothing, mark nothing drifted and taint nothing for disruption, and then give a
-//! new pending pod capacity: exactly one new NodeClaim.
+//! (stamp the NodePool and re-stamp the NodeClaims with its own hash version; the drifted one
+//! keeps its stale hash and stays Drifted, as upstream keeps it), launch nothing and delete
+//! nothing, mark nothing else drifted and taint nothing for disruption, and then give a new
+//! pending pod capacity: exactly one new NodeClaim.
 //!
 //! Upstream's module comes from `KARPENTER_UPSTREAM_MODULE` (hack/test.sh exports it) or else
 //! from running `hack/upstream/module`; without it (no Go, no module proxy) the test prints
@@ -57,7 +59,13 @@ const ZONE: &str = "test-zone-a";
 /// Each upstream node runs one pod of this size; a pending pod of [`BIG_CPU`] fits on neither.
 const POD_CPU: &str = "1500m";
 const BIG_CPU: &str = "3";
-const NODES: usize = 2;
+/// Upstream's NodeClaims (one Node and one pod each); the last one upstream had marked
+/// Drifted (its NodePool's template changed since), and an operator protects its Node with
+/// `karpenter.sh/do-not-disrupt`.
+const NODES: usize = 3;
+/// That claim's hash: upstream's hash of the template it was made from, no longer the
+/// NodePool's.
+const STALE_UPSTREAM_HASH: &str = "1170312485236624071";
 const FINALIZER: &str = "karpenter.sh/termination";
 
 /// The controller acts on the whole cluster: any other test of this file must not run beside it.
@@ -331,6 +339,8 @@ struct Upstream {
     class: String,
     /// NodeClaim name -> uid.
     claims: BTreeMap<String, String>,
+    /// The NodeClaim upstream had marked Drifted.
+    drifted: String,
     /// Node name -> (uid, pod running on it).
     nodes: BTreeMap<String, (String, String)>,
 }
@@ -493,7 +503,14 @@ async fn write_upstream_objects(
     let requests = json!({"cpu": POD_CPU, "pods": "1"});
     let mut claims = BTreeMap::new();
     let mut nodes = BTreeMap::new();
+    let mut drifted = String::new();
     for i in 0..NODES {
+        let was_drifted = i == NODES - 1;
+        let claim_hash = if was_drifted {
+            STALE_UPSTREAM_HASH
+        } else {
+            UPSTREAM_HASH
+        };
         // Created by the provisioner (template labels, NodePool and NodeClass labels; every
         // single value as a requirement; the instance types as options) ...
         let created_labels = BTreeMap::from([
@@ -517,7 +534,7 @@ async fn write_upstream_objects(
                     "generateName": format!("{pool}-"),
                     "labels": created_labels,
                     "annotations": {
-                        "karpenter.sh/nodepool-hash": UPSTREAM_HASH,
+                        "karpenter.sh/nodepool-hash": claim_hash,
                         "karpenter.sh/nodepool-hash-version": UPSTREAM_HASH_VERSION,
                         "karpenter.sh/nodeclaim-min-values-relaxed": "false",
                     },
@@ -565,6 +582,7 @@ async fn write_upstream_objects(
         ]);
         let mut annotations: BTreeMap<String, String> =
             serde_json::from_value(hash_annotations.clone())?;
+        annotations.insert("karpenter.sh/nodepool-hash".into(), claim_hash.into());
         annotations.insert(
             "karpenter.sh/nodeclaim-min-values-relaxed".into(),
             "false".into(),
@@ -592,7 +610,13 @@ async fn write_upstream_objects(
             metadata: ObjectMeta {
                 name: Some(node_name.clone()),
                 labels: Some(node_labels),
-                annotations: Some(annotations.clone()),
+                annotations: Some({
+                    let mut a = annotations.clone();
+                    if was_drifted {
+                        a.insert("karpenter.sh/do-not-disrupt".into(), "true".into());
+                    }
+                    a
+                }),
                 finalizers: Some(vec![FINALIZER.into()]),
                 owner_references: Some(vec![OwnerReference {
                     api_version: "karpenter.sh/v1".into(),
@@ -618,14 +642,22 @@ async fn write_upstream_objects(
             .create(&PostParams::default(), &node)
             .await
             .context("creating the upstream Node")?;
-        let conditions = [
+        let mut conditions = [
             "Launched",
             "Registered",
             "Initialized",
             "ConsistentStateFound",
             "Ready",
         ]
-        .map(condition);
+        .map(condition)
+        .to_vec();
+        if was_drifted {
+            // Upstream's drift controller: reason and message both the drift reason.
+            conditions.push(json!({"type": "Drifted", "status": "True",
+                "reason": "NodePoolDrifted", "message": "NodePoolDrifted",
+                "lastTransitionTime": now(), "observedGeneration": 1}));
+            drifted = claim_name.clone();
+        }
         claims_api
             .patch_status(
                 &claim_name,
@@ -677,6 +709,7 @@ async fn write_upstream_objects(
         pool,
         class,
         claims,
+        drifted,
         nodes,
     })
 }
@@ -707,7 +740,8 @@ async fn take_over(
     let version = "karpenter.sh/nodepool-hash-version";
 
     // Adopted: the NodePool carries our hash version, and every upstream NodeClaim has been
-    // re-stamped with the NodePool's hash of that version.
+    // re-stamped with the NodePool's hash of that version, except the drifted one, which keeps
+    // its stale hash (with our version) so that it stays drifted, as upstream would keep it.
     env.cluster
         .wait_for(
             TIMEOUT,
@@ -720,7 +754,12 @@ async fn take_over(
                 }
                 for name in up.claims.keys() {
                     let c = claims.get(name).await?;
-                    if (annotation(&c, hash), annotation(&c, version)) != pool_stamp {
+                    let want = if *name == up.drifted {
+                        (Some(STALE_UPSTREAM_HASH.to_string()), pool_stamp.1.clone())
+                    } else {
+                        pool_stamp.clone()
+                    };
+                    if (annotation(&c, hash), annotation(&c, version)) != want {
                         return Ok(None);
                     }
                 }
@@ -821,6 +860,17 @@ async fn take_over(
             "upstream's NodeClaim {name} is gone or was replaced"
         );
     }
+    let still_drifted = claims.get(&up.drifted).await?.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Drifted" && c["status"] == "True")
+        });
+    ensure!(
+        still_drifted,
+        "NodeClaim {}, drifted under upstream, is no longer Drifted",
+        up.drifted
+    );
     let nodes: Api<Node> = Api::all(env.client.clone());
     for (name, (uid, pod)) in &up.nodes {
         let node = nodes.get_opt(name).await?;
@@ -860,6 +910,7 @@ impl Observer {
         let selector = format!("karpenter.sh/nodepool={}", up.pool);
         let config = watcher::Config::default().labels(&selector);
         let originals: BTreeSet<String> = up.claims.keys().cloned().collect();
+        let was_drifted = up.drifted.clone();
         let claims = Api::<DynamicObject>::all_with(client.clone(), &node_claims());
         let claim_watch = {
             let seen = seen.clone();
@@ -878,10 +929,20 @@ impl Observer {
                                 s.violations
                                     .push(format!("NodeClaim {name} marked for deletion"));
                             }
-                            let drifted = c.data["status"]["conditions"]
-                                .as_array()
+                            let conditions = c.data["status"]["conditions"].as_array();
+                            let drifted = conditions
                                 .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Drifted"));
-                            if drifted {
+                            let still_drifted = conditions.is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|x| x["type"] == "Drifted" && x["status"] == "True")
+                            });
+                            if name == was_drifted {
+                                if !still_drifted {
+                                    s.violations.push(format!(
+                                        "NodeClaim {name}, drifted under upstream, lost Drifted"
+                                    ));
+                                }
+                            } else if drifted {
                                 s.violations
                                     .push(format!("NodeClaim {name} has a Drifted condition"));
                             }
