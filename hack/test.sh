@@ -98,6 +98,19 @@ else
   echo "WARNING: building helm failed; the chart test will be SKIPPED" >&2
 fi
 
+# Upstream Karpenter's published Go module (hack/upstream/module: pinned in hack/upstream/go.mod,
+# fetched into the Go module cache), whose CRDs and kwok catalog the take-over test
+# (crates/controller/tests/e2e_takeover.rs) reads. CI=true requires it.
+step "upstream Karpenter module (hack/upstream/module)"
+if upstream_dir="$(./hack/upstream/module | tail -1)" && [[ -n "$upstream_dir" ]]; then
+  export KARPENTER_UPSTREAM_MODULE="$upstream_dir"
+elif [[ "${CI:-}" =~ ^(true|TRUE|True|1)$ ]]; then
+  echo "fetching upstream Karpenter's module failed; CI=true requires it" >&2
+  exit 1
+else
+  echo "WARNING: no upstream Karpenter module; the take-over test will be SKIPPED" >&2
+fi
+
 # Compile everything first: the container image (below) packs the `karpenter` binary this
 # builds (the debug one, same features: nothing is compiled twice).
 step "cargo test --no-run"

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 
 use karpenter_api::labels::{NODE_POOL_HASH_ANNOTATION, NODE_POOL_HASH_VERSION_ANNOTATION};
 use karpenter_api::solver_input::disruption::requirements_drifted;
-use karpenter_api::v1::{NodeClaim, NodePool, Taint};
+use karpenter_api::v1::nodeclaim::CONDITION_DRIFTED;
+use karpenter_api::v1::{NodeClaim, NodePool, Taint, find_condition};
 use serde_json::json;
 
 /// Version of [`pool_hash`]; bump it whenever [`canonical`] or the hash function changes.
@@ -82,6 +83,26 @@ pub fn needs_restamp(claim: &NodeClaim) -> bool {
     let a = claim.metadata.annotations.as_ref();
     a.and_then(|a| a.get(NODE_POOL_HASH_VERSION_ANNOTATION))
         .is_some_and(|v| v != HASH_VERSION)
+}
+
+/// The annotations that re-stamp a NodeClaim carrying another hash version (see
+/// [`needs_restamp`]) for `pool`. Like upstream on a hash-version change, a NodeClaim already
+/// marked `Drifted` only gets the new version and keeps its old hash: hashes of different
+/// versions cannot be compared, so whether it is still out of date is unknown, and it stays
+/// drifted (its old hash differs from the new one) rather than being silently forgiven. Every
+/// other NodeClaim takes the NodePool's current hash.
+pub fn restamp_annotations(claim: &NodeClaim, pool: &NodePool) -> Vec<(String, String)> {
+    let drifted = claim
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, CONDITION_DRIFTED))
+        .is_some_and(|c| c.is_true());
+    let [hash, version] = hash_annotations(pool);
+    if drifted {
+        vec![version]
+    } else {
+        vec![hash, version]
+    }
 }
 
 /// The annotations that stamp `pool`'s hash on a NodeClaim or NodePool.
@@ -246,6 +267,35 @@ mod tests {
         assert_eq!(drifted(&foreign, &p, &BTreeMap::new()), None);
         assert!(needs_restamp(&foreign));
         assert!(!needs_restamp(&c));
+
+        // Re-stamped: the current hash and version; a claim already Drifted keeps its old
+        // hash, so it is still found drifted by the new version's comparison.
+        let stamp: BTreeMap<String, String> =
+            restamp_annotations(&foreign, &p).into_iter().collect();
+        assert_eq!(stamp, hash_annotations(&p).into_iter().collect());
+        let mut drifted_foreign = foreign.clone();
+        let mut status = karpenter_api::v1::NodeClaimStatus::default();
+        crate::nodeclaim::lifecycle::logic::set_condition(
+            &mut status.conditions,
+            CONDITION_DRIFTED,
+            "True",
+            NODE_POOL_DRIFTED,
+            "",
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        );
+        drifted_foreign.status = Some(status);
+        let stamp = restamp_annotations(&drifted_foreign, &p);
+        assert_eq!(
+            stamp,
+            vec![(
+                NODE_POOL_HASH_VERSION_ANNOTATION.to_string(),
+                HASH_VERSION.to_string()
+            )]
+        );
+        let annotations = drifted_foreign.metadata.annotations.get_or_insert_default();
+        annotations.extend(stamp);
+        let (reason, _) = drifted(&drifted_foreign, &p, &BTreeMap::new()).unwrap();
+        assert_eq!(reason, NODE_POOL_DRIFTED);
         assert!(!pool_stamped(&p));
         p.metadata.annotations = Some(hash_annotations(&p).into_iter().collect());
         assert!(pool_stamped(&p));

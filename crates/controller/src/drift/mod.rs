@@ -85,7 +85,11 @@ async fn round(ctx: &Context, schedule: &mut Schedule) {
             continue;
         };
         if hash::needs_restamp(claim) {
+            // Judged next round, from the new stamp: this round's copy carries a hash that
+            // cannot be compared, and acting on it could clear a Drifted condition the
+            // re-stamp deliberately keeps.
             restamp(ctx, claim, pool).await;
+            continue;
         }
         let pid = claim.status.as_ref().and_then(|s| s.provider_id.as_deref());
         let labels = pid
@@ -246,11 +250,17 @@ async fn stamp_pools(ctx: &Context, snapshot: &Snapshot) {
     }
 }
 
-/// Gives a NodeClaim stamped with another hash version the current hash of its NodePool
-/// (upstream does the same on a hash version change): comparing hashes of different versions
-/// would drift every node at once after an upgrade.
+/// Gives a NodeClaim stamped with another hash version (an older one of ours, or upstream
+/// Karpenter's after a take-over) the current version, and the current hash of its NodePool
+/// unless it is already drifted ([`hash::restamp_annotations`], as upstream does on a hash
+/// version change): comparing hashes of different versions would drift every node at once.
 async fn restamp(ctx: &Context, claim: &NodeClaim, pool: &NodePool) {
-    let patch = annotation_patch(pool);
+    let annotations: serde_json::Map<String, serde_json::Value> =
+        hash::restamp_annotations(claim, pool)
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+    let patch = json!({"metadata": {"annotations": annotations}});
     if let Err(e) = Api::<NodeClaim>::all(ctx.client.clone())
         .patch(
             &claim.name_any(),

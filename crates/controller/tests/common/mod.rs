@@ -134,6 +134,27 @@ impl Env {
         }))
     }
 
+    /// An `Env` over a world the test made itself (e.g. objects another installation left),
+    /// so [`Env::cleanup`] and the helpers below work on it.
+    pub fn from_parts(
+        cluster: TestCluster,
+        ns: TestNamespace,
+        pool: String,
+        class: String,
+        controller: Running,
+    ) -> Env {
+        let client = cluster.client();
+        Env {
+            cluster,
+            client,
+            ns: Some(ns),
+            pool,
+            class,
+            controller,
+            _proxy: None,
+        }
+    }
+
     pub fn ns(&self) -> &str {
         self.ns.as_ref().map(|n| n.name()).unwrap_or_default()
     }

@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Taint as K8sTaint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use karpenter_api::labels::{
-    CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL,
+    CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL,
+    UNREGISTERED_TAINT_KEY, ZONE_LABEL,
 };
 use karpenter_api::v1::{NodeClaim, NodeClaimStatus};
 use karpenter_solver::quantity::parse_for_resource;
@@ -23,8 +24,26 @@ pub const PROVIDER_ID_PREFIX: &str = "kwok://";
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// Value of [`KWOK_NODE_ANNOTATION`].
 pub const KWOK_NODE_VALUE: &str = "fake";
-/// Label on every Node this provider created; `list` finds instances by it.
+/// Label on every Node this provider created ([`is_instance`] also accepts upstream's).
 pub const MANAGED_LABEL: &str = "karpenter.kwok.sh/managed";
+
+/// Whether a kwok-managed Node (one carrying the [`KWOK_NODE_ANNOTATION`] label) is an instance
+/// of this provider: one it launched ([`MANAGED_LABEL`]), or one upstream Karpenter's kwok
+/// provider launched before a take-over. Upstream's carry no managed label; what marks them is
+/// a kwok providerID together with the `karpenter.sh/nodepool` label, which only Karpenter
+/// sets (the label domain is restricted). Without them, garbage collection would take the
+/// NodeClaims of a taken-over cluster for claims whose instance vanished and delete them.
+pub fn is_instance(node: &Node) -> bool {
+    let labels = node.metadata.labels.as_ref();
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    let kwok_id = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.provider_id.as_deref())
+        .and_then(node_name)
+        .is_some();
+    label(MANAGED_LABEL) == Some("true") || (kwok_id && label(NODE_POOL_LABEL).is_some())
+}
 
 /// The offering chosen for a NodeClaim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,5 +373,34 @@ mod tests {
         assert_eq!(st.allocatable["memory"].0, "4086Mi");
         assert_eq!(node_name("kwok://x"), Some("x"));
         assert_eq!(node_name("aws:///x"), None);
+    }
+
+    #[test]
+    fn instances_are_ours_or_upstream_karpenters() {
+        let cat = catalog();
+        let c = claim(&[], "1");
+        let it = cat.iter().find(|i| i.name == "c-2x-amd64-linux").unwrap();
+        let ours = build_node(&c, it, 0);
+        assert!(is_instance(&ours));
+
+        // As upstream's kwok provider makes them: kwok://<name>, the NodePool label, no
+        // managed label.
+        let mut upstream = ours.clone();
+        let labels = upstream.metadata.labels.as_mut().unwrap();
+        labels.remove(MANAGED_LABEL);
+        assert!(is_instance(&upstream));
+
+        // A kwok Node no Karpenter launched (no NodePool label), or another provider's.
+        let mut unmanaged = upstream.clone();
+        unmanaged
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(NODE_POOL_LABEL);
+        assert!(!is_instance(&unmanaged));
+        let mut other = upstream.clone();
+        other.spec.as_mut().unwrap().provider_id = Some("aws:///zone/i-1".into());
+        assert!(!is_instance(&other));
     }
 }

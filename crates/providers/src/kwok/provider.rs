@@ -13,8 +13,8 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 
 use super::launch::{
-    MANAGED_LABEL, build_node, claim_requirements, instance_view, launched, node_name,
-    parse_resource_list, select,
+    KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE, build_node, claim_requirements, instance_view,
+    is_instance, launched, node_name, parse_resource_list, select,
 };
 use crate::cloudprovider::{CloudProvider, CloudProviderError, UnavailableOfferings};
 
@@ -178,12 +178,20 @@ impl CloudProvider for KwokProvider {
     }
 
     async fn list(&self) -> Result<Vec<NodeClaim>, CloudProviderError> {
+        // Every instance, ours or upstream Karpenter's, carries kwok's label (see is_instance).
         let nodes = self
             .nodes()
-            .list(&ListParams::default().labels(&format!("{MANAGED_LABEL}=true")))
+            .list(
+                &ListParams::default().labels(&format!("{KWOK_NODE_ANNOTATION}={KWOK_NODE_VALUE}")),
+            )
             .await
             .map_err(transient)?;
-        Ok(nodes.items.iter().map(instance_view).collect())
+        Ok(nodes
+            .items
+            .iter()
+            .filter(|n| is_instance(n))
+            .map(instance_view)
+            .collect())
     }
 
     async fn instance_types(
