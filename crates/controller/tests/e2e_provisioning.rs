@@ -62,13 +62,27 @@ async fn body(env: &Env) -> Result<()> {
         })
         .await?;
 
-    let claims = env.node_claims().await?;
-    assert!(
-        !claims.is_empty(),
-        "pods run on nodes of our pool, so claims exist"
-    );
+    // Pods can run on a Node before its NodeClaim is Initialized (initialization also waits
+    // for the node lifecycle controller to lift `node.kubernetes.io/not-ready`), so the
+    // conditions are awaited, not read once.
+    const CONDITIONS: [&str; 4] = ["Launched", "Registered", "Initialized", "Ready"];
+    let claims = env
+        .cluster
+        .wait_for(
+            TIMEOUT,
+            "every NodeClaim Launched, Registered, Initialized, Ready",
+            || async {
+                let claims = env.node_claims().await?;
+                let done = !claims.is_empty()
+                    && claims
+                        .iter()
+                        .all(|c| CONDITIONS.iter().all(|cond| claim_condition(c, cond)));
+                Ok::<_, anyhow::Error>(done.then_some(claims))
+            },
+        )
+        .await?;
     for c in &claims {
-        for cond in ["Launched", "Registered", "Initialized", "Ready"] {
+        for cond in CONDITIONS {
             assert!(
                 claim_condition(c, cond),
                 "{} lacks {cond}: {:?}",
