@@ -27,21 +27,7 @@ pub async fn install(client: &Client, budget_percent: u64) -> Result<()> {
         crds.patch(&name, &params, &Patch::Apply(&crd))
             .await
             .with_context(|| format!("applying CRD {name}"))?;
-        karpenter_testkit::wait_for(
-            Duration::from_secs(60),
-            format!("CRD {name} Established"),
-            || async {
-                let c = crds.get(&name).await?;
-                let ok = c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok::<_, kube::Error>(ok.then_some(()))
-            },
-        )
-        .await?;
+        karpenter_testkit::wait_crd_established(&crds, &name, Duration::from_secs(60)).await?;
     }
     let ns = Namespace {
         metadata: ObjectMeta {

@@ -157,19 +157,7 @@ async fn install_upstream_crds(
         .with_context(|| format!("installing upstream's CRD {name}"))?;
     }
     for crd in crds {
-        let name = crd.name_any();
-        cluster
-            .wait_for(TIMEOUT, format!("CRD {name} Established"), || async {
-                let live = api.get(&name).await?;
-                let established = live
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok::<_, kube::Error>(established.then_some(()))
-            })
-            .await?;
+        karpenter_testkit::wait_crd_established(&api, &crd.name_any(), TIMEOUT).await?;
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ use kube::{Api, Client, Config};
 
 pub use error::Error;
 pub use plane::{KUBECONFIG_ENV, NO_START_ENV, STATE_DIR_ENV};
-pub use wait::wait_for;
+pub use wait::{wait_crd_established, wait_for};
 
 use plane::Plane;
 
@@ -190,22 +190,11 @@ impl TestCluster {
             names.push(name);
         }
         for name in names {
-            let api = api.clone();
-            self.wait_for(
-                Duration::from_secs(60),
-                format!("CRD {name} Established"),
-                || async {
-                    let crd = api.get(&name).await?;
-                    let established = crd
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    Ok::<_, kube::Error>(established.then_some(()))
-                },
-            )
-            .await?;
+            if let Err(e) = wait_crd_established(&api, &name, Duration::from_secs(60)).await {
+                eprintln!("karpenter-testkit: {e}; control-plane logs follow");
+                self.print_logs();
+                return Err(e);
+            }
         }
         Ok(())
     }

@@ -2,6 +2,8 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
 use tokio::time::Instant;
 
 use crate::Error;
@@ -59,6 +61,25 @@ where
         tokio::time::sleep_until((now + interval).min(deadline)).await;
         interval = (interval * 2).min(MAX_INTERVAL);
     }
+}
+
+/// Waits until CRD `name` is Established (its resources are served).
+pub async fn wait_crd_established(
+    api: &Api<CustomResourceDefinition>,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    wait_for(timeout, format!("CRD {name} Established"), || async {
+        let crd = api.get(name).await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        Ok::<_, kube::Error>(established.then_some(()))
+    })
+    .await
 }
 
 #[cfg(test)]
