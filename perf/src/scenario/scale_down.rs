@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::settle::wait_quiet;
-use super::{Env, api_mark, api_since, decisions, emit};
+use super::{Env, api_mark, api_since, decisions, emit, percentile};
 use crate::{logscan, promtext, setup, snapshot};
 
 pub async fn run(env: &mut Env) -> Result<()> {
@@ -35,7 +35,7 @@ pub async fn run(env: &mut Env) -> Result<()> {
     if let Err(e) = snapshot::write(&env.client, &state).await {
         tracing::warn!(error = format!("{e:#}"), "writing the cluster snapshot");
     }
-    let phase = env.fleet.start_phase();
+    let mut phase = env.fleet.start_phase();
     let commands = match &log {
         Some((path, off)) => logscan::commands_since(path, *off)?,
         None => Vec::new(),
@@ -51,6 +51,10 @@ pub async fn run(env: &mut Env) -> Result<()> {
     s.nodes_per_command = (!commands.is_empty()).then(|| cmd_nodes as f64 / commands.len() as f64);
     s.evicted_per_node = (disrupted > 0).then(|| phase.evicted as f64 / disrupted as f64);
     let max_wait = phase.latencies.iter().copied().reduce(f64::max);
+    let wait_p50_p99 = [
+        percentile(&mut phase.latencies, 50.0),
+        percentile(&mut phase.latencies, 99.0),
+    ];
     s.rescheduled_max_wait = max_wait;
     s.budget_exceeded = Some(phase.over_budget_events > 0);
     s.max_disrupting = phase.max_disrupting;
@@ -69,7 +73,8 @@ pub async fn run(env: &mut Env) -> Result<()> {
             "commands_by_reason": count_by_reason(&commands),
             "decisions_by_reason": promtext::delta(&decisions_before, &decisions(&env.sup).await),
             "nodes_disrupted": disrupted, "pods_evicted": phase.evicted,
-            "pods_rescheduled": phase.latencies.len(), "rescheduled_max_wait_s": max_wait, "pod_deletions": phase.pod_deletions,
+            "pods_rescheduled": phase.latencies.len(), "rescheduled_max_wait_s": max_wait,
+            "rescheduled_wait_p50_p99_s": wait_p50_p99, "pod_deletions": phase.pod_deletions,
             "max_disrupting": phase.max_disrupting, "budget_allowed_at_max": phase.allowed_at_max,
             "over_budget_events": phase.over_budget_events, "worst_excess": phase.worst_excess,
             "api_requests": api_since(env, &api_before).await?.1,
