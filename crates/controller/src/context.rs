@@ -14,7 +14,9 @@ use crate::backoff::Backoff;
 use crate::leaderelection::LeaderElectionConfig;
 use crate::metrics::Metrics;
 use crate::provisioning::batcher;
+use crate::provisioning::verdicts::Unplaceable;
 use crate::state::ClusterState;
+use crate::turns::SolverTurns;
 
 /// Field manager and event reporter name.
 pub const MANAGER: &str = "karpenter";
@@ -119,6 +121,11 @@ pub struct Context {
     pub backoff: Backoff,
     /// NodeClaim versions the lifecycle has written over (its reads lag its writes).
     pub superseded: crate::nodeclaim::superseded::Superseded,
+    /// Pending pods the provisioner's last round could not place (disruption does not wait
+    /// for them).
+    pub unplaceable: Unplaceable,
+    /// Turns at building and solving a solver input (one at a time).
+    pub solver_turns: SolverTurns,
 }
 
 impl Context {
@@ -153,6 +160,8 @@ impl Context {
             options,
             backoff: Backoff::default(),
             superseded: Default::default(),
+            unplaceable: Unplaceable::default(),
+            solver_turns: SolverTurns::default(),
         }
     }
 

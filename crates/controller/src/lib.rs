@@ -22,6 +22,7 @@ pub mod pods;
 pub mod provisioning;
 pub mod server;
 pub mod state;
+pub mod turns;
 
 use std::sync::Arc;
 

@@ -54,6 +54,7 @@ pub async fn run(
     resume(ctx, shared, &snapshot, tasks).await;
     let drift = Arc::new(drift_of(&snapshot));
     let in_flight = lock(shared).nodes();
+    let turn = ctx.solver_turns.next().await;
     let input = match fresh_input(ctx, &drift, &in_flight).await? {
         Ok(input) => input,
         Err(Skip::Pending(n)) => {
@@ -77,6 +78,7 @@ pub async fn run(
         .await
         .map_err(|e| Error::Invalid(format!("planner task failed: {e}")))?
         .map_err(|e| Error::Invalid(format!("disruption planner: {e}")))?;
+    drop(turn);
     ctx.metrics
         .disruption_evaluation_duration
         .observe(started.elapsed().as_secs_f64());
@@ -116,6 +118,12 @@ pub(super) async fn fresh_input(
     drift: &BTreeMap<String, Drift>,
     in_flight: &BTreeSet<String>,
 ) -> Result<std::result::Result<input::Input, Skip>> {
+    // Pending pods the provisioner has not found unplaceable: it may still place them, so
+    // this round waits, without building (and solving) the whole cluster to learn as much.
+    let placeable = ctx.state.count_pending(|pod| ctx.unplaceable.contains(pod));
+    if placeable > 0 {
+        return Ok(Err(Skip::Pending(placeable)));
+    }
     let snapshot = ctx.state.snapshot();
     let mut catalogs = BTreeMap::new();
     for pool in &snapshot.node_pools {

@@ -30,6 +30,7 @@ use super::{Shared, command, lock};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::{ConsolidationType, Moves};
+use crate::turns::SolverTurn;
 
 /// How often a validation that found pods pending (or the state re-listing) looks again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -50,8 +51,8 @@ pub async fn validate_then_start(
     let release = |key: &str| {
         lock(shared).entries.remove(key);
     };
-    let input = match settled_input(ctx, shared, &own, drift).await {
-        Ok(Some(input)) => input,
+    let (input, turn) = match settled_input(ctx, shared, &own, drift).await {
+        Ok(Some(settled)) => settled,
         other => {
             for (key, cmd) in &commands {
                 count_failed(ctx, cmd);
@@ -71,6 +72,7 @@ pub async fn validate_then_start(
         (problem, results)
     })
     .await;
+    drop(turn);
     let (problem, results) = match validated {
         Ok(v) => v,
         Err(e) => {
@@ -114,6 +116,8 @@ pub async fn validate_then_start(
             lock(&shared).entries.remove(&key);
         });
     }
+    // The input holds every pod of the cluster: not for as long as the commands run.
+    drop(problem);
     // Dropping the set (leadership lost) aborts the commands; their records resume them.
     while running.join_next().await.is_some() {}
     Ok(())
@@ -162,13 +166,15 @@ fn accepted(ctx: &Context, cmd: &Command, v: Validation) -> Option<Command> {
 }
 
 /// A fresh, synced input for validating commands over the nodes `own`, once no pending pod is
-/// waiting for a place (at most one more validation period); `None` when pods stayed pending.
-async fn settled_input(
-    ctx: &Context,
+/// waiting for a place (at most one more validation period), with the solver turn it was built
+/// in; `None` when pods stayed pending. The turn is not held while waiting: placing those pods
+/// takes the provisioner's turn.
+async fn settled_input<'c>(
+    ctx: &'c Context,
     shared: &Shared,
     own: &BTreeSet<String>,
     drift: &BTreeMap<String, Drift>,
-) -> Result<Option<Input>> {
+) -> Result<Option<(Input, SolverTurn<'c>)>> {
     let deadline = Instant::now() + ctx.options.disruption_validation_period;
     loop {
         let why = if ctx.state.is_synced() {
@@ -177,8 +183,9 @@ async fn settled_input(
                 .into_iter()
                 .filter(|n| !own.contains(n))
                 .collect();
+            let turn = ctx.solver_turns.next().await;
             match fresh_input(ctx, drift, &others).await? {
-                Ok(input) => return Ok(Some(input)),
+                Ok(input) => return Ok(Some((input, turn))),
                 Err(Skip::Pending(n)) => format!("{n} pods stayed pending"),
             }
         } else {

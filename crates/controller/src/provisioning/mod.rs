@@ -6,6 +6,7 @@
 pub mod batcher;
 pub mod claims;
 pub mod problem;
+pub mod verdicts;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -123,6 +124,7 @@ impl Provisioner {
     /// One round: snapshot → solve → create NodeClaims → events.
     pub async fn provision(&mut self) -> Result<()> {
         let ctx = self.ctx.clone();
+        let turn = ctx.solver_turns.next().await;
         let snapshot = ctx.state.snapshot();
         self.record_pod_states();
         let catalogs = self.catalogs(&snapshot).await;
@@ -145,12 +147,16 @@ impl Provisioner {
             existing = round.problem.existing_nodes.len(),
             "provisioning round"
         );
-        for (pod, reason) in &round.invalid {
-            self.report(pod, format!("Failed to schedule pod, {reason}"))
-                .await;
-        }
+        let mut unplaceable: HashSet<String> = round
+            .invalid
+            .iter()
+            .map(|(p, _)| pods::pod_key(p))
+            .collect();
         if round.problem.pods.is_empty() {
+            drop(turn);
+            ctx.unplaceable.record(unplaceable);
             ctx.metrics.unschedulable_pods.set(0);
+            self.report_invalid(&round).await;
             return Ok(());
         }
         // Moved, not copied: the round's input holds every bound pod of the cluster.
@@ -160,6 +166,8 @@ impl Provisioner {
         let plan = tokio::task::spawn_blocking(move || solve(&problem, &solve_options()))
             .await
             .map_err(|e| Error::Invalid(format!("solver task failed: {e}")))??;
+        drop(turn);
+        self.report_invalid(&round).await;
         ctx.metrics
             .scheduling_duration
             .observe(started.elapsed().as_secs_f64());
@@ -181,6 +189,8 @@ impl Provisioner {
                 .unwrap_or_else(|| placement.node.clone());
             self.nominate(&round, &placement.pods, &target, now);
         }
+        unplaceable.extend(plan.unschedulable.iter().map(|u| u.pod.clone()));
+        ctx.unplaceable.record(unplaceable);
         ctx.metrics
             .unschedulable_pods
             .set(i64::try_from(plan.unschedulable.len()).unwrap_or(i64::MAX));
@@ -303,6 +313,15 @@ impl Provisioner {
     }
 
     /// Emits a warning on the pod unless it was already told exactly this.
+    /// Tells each pod the round could not convert why (after the solver turn: one event per
+    /// pod can be many API calls).
+    async fn report_invalid(&mut self, round: &problem::Round) {
+        for (pod, reason) in &round.invalid {
+            self.report(pod, format!("Failed to schedule pod, {reason}"))
+                .await;
+        }
+    }
+
     async fn report(&mut self, pod: &k8s_openapi::api::core::v1::Pod, note: String) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if self.reported.get(&uid) == Some(&note) {

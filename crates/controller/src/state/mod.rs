@@ -333,6 +333,12 @@ impl ClusterState {
             .collect()
     }
 
+    /// How many pods wait for capacity that `skip` does not rule out (by `namespace/name`).
+    pub fn count_pending(&self, mut skip: impl FnMut(&str) -> bool) -> usize {
+        let index = read(&self.indexes.pods);
+        index.live().pending.iter().filter(|k| !skip(k)).count()
+    }
+
     /// Whether any pod waits for capacity.
     pub fn has_pending_pods(&self) -> bool {
         !read(&self.indexes.pods).live().pending.is_empty()
