@@ -21,22 +21,90 @@ pub struct Catalog {
     pub offerings: BTreeMap<OfferingKey, Shape>,
     /// Shapes left out, and why.
     pub errors: Vec<ShapeError>,
-    /// Why offerings are unavailable (max size, paused), one line per MachineDeployment.
-    pub unavailable: Vec<String>,
+    /// MachineDeployments whose offerings are unavailable (max size, paused), and why.
+    pub unavailable: Vec<Unavailable>,
 }
 
-/// Why an offering is unavailable, when it is.
-pub fn unavailable_reason(shape: &Shape, machines: i64) -> Option<String> {
-    if shape.paused {
-        return Some(format!("MachineDeployment {} is paused", shape.key()));
+/// A MachineDeployment whose offering is unavailable, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unavailable {
+    /// `namespace/name`.
+    pub machine_deployment: String,
+    /// The offering it would launch (`instance type`, zone, capacity type).
+    pub offering: OfferingKey,
+    /// Why.
+    pub cause: UnavailableCause,
+}
+
+/// Why a MachineDeployment launches nothing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnavailableCause {
+    /// `spec.paused`.
+    Paused,
+    /// Its size (`spec.replicas` plus the Machines this provider launched from it) has reached
+    /// [`crate::shape::MAX_SIZE_ANNOTATION`].
+    MaxSize {
+        /// Current size.
+        size: i64,
+        /// The annotated max size.
+        max: i64,
+    },
+}
+
+impl UnavailableCause {
+    /// A CamelCase reason for Events (`Paused`, `MaxSizeReached`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UnavailableCause::Paused => "Paused",
+            UnavailableCause::MaxSize { .. } => "MaxSizeReached",
+        }
     }
-    let max = shape.max_size?;
-    let size = shape.replicas + machines;
-    (size >= max).then(|| {
-        format!(
-            "MachineDeployment {} is at its max size ({size} of {max})",
-            shape.key()
-        )
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = &self.offering;
+        let what = format!(
+            "instance type {} in zone {} ({})",
+            o.instance_type, o.zone, o.capacity_type
+        );
+        match self.cause {
+            UnavailableCause::Paused => write!(
+                f,
+                "MachineDeployment {} is paused: skipped for {what}",
+                self.machine_deployment
+            ),
+            UnavailableCause::MaxSize { size, max } => write!(
+                f,
+                "MachineDeployment {} is at its max size ({size} of {max}, annotation {}): skipped for {what}",
+                self.machine_deployment,
+                crate::shape::MAX_SIZE_ANNOTATION
+            ),
+        }
+    }
+}
+
+/// Why a shape's offering is unavailable, when it is; `machines` counts the live Machines
+/// this provider launched from it.
+pub fn unavailable_reason(shape: &Shape, machines: i64) -> Option<Unavailable> {
+    let cause = if shape.paused {
+        UnavailableCause::Paused
+    } else {
+        let max = shape.max_size?;
+        let size = shape.replicas + machines;
+        if size < max {
+            return None;
+        }
+        UnavailableCause::MaxSize { size, max }
+    };
+    Some(Unavailable {
+        machine_deployment: shape.key(),
+        offering: OfferingKey {
+            instance_type: shape.instance_type.clone(),
+            zone: shape.zone.clone(),
+            capacity_type: shape.capacity_type.clone(),
+        },
+        cause,
     })
 }
 
@@ -193,10 +261,16 @@ mod tests {
         );
         assert!(c.instance_types.iter().all(|it| !it.offerings[0].available));
         assert_eq!(c.unavailable.len(), 2, "{:?}", c.unavailable);
+        let why = unavailable_reason(&full, 1).unwrap();
+        assert_eq!(why.cause, UnavailableCause::MaxSize { size: 2, max: 2 });
+        assert_eq!(why.cause.reason(), "MaxSizeReached");
+        let text = why.to_string();
         assert!(
-            unavailable_reason(&full, 1)
-                .unwrap()
-                .contains("max size (2 of 2)")
+            text.contains("ns/full")
+                && text.contains("max size (2 of 2")
+                && text.contains(crate::shape::MAX_SIZE_ANNOTATION)
+                && text.contains("instance type c4 in zone a"),
+            "{text}"
         );
         assert_eq!(unavailable_reason(&full, 0), None);
     }

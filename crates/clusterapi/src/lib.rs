@@ -6,7 +6,8 @@
 //!   Autoscaler works unchanged; price and capacity type come from our annotations
 //!   ([`shape::PRICE_ANNOTATION`], [`shape::CAPACITY_TYPE_ANNOTATION`]). A MachineDeployment at
 //!   its max size (or paused) is unavailable; one with unreadable annotations is left out with
-//!   an error naming it and the annotation.
+//!   an error naming it and the annotation. Both get a Kubernetes Event on the
+//!   MachineDeployment ([`report`]).
 //! - **Launch**: one Machine per NodeClaim, named after it (so a retry after a crash finds it
 //!   instead of launching twice), from the chosen MachineDeployment's Machine template, with
 //!   the infrastructure machine and bootstrap config cloned from its templates. The NodeClaim
@@ -18,6 +19,7 @@
 pub mod catalog;
 pub mod machine;
 pub mod provider;
+pub mod report;
 pub mod shape;
 
 pub use provider::{ClusterApiProvider, PROVIDER_NAME};

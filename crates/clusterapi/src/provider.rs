@@ -24,6 +24,7 @@ use crate::machine::{
     TemplateRef, bootstrap_template, build_machine, clone_template, drift_reason,
     infrastructure_template, instance_view, launched, provider_id,
 };
+use crate::report::{EventReporter, Problem};
 use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
 
 /// The provider's name (`--cloud-provider clusterapi`).
@@ -57,7 +58,16 @@ pub struct ClusterApiProvider {
     unavailable: Arc<UnavailableOfferings>,
     /// Discovered API resources of template and clone kinds, by (group, kind).
     kinds: Mutex<HashMap<(String, String), ApiResource>>,
+    /// Events on MachineDeployments that cannot be offered or are skipped.
+    reporter: EventReporter,
+    /// Held from reading the catalog to creating the Machine, so concurrent launches count
+    /// each other's Machines against a MachineDeployment's max size.
+    launching: tokio::sync::Mutex<()>,
 }
+
+/// Shapes of the readable opted-in MachineDeployments, why the others are not offered, and
+/// every opted-in MachineDeployment by `namespace/name`.
+type Members = (Vec<Shape>, Vec<ShapeError>, HashMap<String, DynamicObject>);
 
 /// An opted-in MachineDeployment and its shape.
 struct Member {
@@ -80,12 +90,17 @@ fn fatal(e: impl std::fmt::Display) -> CloudProviderError {
 impl ClusterApiProvider {
     /// A provider acting on the management cluster behind `client`, in every namespace, or
     /// only in `namespace` when given.
+    ///
+    /// MachineDeployments it cannot launch from get Events (see [`crate::report`]), written
+    /// through the same client.
     pub fn new(client: Client, namespace: Option<String>) -> Self {
         Self {
-            client,
+            client: client.clone(),
             namespace,
             unavailable: Arc::new(UnavailableOfferings::default()),
             kinds: Mutex::new(HashMap::new()),
+            reporter: EventReporter::new(client.clone()),
+            launching: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -102,8 +117,9 @@ impl ClusterApiProvider {
     }
 
     /// Opted-in MachineDeployments with their shapes; those that cannot be read come back as
-    /// errors (logged by callers), and the others keep working.
-    async fn members(&self) -> Result<(Vec<Member>, Vec<ShapeError>), CloudProviderError> {
+    /// errors (reported by callers), and the others keep working. The last item holds every
+    /// opted-in MachineDeployment by `namespace/name`.
+    async fn members(&self) -> Result<Members, CloudProviderError> {
         let mds = self
             .api(&machine_deployment_resource(), None)
             .list(&ListParams::default().labels(MEMBER_LABEL))
@@ -111,13 +127,20 @@ impl ClusterApiProvider {
             .map_err(transient)?;
         let mut members = Vec::new();
         let mut errors = Vec::new();
+        let mut objects = HashMap::new();
         for object in mds.items {
+            let key = format!(
+                "{}/{}",
+                object.namespace().unwrap_or_default(),
+                object.name_any()
+            );
             match Shape::from_machine_deployment(&object) {
-                Ok(shape) => members.push(Member { shape, object }),
+                Ok(shape) => members.push(shape),
                 Err(e) => errors.push(e),
             }
+            objects.insert(key, object);
         }
-        Ok((members, errors))
+        Ok((members, errors, objects))
     }
 
     /// Every Machine this provider launched (carrying [`MACHINE_DEPLOYMENT_LABEL`]).
@@ -160,26 +183,30 @@ impl ClusterApiProvider {
     }
 
     /// The catalog a NodePool with these taints sees, and the MachineDeployment objects by key.
+    /// Publishes the Events of MachineDeployments that cannot be offered or are skipped.
     async fn catalog(
         &self,
-        pool_taints: Option<&[karpenter_api::v1::Taint]>,
+        pool_taints: &[karpenter_api::v1::Taint],
     ) -> Result<(Catalog, HashMap<String, DynamicObject>), CloudProviderError> {
-        let (members, errors) = self.members().await?;
+        let (shapes, errors, objects) = self.members().await?;
         let machines = self.our_machines().await?;
-        let mut objects = HashMap::new();
-        let mut shapes = Vec::new();
-        for m in members {
-            if pool_taints.is_some_and(|t| !m.shape.fits_taints(t)) {
-                continue;
-            }
-            objects.insert(m.shape.key(), m.object);
-            shapes.push(m.shape);
-        }
-        let mut catalog = catalog::build(shapes, &Self::counts(&machines));
+        let counts = Self::counts(&machines);
+        // Problems come from every opted-in MachineDeployment, whichever NodePool asks, so one
+        // NodePool's taints never hide (and so re-raise) another's Events.
+        let all = catalog::build(shapes.clone(), &counts);
+        let problems: Vec<Problem> = errors
+            .iter()
+            .chain(&all.errors)
+            .map(Problem::invalid)
+            .chain(all.unavailable.iter().map(Problem::unavailable))
+            .collect();
+        self.reporter.report(&problems, &objects).await;
+        let fitting: Vec<Shape> = shapes
+            .into_iter()
+            .filter(|s| s.fits_taints(pool_taints))
+            .collect();
+        let mut catalog = catalog::build(fitting, &counts);
         catalog.errors.splice(0..0, errors);
-        for e in &catalog.errors {
-            tracing::warn!(error = %e, "MachineDeployment not offered");
-        }
         Ok((catalog, objects))
     }
 
@@ -348,7 +375,8 @@ impl CloudProvider for ClusterApiProvider {
             .chain(&claim.spec.startup_taints)
             .cloned()
             .collect();
-        let (catalog, objects) = self.catalog(Some(&taints)).await?;
+        let _launching = self.launching.lock().await;
+        let (catalog, objects) = self.catalog(&taints).await?;
         let choice = select(
             &catalog.instance_types,
             &reqs,
@@ -358,7 +386,7 @@ impl CloudProvider for ClusterApiProvider {
         );
         let Some(choice) = choice else {
             let mut why: Vec<String> = catalog.errors.iter().map(|e| e.to_string()).collect();
-            why.extend(catalog.unavailable.iter().cloned());
+            why.extend(catalog.unavailable.iter().map(ToString::to_string));
             return Err(CloudProviderError::InsufficientCapacity(format!(
                 "no available MachineDeployment offering fits NodeClaim {name}{}",
                 if why.is_empty() {
@@ -481,7 +509,7 @@ impl CloudProvider for ClusterApiProvider {
     ) -> Result<Vec<InstanceType>, CloudProviderError> {
         let t = &pool.spec.template.spec;
         let taints: Vec<_> = t.taints.iter().chain(&t.startup_taints).cloned().collect();
-        let (catalog, _) = self.catalog(Some(&taints)).await?;
+        let (catalog, _) = self.catalog(&taints).await?;
         let mut its = catalog.instance_types;
         self.unavailable.apply(&mut its, Instant::now());
         Ok(its)
