@@ -60,7 +60,9 @@ struct SimulateArgs {
     /// Manifest files or directories ("-" for standard input); the bundled example when omitted.
     #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
-    /// Instance-type catalog: `kwok`, `aws`, or a path to a catalog JSON file.
+    /// Instance-type catalog: `kwok`, `aws`, `clusterapi` (the Cluster API MachineDeployments of
+    /// the input, shaped as the `clusterapi` provider shapes them), or a path to a catalog JSON
+    /// file.
     #[arg(long, default_value = "kwok")]
     catalog: String,
     /// Output format.

@@ -7,10 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use karpenter_api::v1::Taint;
 use karpenter_providers::OfferingKey;
 use karpenter_solver::{InstanceType, Offering};
+use kube::ResourceExt;
+use kube::api::DynamicObject;
 
-use crate::shape::{Shape, ShapeError};
+use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
 
 /// Instance types built from shapes, and the MachineDeployment behind each offering.
 #[derive(Debug, Default)]
@@ -106,6 +109,42 @@ pub fn unavailable_reason(shape: &Shape, machines: i64) -> Option<Unavailable> {
         },
         cause,
     })
+}
+
+/// Reads MachineDeployments: the shapes of the opted-in ([`MEMBER_LABEL`]) readable ones, and
+/// why the other opted-in ones cannot be offered. Those not opted in are not looked at. The
+/// provider (on the MachineDeployments it lists) and `karpenter simulate --catalog clusterapi`
+/// (on those of its input) both read them through this, so they agree.
+pub fn shapes<'a>(
+    machine_deployments: impl IntoIterator<Item = &'a DynamicObject>,
+) -> (Vec<Shape>, Vec<ShapeError>) {
+    let mut shapes = Vec::new();
+    let mut errors = Vec::new();
+    for md in machine_deployments {
+        if !md.labels().contains_key(MEMBER_LABEL) {
+            continue;
+        }
+        match Shape::from_machine_deployment(md) {
+            Ok(s) => shapes.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    (shapes, errors)
+}
+
+/// The catalog of a NodePool whose template declares `pool_taints` (taints and startup
+/// taints): built from the shapes whose every taint it declares ([`Shape::fits_taints`]).
+pub fn for_pool(
+    shapes: &[Shape],
+    pool_taints: &[Taint],
+    machines: &HashMap<String, i64>,
+) -> Catalog {
+    let fitting = shapes
+        .iter()
+        .filter(|s| s.fits_taints(pool_taints))
+        .cloned()
+        .collect();
+    build(fitting, machines)
 }
 
 /// Builds the catalog. `machines` counts, per MachineDeployment key (`namespace/name`), the
@@ -273,6 +312,35 @@ mod tests {
             "{text}"
         );
         assert_eq!(unavailable_reason(&full, 0), None);
+    }
+
+    #[test]
+    fn only_opted_in_machine_deployments_are_read() {
+        let md = |name: &str, member: bool, cpu: &str| -> DynamicObject {
+            let labels = if member {
+                serde_json::json!({MEMBER_LABEL: ""})
+            } else {
+                serde_json::json!({})
+            };
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                "metadata": {"name": name, "namespace": "ns", "labels": labels, "annotations": {
+                    crate::shape::CPU_ANNOTATION: cpu, crate::shape::MEMORY_ANNOTATION: "4Gi",
+                    crate::shape::LABELS_ANNOTATION: "topology.kubernetes.io/zone=a"}},
+                "spec": {"template": {"spec": {}}}
+            }))
+            .unwrap()
+        };
+        let (ok, bad) = shapes(&[
+            md("in", true, "2"),
+            md("out", false, "2"),
+            md("out-broken", false, "lots"),
+            md("in-broken", true, "lots"),
+        ]);
+        let names: Vec<_> = ok.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["in"]);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].to_string().contains("ns/in-broken"), "{}", bad[0]);
     }
 
     #[test]

@@ -125,22 +125,16 @@ impl ClusterApiProvider {
             .list(&ListParams::default().labels(MEMBER_LABEL))
             .await
             .map_err(transient)?;
-        let mut members = Vec::new();
-        let mut errors = Vec::new();
-        let mut objects = HashMap::new();
-        for object in mds.items {
-            let key = format!(
-                "{}/{}",
-                object.namespace().unwrap_or_default(),
-                object.name_any()
-            );
-            match Shape::from_machine_deployment(&object) {
-                Ok(shape) => members.push(shape),
-                Err(e) => errors.push(e),
-            }
-            objects.insert(key, object);
-        }
-        Ok((members, errors, objects))
+        let (shapes, errors) = catalog::shapes(&mds.items);
+        let objects = mds
+            .items
+            .into_iter()
+            .map(|md| {
+                let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
+                (key, md)
+            })
+            .collect();
+        Ok((shapes, errors, objects))
     }
 
     /// Every Machine this provider launched (carrying [`MACHINE_DEPLOYMENT_LABEL`]).
@@ -201,11 +195,7 @@ impl ClusterApiProvider {
             .chain(all.unavailable.iter().map(Problem::unavailable))
             .collect();
         self.reporter.report(&problems, &objects).await;
-        let fitting: Vec<Shape> = shapes
-            .into_iter()
-            .filter(|s| s.fits_taints(pool_taints))
-            .collect();
-        let mut catalog = catalog::build(fitting, &counts);
+        let mut catalog = catalog::for_pool(&shapes, pool_taints, &counts);
         catalog.errors.splice(0..0, errors);
         Ok((catalog, objects))
     }
