@@ -20,9 +20,10 @@ use serde_json::json;
 
 use crate::catalog::{self, Catalog};
 use crate::machine::{
-    CAPI_GROUP, CAPI_VERSION, CLONED_ANNOTATION, MACHINE_DEPLOYMENT_LABEL, TemplateError,
-    TemplateRef, bootstrap_template, build_machine, clone_template, drift_reason,
-    infrastructure_template, instance_view, launched, provider_id,
+    CAPI_GROUP, CAPI_VERSION, CLONED_ANNOTATION, MACHINE_DEPLOYMENT_LABEL, PROVIDER_ID_LABEL,
+    TemplateError, TemplateRef, bootstrap_template, build_machine, clone_template, drift_reason,
+    infrastructure_template, instance_view, launched, provider_id, provider_id_hash,
+    provider_id_labelled,
 };
 use crate::report::{EventReporter, Problem};
 use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
@@ -302,7 +303,62 @@ impl ClusterApiProvider {
                 shape.key()
             )));
         }
+        self.label_provider_id(&machine).await?;
         Ok(launched(claim, shape, &machine))
+    }
+
+    /// Puts [`PROVIDER_ID_LABEL`] on a Machine with a providerID, unless it is there.
+    async fn label_provider_id(&self, machine: &DynamicObject) -> Result<(), CloudProviderError> {
+        let (Some(false), Some(pid)) = (provider_id_labelled(machine), provider_id(machine)) else {
+            return Ok(());
+        };
+        let patch = json!({"metadata": {"labels": {PROVIDER_ID_LABEL: provider_id_hash(&pid)}}});
+        match self
+            .api(&machine_resource(), machine.namespace().as_deref())
+            .patch(
+                &machine.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(transient(e)),
+        }
+    }
+
+    /// Our live Machine with this providerID: found through [`PROVIDER_ID_LABEL`] (the API
+    /// server selects it); a Machine not labelled yet (its providerID came after our last look,
+    /// or it was launched by an older version) is found by a scan of our Machines, and labelled
+    /// so the next lookup needs none.
+    async fn machine_by_provider_id(
+        &self,
+        provider_id: &str,
+    ) -> Result<Option<DynamicObject>, CloudProviderError> {
+        let matches = |m: &DynamicObject| {
+            m.metadata.deletion_timestamp.is_none()
+                && crate::machine::provider_id(m).as_deref() == Some(provider_id)
+        };
+        let selector = format!(
+            "{MACHINE_DEPLOYMENT_LABEL},{PROVIDER_ID_LABEL}={}",
+            provider_id_hash(provider_id)
+        );
+        let labelled = self
+            .api(&machine_resource(), None)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(transient)?;
+        if let Some(m) = labelled.items.into_iter().find(|m| matches(m)) {
+            return Ok(Some(m));
+        }
+        let Some(m) = self.our_machines().await?.into_iter().find(|m| matches(m)) else {
+            return Ok(None);
+        };
+        if let Err(e) = self.label_provider_id(&m).await {
+            tracing::debug!(error = %e, machine = %m.name_any(), "labelling a Machine by providerID failed");
+        }
+        Ok(Some(m))
     }
 
     /// The MachineDeployment a Machine of ours came from, and its shape.
@@ -434,10 +490,7 @@ impl CloudProvider for ClusterApiProvider {
         let mut machine = self.find_machine(&name).await?;
         if machine.is_none() && !provider_id.is_empty() {
             // Garbage collection names instances by providerID only.
-            machine =
-                self.our_machines().await?.into_iter().find(|m| {
-                    crate::machine::provider_id(m).as_deref() == Some(provider_id.as_str())
-                });
+            machine = self.machine_by_provider_id(&provider_id).await?;
         }
         let Some(machine) = machine else {
             return Err(CloudProviderError::NodeClaimNotFound(format!(
@@ -473,13 +526,9 @@ impl CloudProvider for ClusterApiProvider {
     }
 
     async fn get(&self, provider_id: &str) -> Result<NodeClaim, CloudProviderError> {
-        self.our_machines()
+        self.machine_by_provider_id(provider_id)
             .await?
-            .iter()
-            .find(|m| {
-                m.metadata.deletion_timestamp.is_none()
-                    && crate::machine::provider_id(m).as_deref() == Some(provider_id)
-            })
+            .as_ref()
             .map(instance_view)
             .ok_or_else(|| CloudProviderError::NodeClaimNotFound(provider_id.to_string()))
     }

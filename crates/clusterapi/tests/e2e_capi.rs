@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, ensure};
 use karpenter_api::labels::{INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use karpenter_api::v1::ConsolidationPolicy;
-use karpenter_clusterapi::machine::provider_id;
+use karpenter_clusterapi::machine::{PROVIDER_ID_LABEL, provider_id};
 use karpenter_clusterapi::shape::{
     CPU_ANNOTATION, LABELS_ANNOTATION, MAX_PODS_ANNOTATION, MAX_SIZE_ANNOTATION, MEMORY_ANNOTATION,
     PRICE_ANNOTATION,
@@ -212,6 +212,38 @@ async fn zones_scenario(env: &CapiEnv) -> Result<()> {
         after.len() == 3,
         "{} Machines after a relaunch",
         after.len()
+    );
+
+    // Lookups by providerID: through the label the launch put on the Machine, or, when it is
+    // missing (a Machine launched by an older version), by a scan that labels it again.
+    let provider = env.provider();
+    let labelled = |m: &kube::api::DynamicObject| m.labels().contains_key(PROVIDER_ID_LABEL);
+    ensure!(
+        labelled(&env.machines().get(&web_node).await?),
+        "a launched Machine carries {PROVIDER_ID_LABEL}"
+    );
+    let found = provider.get(&pid).await?;
+    ensure!(
+        found.name_any() == web_node,
+        "get({pid}) found {}",
+        found.name_any()
+    );
+    env.machines()
+        .patch(
+            &web_node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {PROVIDER_ID_LABEL: null}}})),
+        )
+        .await?;
+    ensure!(provider.get(&pid).await?.name_any() == web_node);
+    ensure!(
+        labelled(&env.machines().get(&web_node).await?),
+        "the scan labels the Machine again"
+    );
+    let missing = provider.get("in-memory://no-such-machine").await;
+    ensure!(
+        matches!(missing, Err(ref e) if e.is_not_found()),
+        "an unknown providerID is NotFound: {missing:?}"
     );
 
     // 5. Scale to zero: emptiness deletes every NodeClaim; their Machines, DevMachines and
