@@ -421,7 +421,8 @@ impl CloudProvider for ClusterApiProvider {
             .chain(&claim.spec.startup_taints)
             .cloned()
             .collect();
-        let _launching = self.launching.lock().await;
+        // Until the Machine exists (a list sees it), so the next launch counts it.
+        let launching = self.launching.lock().await;
         let (catalog, objects) = self.catalog(&taints).await?;
         let choice = select(
             &catalog.instance_types,
@@ -470,6 +471,7 @@ impl CloudProvider for ClusterApiProvider {
             Err(e) if is_status(&e, 422) || is_status(&e, 400) => return Err(fatal(e)),
             Err(e) => return Err(transient(e)),
         };
+        drop(launching);
         tracing::info!(
             NodeClaim = %name,
             machine_deployment = %shape.key(),

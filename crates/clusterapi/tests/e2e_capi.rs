@@ -387,8 +387,9 @@ async fn consolidation_scenario(env: &CapiEnv) -> Result<()> {
     Ok(())
 }
 
-/// A controller killed right after creating Machines (before their VMs boot) adopts them when
-/// it restarts: the same Machines (same uid) end up running the pods, one per NodeClaim.
+/// Concurrent launches respect a max size; a controller killed right after creating Machines
+/// (before their VMs boot) adopts them when it restarts: the same Machines (same uid) end up
+/// running the pods, one per NodeClaim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_controller_adopts_machines_without_duplicates() -> Result<()> {
     // VMs boot in 8 s: the controller dies long before any Machine has a providerID.
@@ -397,14 +398,28 @@ async fn restarted_controller_adopts_machines_without_duplicates() -> Result<()>
     else {
         return Ok(());
     };
-    let c2 = labels("capi-c2", "zone-a");
+    // The cheaper zone holds two nodes at most: the three concurrent launches must count each
+    // other's Machines.
+    let c2_a = labels("capi-c2", "zone-a");
     env.machine_deployment(
         "w1-c2-a",
         &[
             (CPU_ANNOTATION, "2"),
             (MEMORY_ANNOTATION, "4Gi"),
-            (LABELS_ANNOTATION, &c2),
+            (LABELS_ANNOTATION, &c2_a),
             (PRICE_ANNOTATION, "0.10"),
+            (MAX_SIZE_ANNOTATION, "2"),
+        ],
+    )
+    .await?;
+    let c2_b = labels("capi-c2", "zone-b");
+    env.machine_deployment(
+        "w1-c2-b",
+        &[
+            (CPU_ANNOTATION, "2"),
+            (MEMORY_ANNOTATION, "4Gi"),
+            (LABELS_ANNOTATION, &c2_b),
+            (PRICE_ANNOTATION, "0.12"),
         ],
     )
     .await?;
@@ -427,6 +442,19 @@ async fn restart_scenario(env: &mut CapiEnv) -> Result<()> {
     env.stop_controller();
     let uids: BTreeMap<String, Option<String>> =
         before.iter().map(|m| (m.name_any(), m.uid())).collect();
+    let mut per_md: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &before {
+        let md = m
+            .labels()
+            .get(karpenter_clusterapi::machine::MACHINE_DEPLOYMENT_LABEL)
+            .cloned()
+            .unwrap_or_default();
+        *per_md.entry(md).or_default() += 1;
+    }
+    ensure!(
+        per_md == BTreeMap::from([("w1-c2-a".to_string(), 2), ("w1-c2-b".to_string(), 1)]),
+        "3 launches at once: 2 on w1-c2-a (its max size), the third on w1-c2-b; got {per_md:?}"
+    );
     let launched: Vec<String> = env
         .pool_claims()
         .await?
