@@ -11,7 +11,9 @@
 //! - **Launch**: one Machine per NodeClaim, named after it (so a retry after a crash finds it
 //!   instead of launching twice), from the chosen MachineDeployment's Machine template, with
 //!   the infrastructure machine and bootstrap config cloned from its templates. The NodeClaim
-//!   is launched once the infrastructure provider sets the Machine's providerID.
+//!   is launched once the infrastructure provider sets the Machine's providerID; a Machine
+//!   without one after the launch timeout makes its offering unavailable for a while and the
+//!   launch fails as insufficient capacity (the NodeClaim is replaced elsewhere).
 //! - **Delete** deletes the Machine (CAPI drains and deletes the Node and the infrastructure);
 //!   **get/list** find our Machines by label; **drift** is a change of the MachineDeployment's
 //!   infrastructure or bootstrap template or Kubernetes version.

@@ -25,7 +25,7 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use common::{CapiEnv, TIMEOUT, disruption, options};
+use common::{CapiEnv, TIMEOUT, create_machine_template, disruption, options};
 
 /// `capacity.cluster-autoscaler.kubernetes.io/labels` of an instance type in a zone.
 fn labels(instance_type: &str, zone: &str) -> String {
@@ -490,5 +490,96 @@ async fn restart_scenario(env: &mut CapiEnv) -> Result<()> {
             claim.name_any()
         );
     }
+    Ok(())
+}
+
+/// A Machine whose infrastructure sets no providerID in time (its VM "boots" in an hour): after
+/// the launch timeout its offering is unavailable, the NodeClaim and its Machine are deleted,
+/// and the pod runs on the next cheapest offering. No Machine is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_stuck_without_provider_id_is_replaced_elsewhere() -> Result<()> {
+    let Some(mut env) =
+        CapiEnv::start(disruption(ConsolidationPolicy::WhenEmpty, "Never"), "1s").await?
+    else {
+        return Ok(());
+    };
+    let started = async {
+        create_machine_template(&env.client, env.ns(), "stuck", "1h").await?;
+        let c2_a = labels("capi-c2", "zone-a");
+        env.machine_deployment_of(
+            "w1-c2-a-stuck",
+            "stuck",
+            &[
+                (CPU_ANNOTATION, "2"),
+                (MEMORY_ANNOTATION, "4Gi"),
+                (LABELS_ANNOTATION, &c2_a),
+                (PRICE_ANNOTATION, "0.08"),
+            ],
+        )
+        .await?;
+        let c2_b = labels("capi-c2", "zone-b");
+        env.machine_deployment(
+            "w1-c2-b",
+            &[
+                (CPU_ANNOTATION, "2"),
+                (MEMORY_ANNOTATION, "4Gi"),
+                (LABELS_ANNOTATION, &c2_b),
+                (PRICE_ANNOTATION, "0.10"),
+            ],
+        )
+        .await
+    }
+    .await;
+    env.launch_timeout = Some(std::time::Duration::from_secs(5));
+    let outcome = match started {
+        Ok(()) => match env.start_controller(options(false)).await {
+            Ok(()) => stuck_scenario(&env).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let cleaned = env.cleanup().await;
+    outcome.and(cleaned)
+}
+
+async fn stuck_scenario(env: &CapiEnv) -> Result<()> {
+    env.deploy("web", 1, "1500m", None).await?;
+    // First the cheapest offering: a Machine of the stuck MachineDeployment.
+    let stuck = env
+        .cluster
+        .wait_for(TIMEOUT, "a Machine of w1-c2-a-stuck", || async {
+            let machines = env.machines().list(&ListParams::default()).await?.items;
+            Ok::<_, anyhow::Error>(machines.into_iter().find_map(|m| {
+                (m.labels()
+                    .get(karpenter_clusterapi::machine::MACHINE_DEPLOYMENT_LABEL)
+                    .map(String::as_str)
+                    == Some("w1-c2-a-stuck"))
+                .then(|| m.name_any())
+            }))
+        })
+        .await?;
+    let nodes = env.wait_running("web", 1).await?;
+    let md = env.origin(&nodes[0]).await?;
+    ensure!(
+        md == "w1-c2-b",
+        "after w1-c2-a-stuck timed out, the next cheapest is w1-c2-b; got {md}"
+    );
+    env.cluster
+        .wait_for(
+            TIMEOUT,
+            "the stuck Machine and its NodeClaim gone",
+            || async {
+                let machine = env.machines().get_opt(&stuck).await?;
+                let claim = env.claims().get_opt(&stuck).await?;
+                Ok::<_, anyhow::Error>((machine.is_none() && claim.is_none()).then_some(()))
+            },
+        )
+        .await?;
+    let machines = env.machines_match_claims().await?;
+    ensure!(
+        machines.len() == 1,
+        "one Machine left: {:?}",
+        machines.keys()
+    );
     Ok(())
 }

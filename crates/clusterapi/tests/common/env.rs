@@ -110,6 +110,9 @@ pub struct CapiEnv {
     pub client: Client,
     pub ns: Option<TestNamespace>,
     pub pool: String,
+    /// The provider's launch timeout, when not its default (set before starting the
+    /// controller).
+    pub launch_timeout: Option<Duration>,
     controller: Option<Running>,
     _vms: VmStandIn,
     _serial: MutexGuard<'static, ()>,
@@ -153,6 +156,7 @@ impl CapiEnv {
             client,
             ns: Some(ns),
             pool,
+            launch_timeout: None,
             controller: None,
             _vms: vms,
             _serial: serial,
@@ -165,12 +169,23 @@ impl CapiEnv {
 
     /// An opted-in MachineDeployment of this test's Cluster and template.
     pub async fn machine_deployment(&self, name: &str, annotations: &[(&str, &str)]) -> Result<()> {
+        self.machine_deployment_of(name, TEMPLATE, annotations)
+            .await
+    }
+
+    /// An opted-in MachineDeployment of this test's Cluster and another template.
+    pub async fn machine_deployment_of(
+        &self,
+        name: &str,
+        template: &str,
+        annotations: &[(&str, &str)],
+    ) -> Result<()> {
         create_machine_deployment(
             &self.client,
             self.ns(),
             CLUSTER,
             name,
-            TEMPLATE,
+            template,
             annotations,
         )
         .await
@@ -187,10 +202,12 @@ impl CapiEnv {
         self.stop_controller();
         let config = self.cluster.config().await?;
         let clients = Clients::new(&config)?;
-        let provider = Arc::new(ClusterApiProvider::new(
-            clients.client.clone(),
-            Some(self.ns().to_string()),
-        ));
+        let mut provider =
+            ClusterApiProvider::new(clients.client.clone(), Some(self.ns().to_string()));
+        if let Some(timeout) = self.launch_timeout {
+            provider = provider.with_launch_timeout(timeout);
+        }
+        let provider = Arc::new(provider);
         let (metrics, _registry) = Metrics::new();
         self.controller = Some(karpenter_controller::start(
             clients,

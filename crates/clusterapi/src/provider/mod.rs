@@ -12,18 +12,18 @@ use karpenter_api::v1::{NodeClaim, NodePool};
 use karpenter_providers::kwok::launch::{claim_requirements, parse_resource_list, select};
 use karpenter_providers::{CloudProvider, CloudProviderError, OfferingKey, UnavailableOfferings};
 use karpenter_solver::InstanceType;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
+
+mod launch;
+mod lookup;
+
+pub use launch::{DEFAULT_LAUNCH_TIMEOUT, launch_overdue};
 
 use crate::catalog::{self, Catalog};
 use crate::machine::{
-    CAPI_GROUP, CAPI_VERSION, CLONED_ANNOTATION, MACHINE_DEPLOYMENT_LABEL, PROVIDER_ID_LABEL,
-    TemplateError, TemplateRef, bootstrap_template, build_machine, clone_template, drift_reason,
-    infrastructure_template, instance_view, launched, provider_id, provider_id_hash,
-    provider_id_labelled,
+    CAPI_GROUP, CAPI_VERSION, MACHINE_DEPLOYMENT_LABEL, TemplateError, build_machine, drift_reason,
+    instance_view,
 };
 use crate::report::{EventReporter, Problem};
 use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
@@ -64,6 +64,8 @@ pub struct ClusterApiProvider {
     /// Held from reading the catalog to creating the Machine, so concurrent launches count
     /// each other's Machines against a MachineDeployment's max size.
     launching: tokio::sync::Mutex<()>,
+    /// [`Self::with_launch_timeout`].
+    launch_timeout: std::time::Duration,
 }
 
 /// Shapes of the readable opted-in MachineDeployments, why the others are not offered, and
@@ -102,7 +104,17 @@ impl ClusterApiProvider {
             kinds: Mutex::new(HashMap::new()),
             reporter: EventReporter::new(client.clone()),
             launching: tokio::sync::Mutex::new(()),
+            launch_timeout: DEFAULT_LAUNCH_TIMEOUT,
         }
+    }
+
+    /// How long a launched Machine may wait for its providerID ([`DEFAULT_LAUNCH_TIMEOUT`]).
+    /// After that its offering is unavailable for a while (the insufficient-capacity cache)
+    /// and the launch fails as insufficient capacity: the controller deletes the NodeClaim (so
+    /// the Machine) and places its pods again, on another offering.
+    pub fn with_launch_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.launch_timeout = timeout;
+        self
     }
 
     /// The insufficient-capacity cache.
@@ -136,30 +148,6 @@ impl ClusterApiProvider {
             })
             .collect();
         Ok((shapes, errors, objects))
-    }
-
-    /// Every Machine this provider launched (carrying [`MACHINE_DEPLOYMENT_LABEL`]).
-    async fn our_machines(&self) -> Result<Vec<DynamicObject>, CloudProviderError> {
-        Ok(self
-            .api(&machine_resource(), None)
-            .list(&ListParams::default().labels(MACHINE_DEPLOYMENT_LABEL))
-            .await
-            .map_err(transient)?
-            .items)
-    }
-
-    /// Our Machine named `name` (a NodeClaim's), in whichever namespace it is.
-    async fn find_machine(&self, name: &str) -> Result<Option<DynamicObject>, CloudProviderError> {
-        let found = self
-            .api(&machine_resource(), None)
-            .list(
-                &ListParams::default()
-                    .labels(MACHINE_DEPLOYMENT_LABEL)
-                    .fields(&format!("metadata.name={name}")),
-            )
-            .await
-            .map_err(transient)?;
-        Ok(found.items.into_iter().next())
     }
 
     /// Live Machines per MachineDeployment key (`namespace/name`).
@@ -199,166 +187,6 @@ impl ClusterApiProvider {
         let mut catalog = catalog::for_pool(&shapes, pool_taints, &counts);
         catalog.errors.splice(0..0, errors);
         Ok((catalog, objects))
-    }
-
-    /// The API resource of `kind` in `group`, found by discovery (the version is the group's
-    /// preferred one, as CAPI's contract asks), cached.
-    async fn resource(&self, group: &str, kind: &str) -> Result<ApiResource, CloudProviderError> {
-        let key = (group.to_string(), kind.to_string());
-        if let Some(ar) = self
-            .kinds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(ar.clone());
-        }
-        let g = kube::discovery::group(&self.client, group)
-            .await
-            .map_err(transient)?;
-        let (ar, _) = g.recommended_kind(kind).ok_or_else(|| {
-            CloudProviderError::Fatal(format!(
-                "the API server serves no kind {kind} in group {group}"
-            ))
-        })?;
-        self.kinds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, ar.clone());
-        Ok(ar)
-    }
-
-    /// Creates the clone of one template for `machine` (already there: fine).
-    async fn ensure_clone(
-        &self,
-        template_ref: &TemplateRef,
-        machine: &DynamicObject,
-    ) -> Result<(), CloudProviderError> {
-        let ns = machine.namespace();
-        let template_ar = self
-            .resource(&template_ref.api_group, &template_ref.kind)
-            .await?;
-        let template = self
-            .api(&template_ar, ns.as_deref())
-            .get_opt(&template_ref.name)
-            .await
-            .map_err(transient)?
-            .ok_or_else(|| {
-                CloudProviderError::Fatal(format!(
-                    "{} {}/{} not found",
-                    template_ref.kind,
-                    ns.clone().unwrap_or_default(),
-                    template_ref.name
-                ))
-            })?;
-        let clone = clone_template(&template, template_ref, machine).map_err(fatal)?;
-        let clone_ar = self
-            .resource(&template_ref.api_group, &template_ref.cloned_kind())
-            .await?;
-        match self
-            .api(&clone_ar, ns.as_deref())
-            .create(&PostParams::default(), &clone)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) if is_status(&e, 422) || is_status(&e, 400) => Err(fatal(e)),
-            Err(e) => Err(transient(e)),
-        }
-    }
-
-    /// Makes sure the Machine's clones exist, then reports it launched once it has a
-    /// providerID.
-    async fn finish(
-        &self,
-        claim: &NodeClaim,
-        shape: &Shape,
-        md: &DynamicObject,
-        machine: DynamicObject,
-    ) -> Result<NodeClaim, CloudProviderError> {
-        let name = machine.name_any();
-        let ns = machine.namespace().unwrap_or_default();
-        let mut machine = machine;
-        if !machine.annotations().contains_key(CLONED_ANNOTATION) {
-            let infra = infrastructure_template(md).map_err(fatal)?;
-            self.ensure_clone(&infra, &machine).await?;
-            if let Some(bootstrap) = bootstrap_template(md).map_err(fatal)? {
-                self.ensure_clone(&bootstrap, &machine).await?;
-            }
-            machine = self
-                .api(&machine_resource(), Some(&ns))
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        json!({"metadata": {"annotations": {CLONED_ANNOTATION: "true"}}}),
-                    ),
-                )
-                .await
-                .map_err(transient)?;
-        }
-        if provider_id(&machine).is_none() {
-            return Err(CloudProviderError::Transient(format!(
-                "Machine {ns}/{name} (MachineDeployment {}): waiting for its infrastructure provider to set spec.providerID",
-                shape.key()
-            )));
-        }
-        self.label_provider_id(&machine).await?;
-        Ok(launched(claim, shape, &machine))
-    }
-
-    /// Puts [`PROVIDER_ID_LABEL`] on a Machine with a providerID, unless it is there.
-    async fn label_provider_id(&self, machine: &DynamicObject) -> Result<(), CloudProviderError> {
-        let (Some(false), Some(pid)) = (provider_id_labelled(machine), provider_id(machine)) else {
-            return Ok(());
-        };
-        let patch = json!({"metadata": {"labels": {PROVIDER_ID_LABEL: provider_id_hash(&pid)}}});
-        match self
-            .api(&machine_resource(), machine.namespace().as_deref())
-            .patch(
-                &machine.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(transient(e)),
-        }
-    }
-
-    /// Our live Machine with this providerID: found through [`PROVIDER_ID_LABEL`] (the API
-    /// server selects it); a Machine not labelled yet (its providerID came after our last look,
-    /// or it was launched by an older version) is found by a scan of our Machines, and labelled
-    /// so the next lookup needs none.
-    async fn machine_by_provider_id(
-        &self,
-        provider_id: &str,
-    ) -> Result<Option<DynamicObject>, CloudProviderError> {
-        let matches = |m: &DynamicObject| {
-            m.metadata.deletion_timestamp.is_none()
-                && crate::machine::provider_id(m).as_deref() == Some(provider_id)
-        };
-        let selector = format!(
-            "{MACHINE_DEPLOYMENT_LABEL},{PROVIDER_ID_LABEL}={}",
-            provider_id_hash(provider_id)
-        );
-        let labelled = self
-            .api(&machine_resource(), None)
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(transient)?;
-        if let Some(m) = labelled.items.into_iter().find(|m| matches(m)) {
-            return Ok(Some(m));
-        }
-        let Some(m) = self.our_machines().await?.into_iter().find(|m| matches(m)) else {
-            return Ok(None);
-        };
-        if let Err(e) = self.label_provider_id(&m).await {
-            tracing::debug!(error = %e, machine = %m.name_any(), "labelling a Machine by providerID failed");
-        }
-        Ok(Some(m))
     }
 
     /// The MachineDeployment a Machine of ours came from, and its shape.
