@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the control loops against the cluster in the current kubeconfig.
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
     /// Plan nodes for pending pods offline: what would be launched, why, and at what cost.
     Simulate(SimulateArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML.
