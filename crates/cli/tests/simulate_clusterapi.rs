@@ -103,11 +103,20 @@ fn input() -> String {
             "broken",
             &shape("cheap", "zone-a", "lots", "4Gi", "0.001", ""),
         ),
+        TEMPLATE.to_string(),
         POOLS.to_string(),
         PODS.to_string(),
     ]
     .concat()
 }
+
+/// What a user's Cluster API manifests also hold: the MachineDeployments' templates.
+const TEMPLATE: &str = r#"---
+apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
+kind: DevMachineTemplate
+metadata: {name: dev}
+spec: {template: {spec: {backend: {inMemory: {}}}}}
+"#;
 
 fn claims(plan: &Value) -> Vec<Value> {
     plan["nodeClaims"].as_array().cloned().unwrap_or_default()
@@ -132,6 +141,10 @@ fn machine_deployments_are_the_catalog() -> TestResult {
         stderr.contains("default/broken")
             && stderr.contains("capacity.cluster-autoscaler.kubernetes.io/cpu"),
         "the unreadable MachineDeployment is named with its annotation: {stderr}"
+    );
+    assert!(
+        !stderr.contains("DevMachineTemplate"),
+        "templates come with the MachineDeployments: no warning: {stderr}"
     );
     let total = f64_of(&plan["summary"]["pricePerHour"]);
     assert!((total - 0.31).abs() < 1e-9, "total {total}: {plan}");
@@ -227,5 +240,21 @@ fn the_example_plans_at_the_documented_cost() -> TestResult {
     // (0.096).
     let total = f64_of(&plan["summary"]["pricePerHour"]);
     assert!((total - 0.48).abs() < 1e-9, "total {total}: {plan}");
+    Ok(())
+}
+
+/// Without `--catalog clusterapi`, Cluster API documents are skipped with warnings saying so.
+#[test]
+fn other_catalogs_skip_cluster_api_documents_with_warnings() -> TestResult {
+    let text = input();
+    let out = simulate(&["-f", "-", "-o", "json"], Some(&text))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipping DevMachineTemplate dev")
+            && stderr.contains("skipping 6 MachineDeployment(s)")
+            && stderr.contains("--catalog clusterapi"),
+        "{stderr}"
+    );
     Ok(())
 }

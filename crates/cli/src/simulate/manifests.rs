@@ -153,6 +153,9 @@ pub struct Manifests {
     pub storage_classes: Vec<Sourced<StorageClass>>,
     /// Cluster API MachineDeployments (any version; read by `--catalog clusterapi`).
     pub machine_deployments: Vec<Sourced<DynamicObject>>,
+    /// Skip lines for the other Cluster API kinds (templates, Clusters, ...): warnings, except
+    /// with `--catalog clusterapi`, where they come with the MachineDeployments.
+    pub cluster_api_skipped: Vec<String>,
     /// One line per skipped document (unknown kind), for stderr.
     pub warnings: Vec<String>,
 }
@@ -403,6 +406,11 @@ fn add_document(
             origin: origin(""),
             object: typed(source, &object, prefix, value)?,
         }),
+        (g, _) if g == "cluster.x-k8s.io" || g.ends_with(".cluster.x-k8s.io") => {
+            m.cluster_api_skipped.push(format!(
+                "warning: {source}: skipping {object} ({api_version}): not a kind simulate reads"
+            ));
+        }
         _ => m.warnings.push(format!(
             "warning: {source}: skipping {object} ({api_version}): not a kind simulate reads"
         )),

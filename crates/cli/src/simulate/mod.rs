@@ -86,11 +86,14 @@ pub fn run(config: &Config) -> Result<()> {
             &manifests.machine_deployments,
             &mut warnings,
         )?;
-    } else if !manifests.machine_deployments.is_empty() {
-        warnings.push(format!(
-            "warning: skipping {} MachineDeployment(s): they are the catalog only with --catalog clusterapi",
-            manifests.machine_deployments.len()
-        ));
+    } else {
+        warnings.extend(manifests.cluster_api_skipped.iter().cloned());
+        if !manifests.machine_deployments.is_empty() {
+            warnings.push(format!(
+                "warning: skipping {} MachineDeployment(s): they are the catalog only with --catalog clusterapi",
+                manifests.machine_deployments.len()
+            ));
+        }
     }
     print_warnings(&warnings);
     let options = Options {
