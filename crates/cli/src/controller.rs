@@ -44,6 +44,11 @@ pub struct ControllerArgs {
     /// management cluster; every namespace when unset.
     #[arg(long, env = "CLUSTERAPI_NAMESPACE")]
     pub clusterapi_namespace: Option<String>,
+    /// Cluster API: how long a new Machine may wait for its providerID; after that its
+    /// MachineDeployment's offering is unavailable for a while and the NodeClaim is replaced
+    /// (raise it for slow infrastructure, e.g. bare metal).
+    #[arg(long, env = "CLUSTERAPI_LAUNCH_TIMEOUT", default_value = "15m", value_parser = parse_duration)]
+    pub clusterapi_launch_timeout: Duration,
     /// AWS: the cluster's name (instances are tagged `kubernetes.io/cluster/<name>`); required
     /// with `--cloud-provider aws`. Region and credentials come from the standard AWS chain
     /// (`AWS_REGION`, profile, IRSA/IMDS); `AWS_ENDPOINT_URL` points it at an emulator.
@@ -282,10 +287,13 @@ async fn clusterapi_provider(
             kube::Client::try_from(config).context("cannot build the Cluster API client")?
         }
     };
-    Ok(Arc::new(karpenter_clusterapi::ClusterApiProvider::new(
-        management,
-        args.clusterapi_namespace.clone(),
-    )))
+    Ok(Arc::new(
+        karpenter_clusterapi::ClusterApiProvider::new(
+            management,
+            args.clusterapi_namespace.clone(),
+        )
+        .with_launch_timeout(args.clusterapi_launch_timeout),
+    ))
 }
 
 /// `--cloud-provider aws`: the provider, the EC2NodeClass status controller and the

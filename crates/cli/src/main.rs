@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the control loops against the cluster in the current kubeconfig.
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
     /// Plan nodes for pending pods offline: what would be launched, why, and at what cost.
     Simulate(SimulateArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML.
@@ -60,7 +60,9 @@ struct SimulateArgs {
     /// Manifest files or directories ("-" for standard input); the bundled example when omitted.
     #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
-    /// Instance-type catalog: `kwok`, `aws`, or a path to a catalog JSON file.
+    /// Instance-type catalog: `kwok`, `aws`, `clusterapi` (the Cluster API MachineDeployments of
+    /// the input, shaped as the `clusterapi` provider shapes them), or a path to a catalog JSON
+    /// file.
     #[arg(long, default_value = "kwok")]
     catalog: String,
     /// Output format.

@@ -7,10 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use karpenter_api::v1::Taint;
 use karpenter_providers::OfferingKey;
 use karpenter_solver::{InstanceType, Offering};
+use kube::ResourceExt;
+use kube::api::DynamicObject;
 
-use crate::shape::{Shape, ShapeError};
+use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
 
 /// Instance types built from shapes, and the MachineDeployment behind each offering.
 #[derive(Debug, Default)]
@@ -21,23 +24,127 @@ pub struct Catalog {
     pub offerings: BTreeMap<OfferingKey, Shape>,
     /// Shapes left out, and why.
     pub errors: Vec<ShapeError>,
-    /// Why offerings are unavailable (max size, paused), one line per MachineDeployment.
-    pub unavailable: Vec<String>,
+    /// MachineDeployments whose offerings are unavailable (max size, paused), and why.
+    pub unavailable: Vec<Unavailable>,
 }
 
-/// Why an offering is unavailable, when it is.
-pub fn unavailable_reason(shape: &Shape, machines: i64) -> Option<String> {
-    if shape.paused {
-        return Some(format!("MachineDeployment {} is paused", shape.key()));
+/// A MachineDeployment whose offering is unavailable, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unavailable {
+    /// `namespace/name`.
+    pub machine_deployment: String,
+    /// The offering it would launch (`instance type`, zone, capacity type).
+    pub offering: OfferingKey,
+    /// Why.
+    pub cause: UnavailableCause,
+}
+
+/// Why a MachineDeployment launches nothing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnavailableCause {
+    /// `spec.paused`.
+    Paused,
+    /// Its size (`spec.replicas` plus the Machines this provider launched from it) has reached
+    /// [`crate::shape::MAX_SIZE_ANNOTATION`].
+    MaxSize {
+        /// Current size.
+        size: i64,
+        /// The annotated max size.
+        max: i64,
+    },
+}
+
+impl UnavailableCause {
+    /// A CamelCase reason for Events (`Paused`, `MaxSizeReached`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UnavailableCause::Paused => "Paused",
+            UnavailableCause::MaxSize { .. } => "MaxSizeReached",
+        }
     }
-    let max = shape.max_size?;
-    let size = shape.replicas + machines;
-    (size >= max).then(|| {
-        format!(
-            "MachineDeployment {} is at its max size ({size} of {max})",
-            shape.key()
-        )
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = &self.offering;
+        let what = format!(
+            "instance type {} in zone {} ({})",
+            o.instance_type, o.zone, o.capacity_type
+        );
+        match self.cause {
+            UnavailableCause::Paused => write!(
+                f,
+                "MachineDeployment {} is paused: skipped for {what}",
+                self.machine_deployment
+            ),
+            UnavailableCause::MaxSize { size, max } => write!(
+                f,
+                "MachineDeployment {} is at its max size ({size} of {max}, annotation {}): skipped for {what}",
+                self.machine_deployment,
+                crate::shape::MAX_SIZE_ANNOTATION
+            ),
+        }
+    }
+}
+
+/// Why a shape's offering is unavailable, when it is; `machines` counts the live Machines
+/// this provider launched from it.
+pub fn unavailable_reason(shape: &Shape, machines: i64) -> Option<Unavailable> {
+    let cause = if shape.paused {
+        UnavailableCause::Paused
+    } else {
+        let max = shape.max_size?;
+        let size = shape.replicas + machines;
+        if size < max {
+            return None;
+        }
+        UnavailableCause::MaxSize { size, max }
+    };
+    Some(Unavailable {
+        machine_deployment: shape.key(),
+        offering: OfferingKey {
+            instance_type: shape.instance_type.clone(),
+            zone: shape.zone.clone(),
+            capacity_type: shape.capacity_type.clone(),
+        },
+        cause,
     })
+}
+
+/// Reads MachineDeployments: the shapes of the opted-in ([`MEMBER_LABEL`]) readable ones, and
+/// why the other opted-in ones cannot be offered. Those not opted in are not looked at. The
+/// provider (on the MachineDeployments it lists) and `karpenter simulate --catalog clusterapi`
+/// (on those of its input) both read them through this, so they agree.
+pub fn shapes<'a>(
+    machine_deployments: impl IntoIterator<Item = &'a DynamicObject>,
+) -> (Vec<Shape>, Vec<ShapeError>) {
+    let mut shapes = Vec::new();
+    let mut errors = Vec::new();
+    for md in machine_deployments {
+        if !md.labels().contains_key(MEMBER_LABEL) {
+            continue;
+        }
+        match Shape::from_machine_deployment(md) {
+            Ok(s) => shapes.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    (shapes, errors)
+}
+
+/// The catalog of a NodePool whose template declares `pool_taints` (taints and startup
+/// taints): built from the shapes whose every taint it declares ([`Shape::fits_taints`]).
+pub fn for_pool(
+    shapes: &[Shape],
+    pool_taints: &[Taint],
+    machines: &HashMap<String, i64>,
+) -> Catalog {
+    let fitting = shapes
+        .iter()
+        .filter(|s| s.fits_taints(pool_taints))
+        .cloned()
+        .collect();
+    build(fitting, machines)
 }
 
 /// Builds the catalog. `machines` counts, per MachineDeployment key (`namespace/name`), the
@@ -193,12 +300,47 @@ mod tests {
         );
         assert!(c.instance_types.iter().all(|it| !it.offerings[0].available));
         assert_eq!(c.unavailable.len(), 2, "{:?}", c.unavailable);
+        let why = unavailable_reason(&full, 1).unwrap();
+        assert_eq!(why.cause, UnavailableCause::MaxSize { size: 2, max: 2 });
+        assert_eq!(why.cause.reason(), "MaxSizeReached");
+        let text = why.to_string();
         assert!(
-            unavailable_reason(&full, 1)
-                .unwrap()
-                .contains("max size (2 of 2)")
+            text.contains("ns/full")
+                && text.contains("max size (2 of 2")
+                && text.contains(crate::shape::MAX_SIZE_ANNOTATION)
+                && text.contains("instance type c4 in zone a"),
+            "{text}"
         );
         assert_eq!(unavailable_reason(&full, 0), None);
+    }
+
+    #[test]
+    fn only_opted_in_machine_deployments_are_read() {
+        let md = |name: &str, member: bool, cpu: &str| -> DynamicObject {
+            let labels = if member {
+                serde_json::json!({MEMBER_LABEL: ""})
+            } else {
+                serde_json::json!({})
+            };
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                "metadata": {"name": name, "namespace": "ns", "labels": labels, "annotations": {
+                    crate::shape::CPU_ANNOTATION: cpu, crate::shape::MEMORY_ANNOTATION: "4Gi",
+                    crate::shape::LABELS_ANNOTATION: "topology.kubernetes.io/zone=a"}},
+                "spec": {"template": {"spec": {}}}
+            }))
+            .unwrap()
+        };
+        let (ok, bad) = shapes(&[
+            md("in", true, "2"),
+            md("out", false, "2"),
+            md("out-broken", false, "lots"),
+            md("in-broken", true, "lots"),
+        ]);
+        let names: Vec<_> = ok.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["in"]);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].to_string().contains("ns/in-broken"), "{}", bad[0]);
     }
 
     #[test]

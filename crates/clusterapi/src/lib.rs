@@ -6,11 +6,14 @@
 //!   Autoscaler works unchanged; price and capacity type come from our annotations
 //!   ([`shape::PRICE_ANNOTATION`], [`shape::CAPACITY_TYPE_ANNOTATION`]). A MachineDeployment at
 //!   its max size (or paused) is unavailable; one with unreadable annotations is left out with
-//!   an error naming it and the annotation.
+//!   an error naming it and the annotation. Both get a Kubernetes Event on the
+//!   MachineDeployment ([`report`]).
 //! - **Launch**: one Machine per NodeClaim, named after it (so a retry after a crash finds it
 //!   instead of launching twice), from the chosen MachineDeployment's Machine template, with
 //!   the infrastructure machine and bootstrap config cloned from its templates. The NodeClaim
-//!   is launched once the infrastructure provider sets the Machine's providerID.
+//!   is launched once the infrastructure provider sets the Machine's providerID; a Machine
+//!   without one after the launch timeout makes its offering unavailable for a while and the
+//!   launch fails as insufficient capacity (the NodeClaim is replaced elsewhere).
 //! - **Delete** deletes the Machine (CAPI drains and deletes the Node and the infrastructure);
 //!   **get/list** find our Machines by label; **drift** is a change of the MachineDeployment's
 //!   infrastructure or bootstrap template or Kubernetes version.
@@ -18,6 +21,7 @@
 pub mod catalog;
 pub mod machine;
 pub mod provider;
+pub mod report;
 pub mod shape;
 
 pub use provider::{ClusterApiProvider, PROVIDER_NAME};

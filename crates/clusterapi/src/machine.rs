@@ -40,6 +40,29 @@ pub const TEMPLATE_ANNOTATION: &str = "clusterapi.karpenter.sh/machine-template"
 /// wakes CAPI's Machine controller, which otherwise waits 30 s before looking for them again.
 pub const CLONED_ANNOTATION: &str = "clusterapi.karpenter.sh/templates-cloned";
 
+/// Ours: on our Machines once they have a providerID, [`provider_id_hash`] of it, so a lookup by
+/// providerID is a label-selected list (the API server filters) rather than a scan of every
+/// Machine. Label values cannot hold a providerID itself (`/`, `:`, up to any length).
+pub const PROVIDER_ID_LABEL: &str = "clusterapi.karpenter.sh/provider-id-hash";
+
+/// The [`PROVIDER_ID_LABEL`] value of a providerID: FNV-1a (64-bit) in hex. Lookups compare
+/// the providerID itself too, so a collision only costs a longer list.
+pub fn provider_id_hash(provider_id: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in provider_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Whether the Machine carries the right [`PROVIDER_ID_LABEL`] for its providerID (`None`
+/// before it has one).
+pub fn provider_id_labelled(machine: &DynamicObject) -> Option<bool> {
+    let pid = provider_id(machine)?;
+    Some(machine.labels().get(PROVIDER_ID_LABEL) == Some(&provider_id_hash(&pid)))
+}
+
 /// Labels CAPI's MachineDeployment and MachineSet controllers select their Machines by: never
 /// copied onto ours, so none of them adopts (and scales away) a NodeClaim's Machine.
 const OWNER_LABELS: [&str; 3] = [
@@ -512,6 +535,23 @@ mod tests {
                 .unwrap()
                 .contains("infrastructureRef")
         );
+    }
+
+    #[test]
+    fn provider_id_hash_is_fnv1a_and_a_label_value() {
+        // FNV-1a 64-bit test vectors (the FNV reference's "" and "a").
+        assert_eq!(provider_id_hash(""), "cbf29ce484222325");
+        assert_eq!(provider_id_hash("a"), "af63dc4c8601ec8c");
+        let h = provider_id_hash("aws:///us-east-1a/i-0123456789abcdef0");
+        assert!(h.len() <= 63 && h.chars().all(|c| c.is_ascii_hexdigit()));
+        let d = md(json!({"dataSecretName": "boot"}));
+        let mut m = build_machine(&d, "c1", "p").unwrap();
+        assert_eq!(provider_id_labelled(&m), None);
+        m.data["spec"]["providerID"] = json!("in-memory://c1");
+        assert_eq!(provider_id_labelled(&m), Some(false));
+        m.labels_mut()
+            .insert(PROVIDER_ID_LABEL.into(), provider_id_hash("in-memory://c1"));
+        assert_eq!(provider_id_labelled(&m), Some(true));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `explain` for one pod. Karpenter-managed Nodes also go through the [`disruption`] planner.
 
 pub mod catalog;
+pub mod clusterapi;
 pub mod convert;
 #[cfg(test)]
 mod convert_tests;
@@ -51,7 +52,7 @@ pub enum Format {
 pub struct Config {
     /// Manifest files/directories (`-` for stdin); empty = the bundled example.
     pub files: Vec<PathBuf>,
-    /// `kwok`, `aws` or a catalog JSON path.
+    /// `kwok`, `aws`, `clusterapi` (the input's MachineDeployments) or a catalog JSON path.
     pub catalog: String,
     /// Output format.
     pub format: Format,
@@ -70,10 +71,30 @@ pub fn run(config: &Config) -> Result<()> {
     };
     let manifests = manifests::parse(&inputs).context("cannot read the manifests")?;
     let mut warnings = manifests.warnings.clone();
-    let instance_types = catalog::load(&config.catalog)
-        .with_context(|| format!("cannot load the catalog {:?}", config.catalog))?;
-    let converted = convert::problem(&manifests, instance_types, &mut warnings)
+    let from_machine_deployments = config.catalog == clusterapi::CATALOG;
+    let instance_types = if from_machine_deployments {
+        Vec::new() // set below, once the NodePools (and their taints) are read
+    } else {
+        catalog::load(&config.catalog)
+            .with_context(|| format!("cannot load the catalog {:?}", config.catalog))?
+    };
+    let mut converted = convert::problem(&manifests, instance_types, &mut warnings)
         .context("cannot use the manifests")?;
+    if from_machine_deployments {
+        clusterapi::apply(
+            &mut converted.problem,
+            &manifests.machine_deployments,
+            &mut warnings,
+        )?;
+    } else {
+        warnings.extend(manifests.cluster_api_skipped.iter().cloned());
+        if !manifests.machine_deployments.is_empty() {
+            warnings.push(format!(
+                "warning: skipping {} MachineDeployment(s): they are the catalog only with --catalog clusterapi",
+                manifests.machine_deployments.len()
+            ));
+        }
+    }
     print_warnings(&warnings);
     let options = Options {
         optimise: config.optimise,

@@ -11,6 +11,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+mod env;
+pub use env::*;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

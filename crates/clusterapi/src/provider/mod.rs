@@ -12,18 +12,20 @@ use karpenter_api::v1::{NodeClaim, NodePool};
 use karpenter_providers::kwok::launch::{claim_requirements, parse_resource_list, select};
 use karpenter_providers::{CloudProvider, CloudProviderError, OfferingKey, UnavailableOfferings};
 use karpenter_solver::InstanceType;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
+
+mod launch;
+mod lookup;
+
+pub use launch::{DEFAULT_LAUNCH_TIMEOUT, launch_overdue};
 
 use crate::catalog::{self, Catalog};
 use crate::machine::{
-    CAPI_GROUP, CAPI_VERSION, CLONED_ANNOTATION, MACHINE_DEPLOYMENT_LABEL, TemplateError,
-    TemplateRef, bootstrap_template, build_machine, clone_template, drift_reason,
-    infrastructure_template, instance_view, launched, provider_id,
+    CAPI_GROUP, CAPI_VERSION, MACHINE_DEPLOYMENT_LABEL, TemplateError, build_machine, drift_reason,
+    instance_view,
 };
+use crate::report::{EventReporter, Problem};
 use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
 
 /// The provider's name (`--cloud-provider clusterapi`).
@@ -57,7 +59,18 @@ pub struct ClusterApiProvider {
     unavailable: Arc<UnavailableOfferings>,
     /// Discovered API resources of template and clone kinds, by (group, kind).
     kinds: Mutex<HashMap<(String, String), ApiResource>>,
+    /// Events on MachineDeployments that cannot be offered or are skipped.
+    reporter: EventReporter,
+    /// Held from reading the catalog to creating the Machine, so concurrent launches count
+    /// each other's Machines against a MachineDeployment's max size.
+    launching: tokio::sync::Mutex<()>,
+    /// [`Self::with_launch_timeout`].
+    launch_timeout: std::time::Duration,
 }
+
+/// Shapes of the readable opted-in MachineDeployments, why the others are not offered, and
+/// every opted-in MachineDeployment by `namespace/name`.
+type Members = (Vec<Shape>, Vec<ShapeError>, HashMap<String, DynamicObject>);
 
 /// An opted-in MachineDeployment and its shape.
 struct Member {
@@ -80,13 +93,28 @@ fn fatal(e: impl std::fmt::Display) -> CloudProviderError {
 impl ClusterApiProvider {
     /// A provider acting on the management cluster behind `client`, in every namespace, or
     /// only in `namespace` when given.
+    ///
+    /// MachineDeployments it cannot launch from get Events (see [`crate::report`]), written
+    /// through the same client.
     pub fn new(client: Client, namespace: Option<String>) -> Self {
         Self {
-            client,
+            client: client.clone(),
             namespace,
             unavailable: Arc::new(UnavailableOfferings::default()),
             kinds: Mutex::new(HashMap::new()),
+            reporter: EventReporter::new(client.clone()),
+            launching: tokio::sync::Mutex::new(()),
+            launch_timeout: DEFAULT_LAUNCH_TIMEOUT,
         }
+    }
+
+    /// How long a launched Machine may wait for its providerID ([`DEFAULT_LAUNCH_TIMEOUT`]).
+    /// After that its offering is unavailable for a while (the insufficient-capacity cache)
+    /// and the launch fails as insufficient capacity: the controller deletes the NodeClaim (so
+    /// the Machine) and places its pods again, on another offering.
+    pub fn with_launch_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.launch_timeout = timeout;
+        self
     }
 
     /// The insufficient-capacity cache.
@@ -102,46 +130,24 @@ impl ClusterApiProvider {
     }
 
     /// Opted-in MachineDeployments with their shapes; those that cannot be read come back as
-    /// errors (logged by callers), and the others keep working.
-    async fn members(&self) -> Result<(Vec<Member>, Vec<ShapeError>), CloudProviderError> {
+    /// errors (reported by callers), and the others keep working. The last item holds every
+    /// opted-in MachineDeployment by `namespace/name`.
+    async fn members(&self) -> Result<Members, CloudProviderError> {
         let mds = self
             .api(&machine_deployment_resource(), None)
             .list(&ListParams::default().labels(MEMBER_LABEL))
             .await
             .map_err(transient)?;
-        let mut members = Vec::new();
-        let mut errors = Vec::new();
-        for object in mds.items {
-            match Shape::from_machine_deployment(&object) {
-                Ok(shape) => members.push(Member { shape, object }),
-                Err(e) => errors.push(e),
-            }
-        }
-        Ok((members, errors))
-    }
-
-    /// Every Machine this provider launched (carrying [`MACHINE_DEPLOYMENT_LABEL`]).
-    async fn our_machines(&self) -> Result<Vec<DynamicObject>, CloudProviderError> {
-        Ok(self
-            .api(&machine_resource(), None)
-            .list(&ListParams::default().labels(MACHINE_DEPLOYMENT_LABEL))
-            .await
-            .map_err(transient)?
-            .items)
-    }
-
-    /// Our Machine named `name` (a NodeClaim's), in whichever namespace it is.
-    async fn find_machine(&self, name: &str) -> Result<Option<DynamicObject>, CloudProviderError> {
-        let found = self
-            .api(&machine_resource(), None)
-            .list(
-                &ListParams::default()
-                    .labels(MACHINE_DEPLOYMENT_LABEL)
-                    .fields(&format!("metadata.name={name}")),
-            )
-            .await
-            .map_err(transient)?;
-        Ok(found.items.into_iter().next())
+        let (shapes, errors) = catalog::shapes(&mds.items);
+        let objects = mds
+            .items
+            .into_iter()
+            .map(|md| {
+                let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
+                (key, md)
+            })
+            .collect();
+        Ok((shapes, errors, objects))
     }
 
     /// Live Machines per MachineDeployment key (`namespace/name`).
@@ -160,132 +166,27 @@ impl ClusterApiProvider {
     }
 
     /// The catalog a NodePool with these taints sees, and the MachineDeployment objects by key.
+    /// Publishes the Events of MachineDeployments that cannot be offered or are skipped.
     async fn catalog(
         &self,
-        pool_taints: Option<&[karpenter_api::v1::Taint]>,
+        pool_taints: &[karpenter_api::v1::Taint],
     ) -> Result<(Catalog, HashMap<String, DynamicObject>), CloudProviderError> {
-        let (members, errors) = self.members().await?;
+        let (shapes, errors, objects) = self.members().await?;
         let machines = self.our_machines().await?;
-        let mut objects = HashMap::new();
-        let mut shapes = Vec::new();
-        for m in members {
-            if pool_taints.is_some_and(|t| !m.shape.fits_taints(t)) {
-                continue;
-            }
-            objects.insert(m.shape.key(), m.object);
-            shapes.push(m.shape);
-        }
-        let mut catalog = catalog::build(shapes, &Self::counts(&machines));
+        let counts = Self::counts(&machines);
+        // Problems come from every opted-in MachineDeployment, whichever NodePool asks, so one
+        // NodePool's taints never hide (and so re-raise) another's Events.
+        let all = catalog::build(shapes.clone(), &counts);
+        let problems: Vec<Problem> = errors
+            .iter()
+            .chain(&all.errors)
+            .map(Problem::invalid)
+            .chain(all.unavailable.iter().map(Problem::unavailable))
+            .collect();
+        self.reporter.report(&problems, &objects).await;
+        let mut catalog = catalog::for_pool(&shapes, pool_taints, &counts);
         catalog.errors.splice(0..0, errors);
-        for e in &catalog.errors {
-            tracing::warn!(error = %e, "MachineDeployment not offered");
-        }
         Ok((catalog, objects))
-    }
-
-    /// The API resource of `kind` in `group`, found by discovery (the version is the group's
-    /// preferred one, as CAPI's contract asks), cached.
-    async fn resource(&self, group: &str, kind: &str) -> Result<ApiResource, CloudProviderError> {
-        let key = (group.to_string(), kind.to_string());
-        if let Some(ar) = self
-            .kinds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(ar.clone());
-        }
-        let g = kube::discovery::group(&self.client, group)
-            .await
-            .map_err(transient)?;
-        let (ar, _) = g.recommended_kind(kind).ok_or_else(|| {
-            CloudProviderError::Fatal(format!(
-                "the API server serves no kind {kind} in group {group}"
-            ))
-        })?;
-        self.kinds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, ar.clone());
-        Ok(ar)
-    }
-
-    /// Creates the clone of one template for `machine` (already there: fine).
-    async fn ensure_clone(
-        &self,
-        template_ref: &TemplateRef,
-        machine: &DynamicObject,
-    ) -> Result<(), CloudProviderError> {
-        let ns = machine.namespace();
-        let template_ar = self
-            .resource(&template_ref.api_group, &template_ref.kind)
-            .await?;
-        let template = self
-            .api(&template_ar, ns.as_deref())
-            .get_opt(&template_ref.name)
-            .await
-            .map_err(transient)?
-            .ok_or_else(|| {
-                CloudProviderError::Fatal(format!(
-                    "{} {}/{} not found",
-                    template_ref.kind,
-                    ns.clone().unwrap_or_default(),
-                    template_ref.name
-                ))
-            })?;
-        let clone = clone_template(&template, template_ref, machine).map_err(fatal)?;
-        let clone_ar = self
-            .resource(&template_ref.api_group, &template_ref.cloned_kind())
-            .await?;
-        match self
-            .api(&clone_ar, ns.as_deref())
-            .create(&PostParams::default(), &clone)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) if is_status(&e, 422) || is_status(&e, 400) => Err(fatal(e)),
-            Err(e) => Err(transient(e)),
-        }
-    }
-
-    /// Makes sure the Machine's clones exist, then reports it launched once it has a
-    /// providerID.
-    async fn finish(
-        &self,
-        claim: &NodeClaim,
-        shape: &Shape,
-        md: &DynamicObject,
-        machine: DynamicObject,
-    ) -> Result<NodeClaim, CloudProviderError> {
-        let name = machine.name_any();
-        let ns = machine.namespace().unwrap_or_default();
-        let mut machine = machine;
-        if !machine.annotations().contains_key(CLONED_ANNOTATION) {
-            let infra = infrastructure_template(md).map_err(fatal)?;
-            self.ensure_clone(&infra, &machine).await?;
-            if let Some(bootstrap) = bootstrap_template(md).map_err(fatal)? {
-                self.ensure_clone(&bootstrap, &machine).await?;
-            }
-            machine = self
-                .api(&machine_resource(), Some(&ns))
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        json!({"metadata": {"annotations": {CLONED_ANNOTATION: "true"}}}),
-                    ),
-                )
-                .await
-                .map_err(transient)?;
-        }
-        if provider_id(&machine).is_none() {
-            return Err(CloudProviderError::Transient(format!(
-                "Machine {ns}/{name} (MachineDeployment {}): waiting for its infrastructure provider to set spec.providerID",
-                shape.key()
-            )));
-        }
-        Ok(launched(claim, shape, &machine))
     }
 
     /// The MachineDeployment a Machine of ours came from, and its shape.
@@ -348,7 +249,9 @@ impl CloudProvider for ClusterApiProvider {
             .chain(&claim.spec.startup_taints)
             .cloned()
             .collect();
-        let (catalog, objects) = self.catalog(Some(&taints)).await?;
+        // Until the Machine exists (a list sees it), so the next launch counts it.
+        let launching = self.launching.lock().await;
+        let (catalog, objects) = self.catalog(&taints).await?;
         let choice = select(
             &catalog.instance_types,
             &reqs,
@@ -358,7 +261,7 @@ impl CloudProvider for ClusterApiProvider {
         );
         let Some(choice) = choice else {
             let mut why: Vec<String> = catalog.errors.iter().map(|e| e.to_string()).collect();
-            why.extend(catalog.unavailable.iter().cloned());
+            why.extend(catalog.unavailable.iter().map(ToString::to_string));
             return Err(CloudProviderError::InsufficientCapacity(format!(
                 "no available MachineDeployment offering fits NodeClaim {name}{}",
                 if why.is_empty() {
@@ -396,6 +299,7 @@ impl CloudProvider for ClusterApiProvider {
             Err(e) if is_status(&e, 422) || is_status(&e, 400) => return Err(fatal(e)),
             Err(e) => return Err(transient(e)),
         };
+        drop(launching);
         tracing::info!(
             NodeClaim = %name,
             machine_deployment = %shape.key(),
@@ -416,10 +320,7 @@ impl CloudProvider for ClusterApiProvider {
         let mut machine = self.find_machine(&name).await?;
         if machine.is_none() && !provider_id.is_empty() {
             // Garbage collection names instances by providerID only.
-            machine =
-                self.our_machines().await?.into_iter().find(|m| {
-                    crate::machine::provider_id(m).as_deref() == Some(provider_id.as_str())
-                });
+            machine = self.machine_by_provider_id(&provider_id).await?;
         }
         let Some(machine) = machine else {
             return Err(CloudProviderError::NodeClaimNotFound(format!(
@@ -455,13 +356,9 @@ impl CloudProvider for ClusterApiProvider {
     }
 
     async fn get(&self, provider_id: &str) -> Result<NodeClaim, CloudProviderError> {
-        self.our_machines()
+        self.machine_by_provider_id(provider_id)
             .await?
-            .iter()
-            .find(|m| {
-                m.metadata.deletion_timestamp.is_none()
-                    && crate::machine::provider_id(m).as_deref() == Some(provider_id)
-            })
+            .as_ref()
             .map(instance_view)
             .ok_or_else(|| CloudProviderError::NodeClaimNotFound(provider_id.to_string()))
     }
@@ -481,7 +378,7 @@ impl CloudProvider for ClusterApiProvider {
     ) -> Result<Vec<InstanceType>, CloudProviderError> {
         let t = &pool.spec.template.spec;
         let taints: Vec<_> = t.taints.iter().chain(&t.startup_taints).cloned().collect();
-        let (catalog, _) = self.catalog(Some(&taints)).await?;
+        let (catalog, _) = self.catalog(&taints).await?;
         let mut its = catalog.instance_types;
         self.unavailable.apply(&mut its, Instant::now());
         Ok(its)
