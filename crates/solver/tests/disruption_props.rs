@@ -136,6 +136,9 @@ proptest! {
         }
         // Deterministic.
         prop_assert_eq!(&p, &f.plan(1000));
+        // The planner working on the input itself (the controller's way) plans the same.
+        let opts = DisruptionOptions { now: 1000, ..Default::default() };
+        prop_assert_eq!(&p, &plan_owned(f.dp.clone(), &opts).expect("plan_owned"));
     }
 }
 

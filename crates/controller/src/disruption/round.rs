@@ -10,7 +10,7 @@ use karpenter_api::labels::{DISRUPTED_TAINT_KEY, NODE_POOL_LABEL};
 use karpenter_api::v1::nodeclaim::CONDITION_DRIFTED;
 use karpenter_api::v1::{NodePool, find_condition};
 use karpenter_solver::disruption::{
-    Command, DisruptionOptions, DisruptionPlan, Drift, Reason, plan,
+    Command, DisruptionOptions, DisruptionPlan, Drift, Reason, plan_owned,
 };
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -74,7 +74,7 @@ pub async fn run(
     let opts = options(ctx);
     let problem = input.problem;
     let started = std::time::Instant::now();
-    let planned = tokio::task::spawn_blocking(move || plan(&problem, &opts))
+    let planned = tokio::task::spawn_blocking(move || plan_owned(problem, &opts))
         .await
         .map_err(|e| Error::Invalid(format!("planner task failed: {e}")))?
         .map_err(|e| Error::Invalid(format!("disruption planner: {e}")))?;

@@ -155,7 +155,7 @@ pub(crate) fn evaluate(
             }
             _ => 1.0,
         };
-        let node_block = if !input
+        let node_block = if !work
             .problem
             .node_pools
             .iter()

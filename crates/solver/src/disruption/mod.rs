@@ -43,7 +43,7 @@ pub use model::{
 
 pub use validation::Validation;
 
-use crate::model::{PlannedNodeClaim, PodView};
+use crate::model::{PlannedNodeClaim, PodView, Problem};
 use budget::Budgets;
 use candidates::Cand;
 use state::{Sim, Work};
@@ -56,13 +56,34 @@ pub fn plan(
     Ok(plan_with_stats(input, opts)?.0)
 }
 
+/// [`plan`] on an input the caller no longer needs: the planner works on the input's cluster
+/// itself instead of a copy of it (every pod of the cluster: at 10 000 pods a copy was ~25 MB
+/// of the controller's peak heap). Same plan as [`plan`].
+pub fn plan_owned(
+    mut input: DisruptionProblem,
+    opts: &DisruptionOptions,
+) -> Result<DisruptionPlan, DisruptionError> {
+    validate(&input)?;
+    let cluster = std::mem::take(&mut input.problem);
+    Ok(run_planner(&input, cluster, opts)?.0)
+}
+
 /// [`plan`], plus how many scheduling simulations it ran (for benchmarks).
 pub fn plan_with_stats(
     input: &DisruptionProblem,
     opts: &DisruptionOptions,
 ) -> Result<(DisruptionPlan, usize), DisruptionError> {
     validate(input)?;
-    let mut planner = Planner::new(input, opts);
+    run_planner(input, input.problem.clone(), opts)
+}
+
+/// Plans on `cluster` (the input's `problem`, which the planner does not read from `input`).
+fn run_planner(
+    input: &DisruptionProblem,
+    cluster: Problem,
+    opts: &DisruptionOptions,
+) -> Result<(DisruptionPlan, usize), DisruptionError> {
+    let mut planner = Planner::new(input, cluster, opts);
     planner.run()?;
     let allowed = planner.initial_allowed;
     Ok((
@@ -90,7 +111,7 @@ pub fn validate_command(
     command: &Command,
 ) -> Result<Validation, DisruptionError> {
     validate(input)?;
-    Planner::new(input, opts).validate(command)
+    Planner::new(input, input.problem.clone(), opts).validate(command)
 }
 
 fn validate(input: &DisruptionProblem) -> Result<(), DisruptionError> {
@@ -158,8 +179,10 @@ pub(crate) struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(input: &'a DisruptionProblem, opts: &'a DisruptionOptions) -> Self {
-        let mut work = Work::new(input);
+    /// A planner working on `cluster`: `input.problem`, or what was taken out of it (only
+    /// `input`'s other fields are read).
+    fn new(input: &'a DisruptionProblem, cluster: Problem, opts: &'a DisruptionOptions) -> Self {
+        let mut work = Work::new(input, cluster);
         let daemon: HashSet<String> = input
             .pods
             .iter()
@@ -171,7 +194,7 @@ impl<'a> Planner<'a> {
             input.pods.iter().map(|p| (p.key.clone(), p)).collect();
         let (cands, blocked) = candidates::evaluate(input, &mut work, opts, &pod_state);
         let mut counts: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
-        for np in &input.problem.node_pools {
+        for np in &work.problem.node_pools {
             counts.entry(np.name.as_str()).or_default();
         }
         for n in &input.nodes {

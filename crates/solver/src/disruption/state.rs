@@ -75,9 +75,9 @@ pub(crate) struct Work {
 }
 
 impl Work {
-    /// Builds the working copy; `closed`/`recent` are set by the caller per node afterwards.
-    pub fn new(input: &DisruptionProblem) -> Self {
-        let mut problem = input.problem.clone();
+    /// Builds the working cluster from `problem` (`input.problem` or a copy of it; `input`'s
+    /// own `problem` is not read); `closed`/`recent` are set by the caller per node afterwards.
+    pub fn new(input: &DisruptionProblem, mut problem: Problem) -> Self {
         problem.pods.clear();
         let catalog: HashMap<String, usize> = problem
             .instance_types
