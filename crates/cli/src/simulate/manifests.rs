@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use karpenter_api::read::yaml_documents;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -226,13 +227,14 @@ fn list_manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 pub fn parse(inputs: &[Input]) -> Result<Manifests, ManifestError> {
     let mut manifests = Manifests::default();
     for input in inputs {
-        let documents: Vec<Value> =
-            serde_saphyr::from_multiple(&input.text).map_err(|e| ManifestError::Yaml {
+        let mut bytes = input.text.as_bytes();
+        let values =
+            yaml_documents::<_, Value>(&mut bytes).filter(|v| !matches!(v, Ok(Value::Null)));
+        for (document, value) in values.enumerate() {
+            let value = value.map_err(|e| ManifestError::Yaml {
                 file: input.name.clone(),
                 message: e.to_string(),
             })?;
-        let documents = documents.into_iter().filter(|v| !v.is_null());
-        for (document, value) in documents.enumerate() {
             let source = Source {
                 file: input.name.clone(),
                 document,
@@ -489,123 +491,5 @@ fn expand(
             origin: origin.clone(),
             object: pod,
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse_one(text: &str) -> Result<Manifests, ManifestError> {
-        parse(&[Input {
-            name: "test.yaml".into(),
-            text: text.into(),
-        }])
-    }
-
-    fn key(p: &Sourced<Pod>) -> String {
-        format!(
-            "{}/{}",
-            p.object.metadata.namespace.as_deref().unwrap_or(""),
-            p.object.metadata.name.as_deref().unwrap_or("")
-        )
-    }
-
-    #[test]
-    fn workloads_expand_into_named_pods() -> Result<(), ManifestError> {
-        let m = parse_one(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\n\
-             spec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    \
-             metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: c\n        \
-             resources: {requests: {cpu: 1, memory: 1Gi}}\n---\n\
-             apiVersion: batch/v1\nkind: Job\nmetadata: {name: etl}\n\
-             spec:\n  template:\n    spec:\n      containers: [{name: c}]\n",
-        )?;
-        let names: Vec<String> = m.pods.iter().map(key).collect();
-        assert_eq!(
-            names,
-            ["shop/web-0", "shop/web-1", "shop/web-2", "default/etl-0"]
-        );
-        let labels = m.pods[1]
-            .object
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("app"));
-        assert_eq!(labels.map(String::as_str), Some("web"));
-        assert_eq!(m.pods[0].origin.object, "Deployment shop/web");
-        assert_eq!(m.pods[0].origin.spec_path, "spec.template.spec");
-        assert_eq!(m.pods[3].origin.source.document, 1);
-        Ok(())
-    }
-
-    #[test]
-    fn a_bad_field_names_file_document_and_path() {
-        let err = parse_one(
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: ok}\nspec: {containers: [{name: c}]}\n---\n\
-             apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\n\
-             spec:\n  containers:\n  - name: c\n    ports: [{containerPort: eighty}]\n",
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(err.contains("test.yaml: document 1"), "{err}");
-        assert!(err.contains("Pod bad"), "{err}");
-        assert!(
-            err.contains("spec.containers[0].ports[0].containerPort"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn empty_documents_are_not_counted() {
-        let err = parse_one("---\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: 3\n")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            err.starts_with("test.yaml: document 0 (Pod x): spec"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn lists_are_read_item_by_item() -> Result<(), ManifestError> {
-        let text = "apiVersion: v1\nkind: List\nitems:\n\
-                    - {apiVersion: v1, kind: Pod, metadata: {name: a}, spec: {containers: []}}\n\
-                    - {apiVersion: v1, kind: Pod, metadata: {name: b}, spec: {nodeName: 7}}\n";
-        let err = parse_one(text)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("(Pod b): items[1].spec.nodeName"), "{err}");
-        let m = parse_one(&text.replace("nodeName: 7", "containers: []"))?;
-        assert_eq!(m.pods.len(), 2);
-        assert_eq!(m.pods[1].origin.spec_path, "items[1].spec");
-        Ok(())
-    }
-
-    #[test]
-    fn unknown_kinds_are_skipped_with_one_warning() -> Result<(), ManifestError> {
-        let m = parse_one("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n")?;
-        assert_eq!(m.warnings.len(), 1);
-        assert!(m.warnings[0].contains("Service web"), "{}", m.warnings[0]);
-        Ok(())
-    }
-
-    #[test]
-    fn invalid_yaml_is_an_error_naming_the_file() {
-        let err = parse_one("kind: Pod\n  bad: [indent\n")
-            .err()
-            .map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.starts_with("test.yaml: invalid YAML")));
-    }
-
-    #[test]
-    fn a_document_without_kind_is_an_error() {
-        let err = parse_one("apiVersion: v1\nmetadata: {name: x}\n")
-            .err()
-            .map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.contains("kind: missing")));
     }
 }
