@@ -1,7 +1,10 @@
 //! `cargo run --release -p karpenter-bench [-- FILTER]`: runs every case (or those whose name
-//! contains FILTER) and prints one JSON line per case.
+//! contains FILTER) and prints one JSON line per case. The `simulate-*` cases run the
+//! `karpenter` binary built next to this one (see [`simulate`]).
+//! `karpenter-bench --write-simulate-input N DIR` only writes such an input, for profiling.
 
 mod consolidation;
+mod simulate;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -60,11 +63,27 @@ fn run(case: &str, p: &Problem, opts: &Options) {
 }
 
 fn main() {
-    let filter = std::env::args().nth(1).unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, n, dir] = args.as_slice()
+        && flag == "--write-simulate-input"
+    {
+        let n: usize = n.parse().unwrap_or_else(|_| {
+            eprintln!("--write-simulate-input N DIR: N must be a number");
+            std::process::exit(2)
+        });
+        if let Err(e) = simulate::write_input(n, std::path::Path::new(dir)) {
+            eprintln!("cannot write {dir}: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let filter = args.first().cloned().unwrap_or_default();
     let want = |name: &str| filter.is_empty() || name.contains(&filter);
     let its = workloads::upstream_catalog(400);
     let opts = Options::default();
-    for n in [1usize, 50, 100, 500, 1000, 2000, 5000, 10000, 20000] {
+    for n in [
+        1usize, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 100_000,
+    ] {
         let case = format!("diverse-{n}");
         if !want(&case) {
             continue;
@@ -120,4 +139,9 @@ fn main() {
         }
     }
     consolidation::run(&want);
+    for n in [20_000usize, 100_000] {
+        if want(&format!("simulate-diverse-{n}")) {
+            simulate::run(n);
+        }
+    }
 }
