@@ -14,6 +14,7 @@ use karpenter_solver::{Options, Problem, lower_bound, solve};
 use workloads::Rng;
 
 fn run(case: &str, p: &Problem, opts: &Options) {
+    let cpu = simulate::cpu_seconds(false);
     let t = Instant::now();
     let plan = match solve(
         p,
@@ -29,6 +30,7 @@ fn run(case: &str, p: &Problem, opts: &Options) {
         }
     };
     let secs = t.elapsed().as_secs_f64();
+    let cpu_solve = simulate::cpu_seconds(false);
     let index: BTreeMap<String, usize> = p
         .pods
         .iter()
@@ -44,13 +46,19 @@ fn run(case: &str, p: &Problem, opts: &Options) {
     let tb = Instant::now();
     let bound = lower_bound(p, &placed);
     let bound_secs = tb.elapsed().as_secs_f64();
+    let cpu_bound = simulate::cpu_seconds(false);
+    let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", b - a),
+        _ => "null".to_owned(),
+    };
+    let (solve_cpu, bound_cpu) = (diff(cpu, cpu_solve), diff(cpu_solve, cpu_bound));
     let ratio = if bound > 0.0 {
         plan.total_price / bound
     } else {
         f64::NAN
     };
     println!(
-        "{{\"case\":\"{case}\",\"pods\":{},\"seconds\":{secs:.4},\"pods_per_sec\":{:.0},\"nodes\":{},\"unschedulable\":{},\"cost\":{:.4},\"bound\":{:.4},\"cost_over_bound\":{:.4},\"bound_seconds\":{bound_secs:.3},\"optimise\":{}}}",
+        "{{\"case\":\"{case}\",\"pods\":{},\"seconds\":{secs:.4},\"pods_per_sec\":{:.0},\"nodes\":{},\"unschedulable\":{},\"cost\":{:.4},\"bound\":{:.4},\"cost_over_bound\":{:.4},\"bound_seconds\":{bound_secs:.3},\"cpu_seconds\":{solve_cpu},\"bound_cpu_seconds\":{bound_cpu},\"optimise\":{}}}",
         p.pods.len(),
         p.pods.len() as f64 / secs.max(1e-9),
         plan.node_claims.len(),

@@ -195,17 +195,25 @@ fn karpenter_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("karpenter"))
 }
 
-/// User + system CPU seconds of this process's waited-for children so far (`/proc/self/stat`
-/// cutime + cstime, in USER_HZ = 100 ticks per second); `None` off Linux.
-fn children_cpu_seconds() -> Option<f64> {
+/// User + system CPU seconds from `/proc/self/stat` (in USER_HZ = 100 ticks per second): of
+/// this process (`children` false: utime + stime) or of its waited-for children (cutime +
+/// cstime); `None` off Linux. On a shared machine this is what one core spent, where wall time
+/// also counts waiting for a core.
+pub fn cpu_seconds(children: bool) -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let fields: Vec<&str> = stat
         .get(stat.rfind(')')? + 1..)?
         .split_whitespace()
         .collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    // After the command name, fields count from 3 (state): cutime is field 16, cstime 17.
-    Some((ticks(13)? + ticks(14)?) / 100.0)
+    // After the command name, fields count from 3 (state): utime is field 14, stime 15,
+    // cutime 16, cstime 17.
+    let first = if children { 13 } else { 11 };
+    Some((ticks(first)? + ticks(first + 1)?) / 100.0)
+}
+
+fn children_cpu_seconds() -> Option<f64> {
+    cpu_seconds(true)
 }
 
 /// A number after `"key":` in the JSON text (the summary's fields are unique keys).
