@@ -1,7 +1,10 @@
 //! `cargo run --release -p karpenter-bench [-- FILTER]`: runs every case (or those whose name
-//! contains FILTER) and prints one JSON line per case.
+//! contains FILTER) and prints one JSON line per case. The `simulate-*` cases run the
+//! `karpenter` binary built next to this one (see [`simulate`]).
+//! `karpenter-bench --write-simulate-input N DIR` only writes such an input, for profiling.
 
 mod consolidation;
+mod simulate;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -11,6 +14,7 @@ use karpenter_solver::{Options, Problem, lower_bound, solve};
 use workloads::Rng;
 
 fn run(case: &str, p: &Problem, opts: &Options) {
+    let cpu = simulate::cpu_seconds(false);
     let t = Instant::now();
     let plan = match solve(
         p,
@@ -26,6 +30,7 @@ fn run(case: &str, p: &Problem, opts: &Options) {
         }
     };
     let secs = t.elapsed().as_secs_f64();
+    let cpu_solve = simulate::cpu_seconds(false);
     let index: BTreeMap<String, usize> = p
         .pods
         .iter()
@@ -41,13 +46,19 @@ fn run(case: &str, p: &Problem, opts: &Options) {
     let tb = Instant::now();
     let bound = lower_bound(p, &placed);
     let bound_secs = tb.elapsed().as_secs_f64();
+    let cpu_bound = simulate::cpu_seconds(false);
+    let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", b - a),
+        _ => "null".to_owned(),
+    };
+    let (solve_cpu, bound_cpu) = (diff(cpu, cpu_solve), diff(cpu_solve, cpu_bound));
     let ratio = if bound > 0.0 {
         plan.total_price / bound
     } else {
         f64::NAN
     };
     println!(
-        "{{\"case\":\"{case}\",\"pods\":{},\"seconds\":{secs:.4},\"pods_per_sec\":{:.0},\"nodes\":{},\"unschedulable\":{},\"cost\":{:.4},\"bound\":{:.4},\"cost_over_bound\":{:.4},\"bound_seconds\":{bound_secs:.3},\"optimise\":{}}}",
+        "{{\"case\":\"{case}\",\"pods\":{},\"seconds\":{secs:.4},\"pods_per_sec\":{:.0},\"nodes\":{},\"unschedulable\":{},\"cost\":{:.4},\"bound\":{:.4},\"cost_over_bound\":{:.4},\"bound_seconds\":{bound_secs:.3},\"cpu_seconds\":{solve_cpu},\"bound_cpu_seconds\":{bound_cpu},\"optimise\":{}}}",
         p.pods.len(),
         p.pods.len() as f64 / secs.max(1e-9),
         plan.node_claims.len(),
@@ -60,11 +71,27 @@ fn run(case: &str, p: &Problem, opts: &Options) {
 }
 
 fn main() {
-    let filter = std::env::args().nth(1).unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, n, dir] = args.as_slice()
+        && flag == "--write-simulate-input"
+    {
+        let n: usize = n.parse().unwrap_or_else(|_| {
+            eprintln!("--write-simulate-input N DIR: N must be a number");
+            std::process::exit(2)
+        });
+        if let Err(e) = simulate::write_input(n, std::path::Path::new(dir)) {
+            eprintln!("cannot write {dir}: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let filter = args.first().cloned().unwrap_or_default();
     let want = |name: &str| filter.is_empty() || name.contains(&filter);
     let its = workloads::upstream_catalog(400);
     let opts = Options::default();
-    for n in [1usize, 50, 100, 500, 1000, 2000, 5000, 10000, 20000] {
+    for n in [
+        1usize, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 100_000,
+    ] {
         let case = format!("diverse-{n}");
         if !want(&case) {
             continue;
@@ -120,4 +147,9 @@ fn main() {
         }
     }
     consolidation::run(&want);
+    for n in [20_000usize, 100_000] {
+        if want(&format!("simulate-diverse-{n}")) {
+            simulate::run(n);
+        }
+    }
 }

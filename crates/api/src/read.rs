@@ -1,5 +1,10 @@
 //! Reading Karpenter objects from manifests: multi-document YAML in, typed and validated
 //! objects out, with errors that name the document, the object and the field.
+//!
+//! Every reader of users' YAML goes through [`yaml_options`] / [`yaml_documents`]: any number of
+//! documents and any size (a `kubectl get pods -A -o yaml` of a large cluster is one List
+//! document of millions of nodes), one document in memory at a time, while YAML bombs (aliases
+//! expanding into far more than the input) still fail fast.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -120,6 +125,38 @@ pub struct Document {
     pub object: Option<KarpenterObject>,
 }
 
+/// serde-saphyr options for users' manifests. serde-saphyr's default budget caps the number of
+/// documents (1 024), parser events (1 M), nodes (250 k) and scalar bytes (64 MiB); those grow
+/// linearly with the input, so here they are lifted and only memory bounds them. What stays:
+/// the caps on aliases, anchors and replayed alias events (a "billion laughs" bomb expands a few
+/// hundred bytes exponentially; those caps stop it), the nesting depth (64: it protects the
+/// stack) and the merge-key cap, all per document.
+pub fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_reader_input_bytes: None,
+            max_documents: usize::MAX,
+            max_events: usize::MAX,
+            max_nodes: usize::MAX,
+            max_total_scalar_bytes: usize::MAX,
+        },
+    }
+}
+
+/// The non-empty documents of a multi-document YAML stream, read one at a time with
+/// [`yaml_options`] and deserialized into `T`. Empty and `null` documents are skipped (they are
+/// not counted by document indices either). Stop at the first error: after a syntax error the
+/// stream ends anyway, after a bad document the reader would go on with the next one.
+pub fn yaml_documents<'a, R, T>(
+    reader: &'a mut R,
+) -> impl Iterator<Item = Result<T, serde_saphyr::Error>> + 'a
+where
+    R: std::io::Read + 'a,
+    T: DeserializeOwned + 'a,
+{
+    serde_saphyr::read_with_options(reader, yaml_options())
+}
+
 fn decode<T: DeserializeOwned>(value: Value, kind: &str, name: &str) -> Result<T, ObjectError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -191,13 +228,13 @@ pub fn object_from_value(value: Value) -> Result<Option<KarpenterObject>, Object
 /// Reads a multi-document YAML stream; every Karpenter object is typed and validated, other
 /// documents are passed through untyped. The first bad document fails the whole stream.
 pub fn parse_karpenter_objects(yaml: &str) -> Result<Vec<Document>, ReadError> {
-    let values: Vec<Value> =
-        serde_saphyr::from_multiple(yaml).map_err(|e| ReadError::Yaml(e.to_string()))?;
-    values
-        .into_iter()
-        .filter(|v| !v.is_null())
+    let mut bytes = yaml.as_bytes();
+    yaml_documents::<_, Value>(&mut bytes)
+        .map(|value| value.map_err(|e| ReadError::Yaml(e.to_string())))
+        .filter(|v| !matches!(v, Ok(Value::Null)))
         .enumerate()
         .map(|(index, value)| {
+            let value = value?;
             let object = object_from_value(value.clone())
                 .map_err(|source| ReadError::Object { index, source })?;
             Ok(Document {

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use karpenter_api::read::{KarpenterObject, object_from_value};
+use karpenter_api::read::{KarpenterObject, object_from_value, yaml_documents};
 use serde_json::Value;
 
 /// Reads every input, converts, and prints the result as multi-document YAML. Nothing is
@@ -26,9 +26,11 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
 /// Converts one multi-document YAML text; errors name the document index, the object and the
 /// field.
 pub fn convert_stream(text: &str) -> Result<Vec<Value>> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).context("invalid YAML")?;
+    let mut bytes = text.as_bytes();
+    let docs = yaml_documents::<_, Value>(&mut bytes).filter(|d| !matches!(d, Ok(Value::Null)));
     let mut out = Vec::new();
-    for (index, doc) in docs.into_iter().filter(|d| !d.is_null()).enumerate() {
+    for (index, doc) in docs.enumerate() {
+        let doc = doc.context("invalid YAML")?;
         let object = object_from_value(doc.clone()).with_context(|| format!("document {index}"))?;
         match object {
             Some(KarpenterObject::Provisioner(p)) => {

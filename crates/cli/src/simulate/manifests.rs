@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use karpenter_api::read::yaml_documents;
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -232,13 +233,14 @@ fn list_manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 pub fn parse(inputs: &[Input]) -> Result<Manifests, ManifestError> {
     let mut manifests = Manifests::default();
     for input in inputs {
-        let documents: Vec<Value> =
-            serde_saphyr::from_multiple(&input.text).map_err(|e| ManifestError::Yaml {
+        let mut bytes = input.text.as_bytes();
+        let values =
+            yaml_documents::<_, Value>(&mut bytes).filter(|v| !matches!(v, Ok(Value::Null)));
+        for (document, value) in values.enumerate() {
+            let value = value.map_err(|e| ManifestError::Yaml {
                 file: input.name.clone(),
                 message: e.to_string(),
             })?;
-        let documents = documents.into_iter().filter(|v| !v.is_null());
-        for (document, value) in documents.enumerate() {
             let source = Source {
                 file: input.name.clone(),
                 document,
@@ -506,7 +508,3 @@ fn expand(
         });
     }
 }
-
-#[cfg(test)]
-#[path = "manifests_tests.rs"]
-mod tests;

@@ -11,6 +11,8 @@ pub mod convert;
 mod convert_tests;
 pub mod disruption;
 pub mod manifests;
+#[cfg(test)]
+mod manifests_tests;
 pub mod output;
 pub mod pools;
 pub mod table;

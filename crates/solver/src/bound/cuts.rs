@@ -42,7 +42,7 @@ pub(crate) struct GroupFacts {
 }
 
 /// Pods of group `g` that fit on one node of `col` (the `pods` resource keeps this finite).
-fn cap_on(g: &Group, col: &Col, requested: &[bool]) -> f64 {
+pub(super) fn cap_on(g: &Group, col: &Col, requested: &[bool]) -> f64 {
     let mut cap = f64::INFINITY;
     for (r, req) in g.req.iter().enumerate() {
         if requested[r] && *req > 0.0 {

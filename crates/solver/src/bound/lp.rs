@@ -19,19 +19,34 @@ pub(crate) struct Col {
 /// A dual point (w per column per resource, t per column per anti group, v per active cut) and
 /// the primal node counts the solver reported (a hint for which cuts to add, never trusted).
 pub(crate) struct Sol {
-    w: Vec<Vec<f64>>,
-    t: Vec<Vec<f64>>,
-    v: Vec<f64>,
+    pub(super) w: Vec<Vec<f64>>,
+    pub(super) t: Vec<Vec<f64>>,
+    pub(super) v: Vec<f64>,
+    pub n: Vec<f64>,
+}
+
+/// The LP's answer over a subset of the columns (rows in subset order), in original units.
+pub(crate) struct Part {
+    /// Value of one pod of each group.
+    pub u: Vec<f64>,
+    /// Resource prices per subset column.
+    pub w: Vec<Vec<f64>>,
+    /// Anti-affinity slot prices per subset column.
+    pub t: Vec<Vec<f64>>,
+    /// Cut duals.
+    pub v: Vec<f64>,
+    /// Primal node counts per subset column.
     pub n: Vec<f64>,
 }
 
 /// The columns left after pruning, with the active cuts expressed over them.
 pub(crate) struct Reduced<'a> {
-    cols: Vec<&'a Col>,
-    compat: Vec<&'a [usize]>,
-    hosted: Vec<bool>,
+    pub(super) cols: Vec<&'a Col>,
+    /// Groups each column hosts, ascending.
+    pub(super) compat: Vec<&'a [usize]>,
+    pub(super) hosted: Vec<bool>,
     /// Active cuts: (reduced column indices, rhs).
-    cuts: Vec<(Vec<usize>, f64)>,
+    pub(super) cuts: Vec<(Vec<usize>, f64)>,
 }
 
 /// Whether column `compat` (the groups it hosts, ascending) belongs to cut `c`'s column set.
@@ -180,10 +195,41 @@ impl<'a> Reduced<'a> {
     }
 
     /// Solves the dual LP with Clarabel; returns the point in original units and the primal
-    /// node counts (the duals of the column constraints).
-    pub fn solve(&self, groups: &[Group], requested: &[bool], n_anti: usize) -> Option<Sol> {
+    /// node counts (the duals of the column constraints). More than `colgen_min_cols` columns
+    /// go through [`super::colgen`]: the LP then holds only the columns its solution needs.
+    pub fn solve(
+        &self,
+        groups: &[Group],
+        requested: &[bool],
+        n_anti: usize,
+        colgen_min_cols: usize,
+    ) -> Option<Sol> {
+        if self.cols.len() > colgen_min_cols {
+            return super::colgen::solve(self, groups, requested, n_anti);
+        }
+        let all: Vec<usize> = (0..self.cols.len()).collect();
+        let part = self.solve_subset(&all, groups, requested, n_anti)?;
+        Some(Sol {
+            w: part.w,
+            t: part.t,
+            v: part.v,
+            n: part.n,
+        })
+    }
+
+    /// Solves the dual LP restricted to the columns `subset` (the primal may only buy those).
+    /// Every group hosted by some column must be hosted by one of `subset`, and every active
+    /// cut must contain one of them, or the restricted LP is unbounded.
+    pub fn solve_subset(
+        &self,
+        subset: &[usize],
+        groups: &[Group],
+        requested: &[bool],
+        n_anti: usize,
+    ) -> Option<Part> {
         let nres = requested.len();
-        let cols = &self.cols;
+        let cols: Vec<&Col> = subset.iter().map(|o| self.cols[*o]).collect();
+        let compat: Vec<&[usize]> = subset.iter().map(|o| self.compat[*o]).collect();
         // Resource units differ by orders of magnitude (bytes vs millicores): scale each.
         let scale: Vec<f64> = (0..nres)
             .map(|r| cols.iter().map(|c| c.alloc[r]).fold(1.0, f64::max))
@@ -202,8 +248,7 @@ impl<'a> Reduced<'a> {
                     .collect()
             })
             .collect();
-        let t: Vec<Vec<Option<Variable>>> = self
-            .compat
+        let t: Vec<Vec<Option<Variable>>> = compat
             .iter()
             .map(|cg| {
                 (0..n_anti)
@@ -230,10 +275,17 @@ impl<'a> Reduced<'a> {
         for ((_, rhs), x) in self.cuts.iter().zip(&v) {
             objective += (rhs / price_scale) * *x;
         }
+        // Position of each reduced column in `subset`.
+        let mut pos = vec![usize::MAX; self.cols.len()];
+        for (i, o) in subset.iter().enumerate() {
+            pos[*o] = i;
+        }
         let mut col_cuts: Vec<Vec<Variable>> = vec![Vec::new(); cols.len()];
         for ((members, _), x) in self.cuts.iter().zip(&v) {
             for &o in members {
-                col_cuts[o].push(*x);
+                if pos[o] != usize::MAX {
+                    col_cuts[pos[o]].push(*x);
+                }
             }
         }
         let mut model = vars.maximise(objective).using(clarabel);
@@ -249,7 +301,7 @@ impl<'a> Reduced<'a> {
                 e += *x;
             }
             col_refs.push(model.add_constraint(e.leq(c.price / price_scale)));
-            for &g in self.compat[o] {
+            for &g in compat[o] {
                 let mut e = Expression::from(0.0);
                 e += u[g];
                 for r in 0..nres {
@@ -266,6 +318,7 @@ impl<'a> Reduced<'a> {
             }
         }
         let mut sol = model.solve().ok()?;
+        let uv = u.iter().map(|x| sol.value(*x) * price_scale).collect();
         let wv = w
             .iter()
             .map(|row| {
@@ -291,7 +344,8 @@ impl<'a> Reduced<'a> {
             .iter()
             .map(|c| duals.dual(c.clone()).abs() * price_scale)
             .collect();
-        Some(Sol {
+        Some(Part {
+            u: uv,
             w: wv,
             t: tv,
             v: vv,
@@ -316,7 +370,7 @@ fn prune(
     for a in 0..cols.len() {
         let has_anti = compat[a].iter().any(|g| groups[*g].anti.is_some());
         for b in 0..cols.len() {
-            if a == b || !keep[b] || !compat[a].iter().all(|g| compat[b].contains(g)) {
+            if a == b || !keep[b] || !is_subset(&compat[a], &compat[b]) {
                 continue;
             }
             let mut k: f64 = if has_anti || in_cut[a] { 1.0 } else { 0.0 };
@@ -340,4 +394,22 @@ fn prune(
         }
     }
     keep
+}
+
+/// Whether ascending `a` ⊆ ascending `b` (one merge pass).
+fn is_subset(a: &[usize], b: &[usize]) -> bool {
+    if a.len() > b.len() {
+        return false;
+    }
+    let mut j = 0;
+    for x in a {
+        while j < b.len() && b[j] < *x {
+            j += 1;
+        }
+        if j == b.len() || b[j] != *x {
+            return false;
+        }
+        j += 1;
+    }
+    true
 }

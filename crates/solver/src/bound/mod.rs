@@ -27,10 +27,17 @@
 //! combinatorial ones of [`cuts::combinatorial`].
 //!
 //! Columns are (NodePool, instance type, offering), merged when they are interchangeable and
-//! pruned when another column dominates them.
+//! pruned when another column dominates them; when hundreds are left, the LP is solved by
+//! column generation ([`colgen`]) over the few it needs. Rows are pod *groups* (identical pods
+//! aggregated, with a count): the LP over groups has the same optimum as the LP with one row per
+//! pod (an optimal per-pod point averages into a group point of the same value and back), and
+//! the cuts get stronger (a group's cover cut counts all its pods at once).
 
+mod colgen;
 mod cuts;
 mod lp;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
@@ -77,6 +84,27 @@ pub fn lower_bound(problem: &Problem, pods: &[usize]) -> f64 {
     bound_prepared(problem, &prep, pods)
 }
 
+/// How the bound is computed; only tests change the defaults (to compare the variants).
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    /// One row per pod instead of one per group of identical pods.
+    per_pod: bool,
+    /// Column generation above this many columns.
+    colgen_min_cols: usize,
+    /// Cuts and combinatorial bounds; without them the result is the plain LP relaxation.
+    cuts: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            per_pod: false,
+            colgen_min_cols: colgen::MIN_COLS,
+            cuts: true,
+        }
+    }
+}
+
 /// Self anti-affinity on hostname: the id of the term (selector) shared by the group.
 fn self_anti(problem: &Problem, pod: usize, ids: &mut Vec<String>) -> Option<usize> {
     let p = &problem.pods[pod];
@@ -97,8 +125,14 @@ fn self_anti(problem: &Problem, pod: usize, ids: &mut Vec<String>) -> Option<usi
     }))
 }
 
-/// Groups the pods; returns the groups and the number of anti-affinity ids.
-fn group_pods(problem: &Problem, prep: &Prepared, pods: &[usize]) -> (Vec<Group>, usize) {
+/// Groups the pods (one group per pod when `per_pod`); returns the groups and the number of
+/// anti-affinity ids.
+fn group_pods(
+    problem: &Problem,
+    prep: &Prepared,
+    pods: &[usize],
+    per_pod: bool,
+) -> (Vec<Group>, usize) {
     let by_src: HashMap<usize, usize> = prep
         .pods
         .iter()
@@ -130,7 +164,11 @@ fn group_pods(problem: &Problem, prep: &Prepared, pods: &[usize]) -> (Vec<Group>
             anti,
         };
         let n = groups.len();
-        let gi = *keys.entry(key).or_insert(n);
+        let gi = if per_pod {
+            n
+        } else {
+            *keys.entry(key).or_insert(n)
+        };
         if gi == n {
             groups.push(Group {
                 count: 0.0,
@@ -209,9 +247,14 @@ fn columns(problem: &Problem, prep: &Prepared, groups: &[Group]) -> (Vec<Col>, V
     (cols, compat)
 }
 
+/// [`lower_bound`] with the problem already prepared (the scheduler's own [`Prepared`]).
 pub(crate) fn bound_prepared(problem: &Problem, prep: &Prepared, pods: &[usize]) -> f64 {
+    bound_with(problem, prep, pods, Settings::default())
+}
+
+fn bound_with(problem: &Problem, prep: &Prepared, pods: &[usize], settings: Settings) -> f64 {
     let nres = prep.res.len();
-    let (groups, n_anti) = group_pods(problem, prep, pods);
+    let (groups, n_anti) = group_pods(problem, prep, pods, settings.per_pod);
     if groups.is_empty() {
         return 0.0;
     }
@@ -220,7 +263,11 @@ pub(crate) fn bound_prepared(problem: &Problem, prep: &Prepared, pods: &[usize])
         .map(|r| groups.iter().any(|g| g.req[r] > 0.0))
         .collect();
     let facts = cuts::GroupFacts::new(&cols, &compat, &groups, &requested);
-    let candidates = cuts::candidates(&cols, &compat, &groups, &facts, &requested);
+    let candidates = if settings.cuts {
+        cuts::candidates(&cols, &compat, &groups, &facts, &requested)
+    } else {
+        Vec::new()
+    };
     let mut best = cuts::combinatorial(&groups, &facts, &candidates);
 
     let mut active: Vec<Cut> = Vec::new();
@@ -229,10 +276,10 @@ pub(crate) fn bound_prepared(problem: &Problem, prep: &Prepared, pods: &[usize])
         if round > 0 && red.pairs() > MAX_CUT_LP_PAIRS {
             break;
         }
-        if round == 0 {
+        if round == 0 && settings.cuts {
             best = best.max(red.single_resource_bound(&groups, &requested, n_anti));
         }
-        let Some(sol) = red.solve(&groups, &requested, n_anti) else {
+        let Some(sol) = red.solve(&groups, &requested, n_anti, settings.colgen_min_cols) else {
             break;
         };
         best = best.max(red.evaluate(&groups, &sol));

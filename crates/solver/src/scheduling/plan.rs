@@ -124,7 +124,7 @@ pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
         .map(|p| s.prep.pods[p].src)
         .collect();
     let lower_bound = if opts.lower_bound {
-        crate::bound::lower_bound(s.p, &placed)
+        crate::bound::bound_prepared(s.p, s.prep, &placed)
     } else {
         0.0
     };
