@@ -7,20 +7,20 @@ mod common;
 
 use anyhow::{Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::events::v1::Event;
 use karpenter_api::labels::{INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use karpenter_api::v1::ConsolidationPolicy;
 use karpenter_clusterapi::shape::{
     CPU_ANNOTATION, LABELS_ANNOTATION, MEMORY_ANNOTATION, MIN_SIZE_ANNOTATION, PRICE_ANNOTATION,
 };
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
+use serde_json::json;
 
 use common::{CapiEnv, TIMEOUT, disruption, options};
 
 /// An empty node of `keep` (min size 1, its only node) stays; the empty node of `other` (no
-/// min size) is removed. The "stays" is read once the other node is gone and the controller
-/// has reported the kept node blocked for its MachineDeployment's minimum (an Event).
+/// min size) is removed. The "stays" is read once the other node is gone; then, with the
+/// annotation removed, the kept node goes too (the minimum was what held it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emptiness_keeps_a_machine_deployment_at_its_min_size() -> Result<()> {
     let Some(mut env) =
@@ -73,37 +73,21 @@ async fn scenario(env: &CapiEnv) -> Result<()> {
     for d in ["in-a", "in-b"] {
         deployments.delete(d, &DeleteParams::default()).await?;
     }
-    let events: Api<Event> = Api::all(env.client.clone());
-    let note = env
-        .cluster
+    // The positive signal: the other node's Machine and NodeClaim are gone (without the
+    // minimum, one emptiness command takes both nodes, so the kept one would be deleting).
+    env.cluster
         .wait_for(
             TIMEOUT,
-            format!(
-                "Machine and NodeClaim {gone} gone, node {kept} reported blocked at the minimum size"
-            ),
+            format!("Machine and NodeClaim {gone} gone"),
             || async {
                 let machines = env.machines().list(&ListParams::default()).await?.items;
                 let claims = env.pool_claims().await?;
-                if machines.iter().any(|m| m.name_any() == gone)
-                    || claims.iter().any(|c| c.name_any() == gone)
-                {
-                    return Ok::<_, anyhow::Error>(None);
-                }
-                let list = events.list(&ListParams::default()).await?;
-                Ok(list.items.into_iter().find_map(|e| {
-                    let regarding = e.regarding.as_ref();
-                    let on_kept = regarding.and_then(|r| r.kind.as_deref()) == Some("Node")
-                        && regarding.and_then(|r| r.name.as_deref()) == Some(kept.as_str());
-                    let note = e.note.unwrap_or_default();
-                    (on_kept
-                        && e.reason.as_deref() == Some("DisruptionBlocked")
-                        && note.contains("w1-keep"))
-                    .then_some(note)
-                }))
+                let left = machines.iter().any(|m| m.name_any() == gone)
+                    || claims.iter().any(|c| c.name_any() == gone);
+                Ok::<_, anyhow::Error>((!left).then_some(()))
             },
         )
         .await?;
-    ensure!(note.contains("minimum size"), "{note}");
 
     // The kept node's Machine and NodeClaim are still there, not deleting; the other's are gone.
     let machines = env.machines().list(&ListParams::default()).await?.items;
@@ -124,5 +108,24 @@ async fn scenario(env: &CapiEnv) -> Result<()> {
             .all(|c| c.metadata.deletion_timestamp.is_none()),
         "NodeClaim {kept} is being deleted"
     );
+
+    // Only the minimum held it: without the annotation, the empty node goes too.
+    env.machine_deployments()
+        .patch(
+            "w1-keep",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {MIN_SIZE_ANNOTATION: null}}})),
+        )
+        .await?;
+    env.cluster
+        .wait_for(
+            TIMEOUT,
+            format!("Machine {kept} gone once the minimum is lifted"),
+            || async {
+                let machines = env.machines().list(&ListParams::default()).await?.items;
+                Ok::<_, anyhow::Error>(machines.is_empty().then_some(()))
+            },
+        )
+        .await?;
     Ok(())
 }
