@@ -103,6 +103,7 @@ pub fn cluster(nodes: usize, pods_per_node: usize, seed: u64) -> DisruptionProbl
             disrupting: false,
             drifted: None,
             do_not_disrupt: Default::default(),
+            scale_down_blocked: None,
         });
     }
     DisruptionProblem {

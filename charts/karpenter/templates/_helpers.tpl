@@ -47,3 +47,35 @@ a tag next to it would only be ignored by the runtime), else REPOSITORY:TAG (app
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 {{- end }}
+
+{{/* The Cluster API provider's rules in the management cluster (crates/clusterapi): the same
+as examples/clusterapi/rbac.yaml (crates/controller/tests/e2e_chart_clusterapi.rs checks). */}}
+{{- define "karpenter.clusterapiRules" -}}
+# Catalog: opted-in MachineDeployments (list), a Machine's origin and drift (get).
+- apiGroups: ["cluster.x-k8s.io"]
+  resources: ["machinedeployments"]
+  verbs: ["get", "list"]
+# One Machine per NodeClaim: create, find (list by label, get after a conflict), mark cloned and
+# label by providerID (patch), delete.
+- apiGroups: ["cluster.x-k8s.io"]
+  resources: ["machines"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+# Read the MachineDeployment's infrastructure and bootstrap templates, create the per-Machine
+# clones (CAPI deletes them with the Machine).
+- apiGroups: ["infrastructure.cluster.x-k8s.io", "bootstrap.cluster.x-k8s.io"]
+  resources: ["*"]
+  verbs: ["get", "create"]
+# Events on MachineDeployments that cannot be offered (bad annotations) or are skipped (max
+# size, paused).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Whether the chart grants the Cluster API rules here: the provider is clusterapi and the
+management cluster is this one (no kubeconfig Secret). */}}
+{{- define "karpenter.clusterapiLocal" -}}
+{{- if and (eq .Values.controller.cloudProvider "clusterapi") (not .Values.clusterapi.kubeconfigSecret.name) -}}
+true
+{{- end }}
+{{- end }}

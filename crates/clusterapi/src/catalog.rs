@@ -8,11 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use karpenter_api::v1::Taint;
-use karpenter_providers::OfferingKey;
+use karpenter_providers::{NodeGroupFloor, OfferingKey};
 use karpenter_solver::{InstanceType, Offering};
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
+use crate::machine::MACHINE_DEPLOYMENT_LABEL;
 use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
 
 /// Instance types built from shapes, and the MachineDeployment behind each offering.
@@ -145,6 +146,39 @@ pub fn for_pool(
         .cloned()
         .collect();
     build(fitting, machines)
+}
+
+/// The minimum sizes disruption respects: for each MachineDeployment with a min size
+/// (Cluster Autoscaler's annotation), the NodeClaims of its live Machines that this provider
+/// launched (named after them), and how many of those may go before its size (`spec.replicas`
+/// plus those Machines) is at its minimum. `machines` are this provider's Machines.
+pub fn floors(shapes: &[Shape], machines: &[DynamicObject]) -> Vec<NodeGroupFloor> {
+    let mut out = Vec::new();
+    for shape in shapes {
+        let Some(min) = shape.min_size.filter(|m| *m > 0) else {
+            continue;
+        };
+        let key = shape.key();
+        let mut ours: Vec<String> = machines
+            .iter()
+            .filter(|m| m.metadata.deletion_timestamp.is_none())
+            .filter(|m| {
+                m.labels()
+                    .get(MACHINE_DEPLOYMENT_LABEL)
+                    .is_some_and(|md| format!("{}/{md}", m.namespace().unwrap_or_default()) == key)
+            })
+            .map(|m| m.name_any())
+            .collect();
+        ours.sort();
+        let above = (shape.replicas.max(0) + ours.len() as i64 - min).max(0);
+        let removable = usize::try_from(above).unwrap_or(0).min(ours.len());
+        out.push(NodeGroupFloor {
+            group: format!("MachineDeployment {key} (min size {min})"),
+            node_claims: ours,
+            removable,
+        });
+    }
+    out
 }
 
 /// Builds the catalog. `machines` counts, per MachineDeployment key (`namespace/name`), the
@@ -360,5 +394,67 @@ mod tests {
         assert!(o[0].available);
         assert_eq!(o[0].price, 0.2);
         assert_eq!(c.offerings.values().next().unwrap().name, "a3");
+    }
+
+    #[test]
+    fn floors_count_replicas_and_our_live_machines() {
+        let machine = |name: &str, md: &str, deleting: bool| -> DynamicObject {
+            let mut m: DynamicObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                "metadata": {"name": name, "namespace": "ns",
+                             "labels": {MACHINE_DEPLOYMENT_LABEL: md}},
+            }))
+            .unwrap();
+            if deleting {
+                m.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        "2026-01-01T00:00:00Z".parse().unwrap(),
+                    ));
+            }
+            m
+        };
+        let mut a = shape("a", "c4", "a", 0.2, 4000);
+        a.min_size = Some(2);
+        let mut b = shape("b", "c8", "a", 0.4, 8000);
+        b.min_size = Some(2);
+        b.replicas = 1;
+        let mut c = shape("c", "c2", "a", 0.1, 2000);
+        c.min_size = Some(0);
+        let machines = [
+            machine("a1", "a", false),
+            machine("a2", "a", false),
+            machine("a3", "a", false),
+            machine("a4", "a", true),
+            machine("b1", "b", false),
+            machine("b2", "b", false),
+            machine("c1", "c", false),
+        ];
+        let got = floors(&[a, b, c], &machines);
+        // a: 3 live of ours, min 2: 1 may go (the deleting one does not count).
+        // b: 1 replica + 2 of ours, min 2: 1 may go. c: min 0, no floor.
+        let summary: Vec<(Vec<String>, usize)> = got
+            .iter()
+            .map(|f| (f.node_claims.clone(), f.removable))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (vec!["a1".to_string(), "a2".into(), "a3".into()], 1),
+                (vec!["b1".to_string(), "b2".into()], 1),
+            ]
+        );
+        assert!(got[0].group.contains("ns/a"), "{}", got[0].group);
+
+        // Replicas alone meet the minimum: ours may go; below it (0 + 1 < 2): none may.
+        let mut d = shape("d", "c4", "b", 0.2, 4000);
+        d.min_size = Some(3);
+        d.replicas = 3;
+        let got = floors(&[d], &[machine("d1", "d", false)]);
+        assert_eq!(got[0].removable, 1);
+        let mut e = shape("e", "c4", "b", 0.2, 4000);
+        e.min_size = Some(2);
+        e.replicas = 0;
+        let got = floors(&[e], &[machine("e1", "e", false)]);
+        assert_eq!(got[0].removable, 0);
     }
 }

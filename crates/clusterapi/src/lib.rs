@@ -17,6 +17,9 @@
 //! - **Delete** deletes the Machine (CAPI drains and deletes the Node and the infrastructure);
 //!   **get/list** find our Machines by label; **drift** is a change of the MachineDeployment's
 //!   infrastructure or bootstrap template or Kubernetes version.
+//! - **Min size**: [`catalog::floors`] tells disruption how many of a MachineDeployment's
+//!   Machines may go before it is at Cluster Autoscaler's min size
+//!   ([`shape::MIN_SIZE_ANNOTATION`]); emptiness and consolidation keep the rest.
 
 pub mod catalog;
 pub mod machine;

@@ -102,6 +102,15 @@ pub trait CloudProvider: Send + Sync {
         out
     }
 
+    /// Groups of instances with a minimum size that emptiness and consolidation respect (a
+    /// Cluster API MachineDeployment with Cluster Autoscaler's min-size annotation): they never
+    /// remove more of a group's NodeClaims than its [`NodeGroupFloor::removable`]. Drift and
+    /// expiration are not limited (they replace). Providers without such groups have none
+    /// (the default).
+    async fn node_group_floors(&self) -> Result<Vec<NodeGroupFloor>, CloudProviderError> {
+        Ok(Vec::new())
+    }
+
     /// Node conditions that mean "replace this node" after a toleration (node repair).
     fn repair_policies(&self) -> Vec<RepairPolicy> {
         Vec::new()
@@ -109,6 +118,18 @@ pub trait CloudProvider: Send + Sync {
 
     /// The provider's name (`kwok`, `aws`), used in metrics and logs.
     fn name(&self) -> &str;
+}
+
+/// A group of instances with a minimum size ([`CloudProvider::node_group_floors`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeGroupFloor {
+    /// The group, as messages name it (`MachineDeployment ns/name`).
+    pub group: String,
+    /// The NodeClaims of the group's live instances that Karpenter manages.
+    pub node_claims: Vec<String>,
+    /// How many of them scale-down may remove before the group is at its minimum size (at
+    /// most `node_claims.len()`).
+    pub removable: usize,
 }
 
 /// A node condition that, held for `toleration`, makes a node unhealthy (node repair).

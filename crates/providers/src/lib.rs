@@ -5,5 +5,6 @@ pub mod cloudprovider;
 pub mod kwok;
 
 pub use cloudprovider::{
-    CloudProvider, CloudProviderError, OfferingKey, RepairPolicy, UnavailableOfferings,
+    CloudProvider, CloudProviderError, NodeGroupFloor, OfferingKey, RepairPolicy,
+    UnavailableOfferings,
 };

@@ -558,3 +558,39 @@ fn daemon_pods_do_not_keep_a_node_busy() {
         vec![(Reason::Empty, vec!["n".to_string()], vec![])]
     );
 }
+
+#[test]
+fn scale_down_blocked_nodes_are_kept_by_emptiness_and_consolidation_but_not_drift() {
+    // Two empty nodes, one whose node group is at its minimum: emptiness removes the other.
+    let mut f = fleet();
+    f.node("kept", DEFAULT, Z1, "on-demand", "default", vec![])
+        .scale_down_blocked = Some("at min size".into());
+    f.node("gone", DEFAULT, Z1, "on-demand", "default", vec![]);
+    let p = f.plan(100);
+    check_commands(&f.dp, &p).expect("valid commands");
+    assert_eq!(
+        summary(&p),
+        vec![(Reason::Empty, vec!["gone".to_string()], vec![])]
+    );
+    assert!(
+        p.blocked
+            .iter()
+            .any(|b| b.node == "kept" && b.reason == "at min size"),
+        "{:?}",
+        p.blocked
+    );
+
+    // Drifted, it is still replaced (drift replaces, it does not scale down).
+    f.dp.nodes[0].drifted = Some(Drift {
+        reason: "NodePoolDrifted".into(),
+        since: 10,
+    });
+    let p = f.plan(100);
+    assert!(
+        p.commands
+            .iter()
+            .any(|c| c.reason == Reason::Drifted && c.nodes == ["kept"]),
+        "{:?}",
+        summary(&p)
+    );
+}

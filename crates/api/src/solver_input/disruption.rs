@@ -284,6 +284,7 @@ pub fn node_state(
         capacity_type: ct,
         price,
         created: facts.created,
+        scale_down_blocked: None,
     }
 }
 

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use karpenter_api::labels::NODE_POOL_LABEL;
 use karpenter_api::v1::{NodeClaim, NodePool};
 use karpenter_providers::kwok::launch::{claim_requirements, parse_resource_list, select};
-use karpenter_providers::{CloudProvider, CloudProviderError, OfferingKey, UnavailableOfferings};
+use karpenter_providers::{
+    CloudProvider, CloudProviderError, NodeGroupFloor, OfferingKey, UnavailableOfferings,
+};
 use karpenter_solver::InstanceType;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -416,6 +418,12 @@ impl CloudProvider for ClusterApiProvider {
             }
             Err(e) => Err(e),
         }
+    }
+
+    async fn node_group_floors(&self) -> Result<Vec<NodeGroupFloor>, CloudProviderError> {
+        let (shapes, _, _) = self.members().await?;
+        let machines = self.our_machines().await?;
+        Ok(catalog::floors(&shapes, &machines))
     }
 
     fn name(&self) -> &str {

@@ -1,6 +1,7 @@
 //! One e2e test's world on the real Cluster API: its namespace with a workload `Cluster`, an
 //! in-memory `DevMachineTemplate`, the VM stand-in, a NodePool, and the controller running
-//! in-process with the Cluster API provider scoped to that namespace.
+//! in-process with the Cluster API provider scoped to that namespace, acting as a service account
+//! that holds only the rules of `examples/clusterapi/rbac.yaml` ([`super::grant_example_rbac`]).
 //!
 //! Tests of this binary run one at a time ([`CapiEnv::start`] takes a lock): every
 //! controller acts on every NodePool's NodeClaims, and a provider scoped to another test's
@@ -30,7 +31,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
     VmStandIn, create_machine_deployment, create_machine_template, create_workload_cluster,
-    dev_resource, ensure_capi,
+    dev_resource, ensure_capi, grant_example_rbac,
 };
 
 /// Generous: CAPI reconciles on a loaded 2-core machine; a deadline only bounds a failure.
@@ -113,6 +114,8 @@ pub struct CapiEnv {
     /// The provider's launch timeout, when not its default (set before starting the
     /// controller).
     pub launch_timeout: Option<Duration>,
+    /// The user the controller's provider impersonates ([`grant_example_rbac`]).
+    provider_user: String,
     controller: Option<Running>,
     _vms: VmStandIn,
     _serial: MutexGuard<'static, ()>,
@@ -146,6 +149,7 @@ impl CapiEnv {
         let pool = unique_name("capi");
         create_workload_cluster(&client, cluster.kubeconfig_path(), &ns_name, CLUSTER).await?;
         create_machine_template(&client, &ns_name, TEMPLATE, vm_startup).await?;
+        let provider_user = grant_example_rbac(&client, &ns_name).await?;
         let vms = VmStandIn::start(client.clone(), &ns_name);
         Api::<NodePool>::all(client.clone())
             .create(&PostParams::default(), &node_pool(&pool, disruption))
@@ -157,6 +161,7 @@ impl CapiEnv {
             ns: Some(ns),
             pool,
             launch_timeout: None,
+            provider_user,
             controller: None,
             _vms: vms,
             _serial: serial,
@@ -202,8 +207,11 @@ impl CapiEnv {
         self.stop_controller();
         let config = self.cluster.config().await?;
         let clients = Clients::new(&config)?;
-        let mut provider =
-            ClusterApiProvider::new(clients.client.clone(), Some(self.ns().to_string()));
+        // The provider acts as a service account holding only the example's RBAC.
+        let mut as_provider = config.clone();
+        as_provider.auth_info.impersonate = Some(self.provider_user.clone());
+        let management = Client::try_from(as_provider)?;
+        let mut provider = ClusterApiProvider::new(management, Some(self.ns().to_string()));
         if let Some(timeout) = self.launch_timeout {
             provider = provider.with_launch_timeout(timeout);
         }

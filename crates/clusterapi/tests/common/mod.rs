@@ -21,7 +21,8 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Secret, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Secret, ServiceAccount, Taint};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use karpenter_api::labels::{
     CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL,
 };
@@ -366,4 +367,66 @@ async fn boot(mds: &Api<DynamicObject>, nodes: &Api<Node>, machine: &DynamicObje
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The identity the controller's Cluster API provider acts as in a test's namespace: a
+/// ServiceAccount bound (by a Role there) to exactly the rules of
+/// `examples/clusterapi/rbac.yaml`, which the README tells users to grant and the chart grants
+/// (crates/controller/tests/e2e_chart_clusterapi.rs). Returns the user name to impersonate.
+pub async fn grant_example_rbac(client: &Client, ns: &str) -> Result<String> {
+    let path = repo_root().join("examples/clusterapi/rbac.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)?;
+    let rules = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .map(|d| d["rules"].clone())
+        .context("no ClusterRole in examples/clusterapi/rbac.yaml")?;
+    let rules: Vec<PolicyRule> = serde_json::from_value(rules)?;
+    let name = "karpenter-clusterapi";
+    let meta = || ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        ..ObjectMeta::default()
+    };
+    let pp = PostParams::default();
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(
+            &pp,
+            &ServiceAccount {
+                metadata: meta(),
+                ..ServiceAccount::default()
+            },
+        )
+        .await
+        .context("creating the provider's ServiceAccount")?;
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(
+            &pp,
+            &Role {
+                metadata: meta(),
+                rules: Some(rules),
+            },
+        )
+        .await
+        .context("creating the example's Role")?;
+    let binding = RoleBinding {
+        metadata: meta(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: name.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            namespace: Some(ns.into()),
+            ..Subject::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&pp, &binding)
+        .await
+        .context("binding the example's Role")?;
+    Ok(format!("system:serviceaccount:{ns}:{name}"))
 }

@@ -12,10 +12,13 @@
 //!   task is carrying out ([`command::resume`]), and removes the `karpenter.sh/disrupted`
 //!   taint from Nodes that carry it without a command or a deletion (a crash between
 //!   tainting and recording).
+//! - Node groups' minimum sizes ([`karpenter_providers::CloudProvider::node_group_floors`]):
+//!   emptiness and consolidation never take a group below its minimum ([`floors`]).
 //! - Drift is read from the NodeClaims' `Drifted` condition, which [`crate::drift`] keeps
 //!   (also when disruption is off).
 
 pub mod command;
+pub mod floors;
 pub mod input;
 mod round;
 mod validation;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use karpenter_api::v1::{NodeClaim, NodePool};
-use karpenter_providers::{CloudProvider, CloudProviderError, RepairPolicy};
+use karpenter_providers::{CloudProvider, CloudProviderError, NodeGroupFloor, RepairPolicy};
 use karpenter_solver::InstanceType;
 
 use super::{MethodLabels, Metrics, ProviderError};
@@ -119,6 +119,12 @@ impl CloudProvider for Instrumented {
         let start = Instant::now();
         let r = self.inner.is_drifted(claim).await;
         self.timed("IsDrifted", start, r)
+    }
+
+    async fn node_group_floors(&self) -> Result<Vec<NodeGroupFloor>, CloudProviderError> {
+        let start = Instant::now();
+        let r = self.inner.node_group_floors().await;
+        self.timed("NodeGroupFloors", start, r)
     }
 
     async fn are_drifted(

@@ -174,9 +174,9 @@ pub(crate) fn evaluate(
         } else {
             None
         };
-        let graceful = match (&node_block, &pod_block) {
-            (Some(b), _) | (None, Some(b)) => Err(b.clone()),
-            (None, None) => Ok(()),
+        let graceful = match (&node_block, &ns.scale_down_blocked, &pod_block) {
+            (Some(b), _, _) | (None, Some(b), _) | (None, None, Some(b)) => Err(b.clone()),
+            (None, None, None) => Ok(()),
         };
         let eventual = match (&node_block, &pod_block) {
             (Some(b), _) => Err(b.clone()),

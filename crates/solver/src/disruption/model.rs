@@ -204,6 +204,9 @@ pub struct NodeState {
     pub drifted: Option<Drift>,
     /// The node's `karpenter.sh/do-not-disrupt` (a duration counts from `created`).
     pub do_not_disrupt: DoNotDisrupt,
+    /// Why emptiness and consolidation may not remove the node (e.g. its cloud node group is
+    /// at its minimum size); drift and expiration still may (they replace it).
+    pub scale_down_blocked: Option<String>,
 }
 
 /// What the planner knows about a bound pod, keyed by `namespace/name`; pods without one are

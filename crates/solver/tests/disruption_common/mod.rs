@@ -88,6 +88,7 @@ impl Fleet {
             disrupting: false,
             drifted: None,
             do_not_disrupt: DoNotDisrupt::No,
+            scale_down_blocked: None,
         });
         self.dp.nodes.last_mut().expect("just pushed")
     }
