@@ -2,7 +2,7 @@
 //! or not yet judged by kube-scheduler), has it finished, is it a DaemonSet or mirror pod, its
 //! `namespace/name` key.
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::state::StoredPod as Pod;
 
 /// Annotation kubelets put on mirror pods of static pods.
 pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -14,11 +14,7 @@ pub fn is_provisionable(pod: &Pod) -> bool {
     if pod.metadata.deletion_timestamp.is_some() {
         return false;
     }
-    let spec = pod.spec.as_ref();
-    if spec
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty())
-    {
+    if pod.bound_node().is_some() {
         return false;
     }
     let status = pod.status.as_ref();
@@ -64,10 +60,8 @@ pub fn awaits_scheduler(pod: &Pod) -> bool {
     if pod.metadata.deletion_timestamp.is_some() || is_daemon_set_pod(pod) || is_mirror_pod(pod) {
         return false;
     }
-    let Some(spec) = pod.spec.as_ref() else {
-        return false;
-    };
-    let unbound = spec.node_name.as_deref().is_none_or(str::is_empty);
+    let spec = &pod.spec;
+    let unbound = pod.bound_node().is_none();
     let ungated = spec.scheduling_gates.as_ref().is_none_or(Vec::is_empty);
     let ours = spec
         .scheduler_name
@@ -128,12 +122,17 @@ pub fn pod_key(pod: &Pod) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod as KubePod;
+
+    fn s(p: &KubePod) -> Pod {
+        p.clone().into()
+    }
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
     /// A pod kube-scheduler marked unschedulable.
-    pub fn unschedulable(name: &str) -> Pod {
-        Pod {
+    pub fn unschedulable(name: &str) -> KubePod {
+        KubePod {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ns".into()),
@@ -156,7 +155,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unschedulable_pods_are_provisionable() {
-        assert!(is_provisionable(&unschedulable("a")));
+        assert!(is_provisionable(&s(&unschedulable("a"))));
     }
 
     #[test]
@@ -165,12 +164,12 @@ pub(crate) mod tests {
         if let Some(s) = bound.spec.as_mut() {
             s.node_name = Some("n".into());
         }
-        assert!(!is_provisionable(&bound));
+        assert!(!is_provisionable(&s(&bound)));
 
         let mut fresh = unschedulable("a");
         fresh.status = Some(PodStatus::default());
         assert!(
-            !is_provisionable(&fresh),
+            !is_provisionable(&s(&fresh)),
             "kube-scheduler has not tried yet"
         );
 
@@ -179,27 +178,27 @@ pub(crate) mod tests {
             kind: "DaemonSet".into(),
             ..Default::default()
         }]);
-        assert!(!is_provisionable(&ds));
+        assert!(!is_provisionable(&s(&ds)));
 
         let mut deleting = unschedulable("a");
         deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
-        assert!(!is_provisionable(&deleting));
+        assert!(!is_provisionable(&s(&deleting)));
 
         let mut preempting = unschedulable("a");
         if let Some(s) = preempting.status.as_mut() {
             s.nominated_node_name = Some("n".into());
         }
-        assert!(!is_provisionable(&preempting));
+        assert!(!is_provisionable(&s(&preempting)));
 
         let mut gated = unschedulable("a");
         if let Some(c) = gated.status.as_mut().and_then(|s| s.conditions.as_mut()) {
             c[0].reason = Some("SchedulingGated".into());
         }
-        assert!(!is_provisionable(&gated));
+        assert!(!is_provisionable(&s(&gated)));
     }
 
     /// A pod just created: no status yet beyond `Pending`.
-    fn fresh(name: &str) -> Pod {
+    fn fresh(name: &str) -> KubePod {
         let mut p = unschedulable(name);
         p.status = Some(PodStatus {
             phase: Some("Pending".into()),
@@ -210,18 +209,21 @@ pub(crate) mod tests {
 
     #[test]
     fn pods_the_scheduler_has_not_judged_await_capacity() {
-        assert!(awaits_scheduler(&fresh("a")));
-        assert!(awaits_capacity(&fresh("a")));
+        assert!(awaits_scheduler(&s(&fresh("a"))));
+        assert!(awaits_capacity(&s(&fresh("a"))));
         let mut no_status = fresh("a");
         no_status.status = None;
-        assert!(awaits_capacity(&no_status));
-        assert!(awaits_capacity(&unschedulable("a")), "judged unschedulable");
-        assert!(!awaits_scheduler(&unschedulable("a")), "judged already");
+        assert!(awaits_capacity(&s(&no_status)));
+        assert!(
+            awaits_capacity(&s(&unschedulable("a"))),
+            "judged unschedulable"
+        );
+        assert!(!awaits_scheduler(&s(&unschedulable("a"))), "judged already");
         let mut named = fresh("a");
         if let Some(s) = named.spec.as_mut() {
             s.scheduler_name = Some(DEFAULT_SCHEDULER.into());
         }
-        assert!(awaits_capacity(&named));
+        assert!(awaits_capacity(&s(&named)));
     }
 
     #[test]
@@ -238,11 +240,11 @@ pub(crate) mod tests {
                 name: "example.com/wait".into(),
             }])
         });
-        assert!(!awaits_capacity(&gated), "gated");
+        assert!(!awaits_capacity(&s(&gated)), "gated");
         let other = with_spec(&|s| s.scheduler_name = Some("volcano".into()));
-        assert!(!awaits_capacity(&other), "another scheduler's pod");
+        assert!(!awaits_capacity(&s(&other)), "another scheduler's pod");
         let bound = with_spec(&|s| s.node_name = Some("n".into()));
-        assert!(!awaits_capacity(&bound), "bound");
+        assert!(!awaits_capacity(&s(&bound)), "bound");
 
         let mut judged_gated = fresh("a");
         judged_gated.status = unschedulable("a").status;
@@ -253,23 +255,26 @@ pub(crate) mod tests {
         {
             c[0].reason = Some("SchedulingGated".into());
         }
-        assert!(!awaits_capacity(&judged_gated), "scheduler saw its gate");
+        assert!(
+            !awaits_capacity(&s(&judged_gated)),
+            "scheduler saw its gate"
+        );
 
         let mut ds = fresh("a");
         ds.metadata.owner_references = Some(vec![OwnerReference {
             kind: "DaemonSet".into(),
             ..Default::default()
         }]);
-        assert!(!awaits_capacity(&ds), "DaemonSet pod");
+        assert!(!awaits_capacity(&s(&ds)), "DaemonSet pod");
 
         let mut deleting = fresh("a");
         deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
-        assert!(!awaits_capacity(&deleting), "terminating");
+        assert!(!awaits_capacity(&s(&deleting)), "terminating");
 
         let mut failed = fresh("a");
         if let Some(s) = failed.status.as_mut() {
             s.phase = Some("Failed".into());
         }
-        assert!(!awaits_capacity(&failed), "finished");
+        assert!(!awaits_capacity(&s(&failed)), "finished");
     }
 }

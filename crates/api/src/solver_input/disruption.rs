@@ -22,6 +22,7 @@ use karpenter_solver::{
     InstanceType, LabelSelector, PodView, Requirements, SelectorOperator, SelectorRequirement,
 };
 
+use super::pods::PodObject;
 use super::pools::requirement;
 use super::problem::daemon_set_owner;
 use crate::labels::DISRUPTED_TAINT_KEY;
@@ -104,12 +105,12 @@ pub fn do_not_disrupt(
 /// What the planner knows about a bound pod keyed `key` (`namespace/name`); `created`
 /// stands in for a missing creation time.
 pub fn pod_state(
-    pod: &k8s::Pod,
+    pod: &(impl PodObject + ?Sized),
     key: String,
     created: i64,
     warnings: &mut Vec<String>,
 ) -> PodState {
-    let md = &pod.metadata;
+    let md = pod.metadata();
     let deletion_cost = match annotation(md, POD_DELETION_COST) {
         None => 0,
         Some(v) => v.trim().parse().unwrap_or_else(|_| {
@@ -123,7 +124,7 @@ pub fn pod_state(
         daemon_set: daemon_set_owner(pod).is_some(),
         do_not_disrupt: do_not_disrupt(md, &format!("pod {key}"), warnings),
         deletion_cost,
-        priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+        priority: pod.spec().and_then(|s| s.priority).unwrap_or(0),
         created: secs(md.creation_timestamp.as_ref()).unwrap_or(created),
         key,
     }

@@ -41,7 +41,7 @@ pub use nodes::{
     UNSCHEDULABLE_TAINT, add_pool_usage, daemon_set_view, existing_node, node_capacity, pool_usage,
     runs_on,
 };
-pub use pods::{PodContext, pod_requests, pod_view};
+pub use pods::{PodContext, PodObject, pod_requests, pod_view};
 pub use pools::{claim_requirements, min_values, node_pool_view, requirement, template_taint};
 pub use problem::{Assembled, BoundPod, Parts, daemon_set_owner, problem};
 pub use topology::{NO_NAMESPACE, NamespaceIndex};

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as k8s;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use karpenter_solver::{
     ContainerRequests, HostPort, Labels, NodeSelectorRequirement, NodeSelectorTerm, Operator,
     PodView, Resources, TaintEffect, Toleration, TolerationOperator, WeightedNodeSelectorTerm,
@@ -13,6 +14,46 @@ use karpenter_solver::{
 
 use super::topology::{NamespaceIndex, TermContext, topology_spread};
 use super::{At, ConvertError, ConvertWarning, describe, parse_resources};
+
+/// What the conversion reads of a pod: its metadata and its spec. The Kubernetes [`k8s::Pod`]
+/// is one; a store may keep pods in another shape (the controller shares one spec between the
+/// identical pods of a ReplicaSet, which most of a pod's memory is).
+pub trait PodObject {
+    /// `metadata`.
+    fn metadata(&self) -> &ObjectMeta;
+    /// `spec`, if the object has one.
+    fn spec(&self) -> Option<&k8s::PodSpec>;
+}
+
+impl PodObject for k8s::Pod {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn spec(&self) -> Option<&k8s::PodSpec> {
+        self.spec.as_ref()
+    }
+}
+
+impl<T: PodObject + ?Sized> PodObject for &T {
+    fn metadata(&self) -> &ObjectMeta {
+        (**self).metadata()
+    }
+
+    fn spec(&self) -> Option<&k8s::PodSpec> {
+        (**self).spec()
+    }
+}
+
+impl<T: PodObject + ?Sized> PodObject for std::sync::Arc<T> {
+    fn metadata(&self) -> &ObjectMeta {
+        (**self).metadata()
+    }
+
+    fn spec(&self) -> Option<&k8s::PodSpec> {
+        (**self).spec()
+    }
+}
 
 /// What converting a pod needs besides the pod.
 #[derive(Clone, Copy, Debug)]
@@ -27,12 +68,12 @@ pub struct PodContext<'a> {
 /// (`spec.containers[0]...`). Fields the solver does not model (`matchFields`,
 /// `nodeTaintsPolicy: Honor`) are dropped with a warning pushed to `warnings`.
 pub fn pod_view(
-    pod: &k8s::Pod,
+    pod: &(impl PodObject + ?Sized),
     ctx: &PodContext<'_>,
     warnings: &mut Vec<ConvertWarning>,
 ) -> Result<PodView, ConvertError> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let object = describe("Pod", Some(namespace), pod.metadata.name.as_deref());
+    let namespace = pod.metadata().namespace.as_deref().unwrap_or("default");
+    let object = describe("Pod", Some(namespace), pod.metadata().name.as_deref());
     let at = At {
         object: &object,
         spec: "spec",
@@ -43,17 +84,17 @@ pub fn pod_view(
 /// [`pod_view`] with errors located at `at` (a DaemonSet's template is converted as a pod).
 pub(crate) fn pod_view_at(
     loc: At<'_>,
-    pod: &k8s::Pod,
+    pod: &(impl PodObject + ?Sized),
     ctx: &PodContext<'_>,
     warnings: &mut Vec<ConvertWarning>,
 ) -> Result<PodView, ConvertError> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let Some(name) = pod.metadata.name.as_deref().filter(|n| !n.is_empty()) else {
+    let namespace = pod.metadata().namespace.as_deref().unwrap_or("default");
+    let Some(name) = pod.metadata().name.as_deref().filter(|n| !n.is_empty()) else {
         return Err(loc.error("metadata.name", "missing: every pod needs a name"));
     };
-    let labels: Labels = pod.metadata.labels.clone().unwrap_or_default();
+    let labels: Labels = pod.metadata().labels.clone().unwrap_or_default();
     let empty = k8s::PodSpec::default();
-    let spec = pod.spec.as_ref().unwrap_or(&empty);
+    let spec = pod.spec().unwrap_or(&empty);
     let affinity = spec.affinity.as_ref();
     let node_affinity = affinity.and_then(|a| a.node_affinity.as_ref());
     let pod_affinity = affinity.and_then(|a| a.pod_affinity.as_ref());
@@ -111,15 +152,15 @@ pub(crate) fn pod_view_at(
 /// A pod's effective requests ([`effective_pod_requests`], one `pods` slot included), without
 /// converting the rest of it: for per-node totals (metrics), where a full [`pod_view`] per pod
 /// would cost far more than the sum needs.
-pub fn pod_requests(pod: &k8s::Pod) -> Result<Resources, ConvertError> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let object = describe("Pod", Some(namespace), pod.metadata.name.as_deref());
+pub fn pod_requests(pod: &(impl PodObject + ?Sized)) -> Result<Resources, ConvertError> {
+    let namespace = pod.metadata().namespace.as_deref().unwrap_or("default");
+    let object = describe("Pod", Some(namespace), pod.metadata().name.as_deref());
     let at = At {
         object: &object,
         spec: "spec",
     };
     let empty = k8s::PodSpec::default();
-    requests(at, pod.spec.as_ref().unwrap_or(&empty))
+    requests(at, pod.spec().unwrap_or(&empty))
 }
 
 /// Effective requests: containers, sidecar and ordinary init containers, pod overhead.

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1 as k8s;
 use karpenter_solver::{DaemonSetView, ExistingNode, InstanceType, NodePoolView, PodView, Problem};
 
 use super::nodes::runs_on;
+use super::pods::PodObject;
 
 /// A converted pod that is bound to a node (`spec.nodeName`).
 #[derive(Clone, Debug)]
@@ -111,8 +111,8 @@ pub fn problem(parts: Parts) -> Assembled {
 }
 
 /// The name of the DaemonSet that owns `pod` (its owner reference of kind `DaemonSet`).
-pub fn daemon_set_owner(pod: &k8s::Pod) -> Option<String> {
-    pod.metadata
+pub fn daemon_set_owner(pod: &(impl PodObject + ?Sized)) -> Option<String> {
+    pod.metadata()
         .owner_references
         .as_deref()
         .unwrap_or_default()

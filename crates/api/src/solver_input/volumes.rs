@@ -23,11 +23,12 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{
-    self as k8s, PersistentVolume, PersistentVolumeClaim, Pod, TopologySelectorTerm,
+    self as k8s, PersistentVolume, PersistentVolumeClaim, TopologySelectorTerm,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use karpenter_solver::{NodeSelectorRequirement, Operator};
 
+use super::pods::PodObject;
 use super::{At, ConvertError, describe};
 use crate::labels::HOSTNAME_LABEL;
 
@@ -82,19 +83,18 @@ impl<'a> VolumeIndex<'a> {
 /// StorageClass is judged instead). Errors name the pod (`Pod ns/name`) and the volume's
 /// path, and the message names the claim.
 pub fn volume_requirements(
-    pod: &Pod,
+    pod: &(impl PodObject + ?Sized),
     index: &VolumeIndex<'_>,
 ) -> Result<Vec<NodeSelectorRequirement>, ConvertError> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-    let object = describe("Pod", Some(ns), pod.metadata.name.as_deref());
+    let ns = pod.metadata().namespace.as_deref().unwrap_or("default");
+    let pod_name = pod.metadata().name.as_deref().unwrap_or_default();
+    let object = describe("Pod", Some(ns), pod.metadata().name.as_deref());
     let at = At {
         object: &object,
         spec: "spec",
     };
     let volumes = pod
-        .spec
-        .as_ref()
+        .spec()
         .and_then(|s| s.volumes.as_deref())
         .unwrap_or_default();
     let mut out = Vec::new();

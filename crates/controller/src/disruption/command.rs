@@ -338,7 +338,7 @@ pub async fn rollback(ctx: &Context, record: &Record, why: &str) {
             ctx.state
                 .pods
                 .find(|p| {
-                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+                    p.bound_node() == Some(node.as_str())
                         && !is_terminal(p)
                         && !is_daemon_set_pod(p)
                 })

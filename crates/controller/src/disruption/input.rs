@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::state::StoredPod as Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use karpenter_api::labels::{CAPACITY_TYPE_LABEL, NODE_POOL_LABEL};
 use karpenter_api::solver_input::disruption::{self as shared, NodeFacts, secs};
@@ -31,7 +31,7 @@ use karpenter_solver::{InstanceType, PodView};
 
 use crate::pods::{is_daemon_set_pod, is_terminal};
 use crate::provisioning::problem as round;
-use crate::state::Snapshot;
+use crate::state::{Snapshot, StoredPod};
 
 /// Why a round does not plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +96,7 @@ impl<'a> LeavingPods<'a> {
         let by_node = self.by_node.get_or_insert_with(|| {
             let mut m: HashMap<&str, Vec<&Pod>> = HashMap::new();
             for p in &snapshot.pods {
-                let bound = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
-                if let Some(n) = bound.filter(|n| !n.is_empty())
+                if let Some(n) = p.bound_node()
                     && !is_terminal(p)
                     && p.metadata.deletion_timestamp.is_none()
                 {
@@ -271,7 +270,7 @@ pub fn build(
         });
     }
 
-    let objects: HashMap<String, &k8s_openapi::api::core::v1::Pod> = snapshot
+    let objects: HashMap<String, &StoredPod> = snapshot
         .pods
         .iter()
         .map(|p| (crate::pods::pod_key(p), p.as_ref()))

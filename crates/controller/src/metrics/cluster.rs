@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use karpenter_api::labels::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, OS_LABEL, REGION_LABEL,
     WINDOWS_BUILD_LABEL, ZONE_LABEL,
@@ -31,6 +31,7 @@ use super::labels::resource_type;
 use super::{Metrics, NodeLabels, Pool, ResourcePool, ResourceType};
 use crate::context::Context;
 use crate::pods::is_daemon_set_pod;
+use crate::state::StoredPod as Pod;
 use crate::state::legacy::effective_node_pools;
 
 /// How often the gauges are recomputed (upstream's node metrics controller: 5 s).

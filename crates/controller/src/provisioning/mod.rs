@@ -322,7 +322,7 @@ impl Provisioner {
         }
     }
 
-    async fn report(&mut self, pod: &k8s_openapi::api::core::v1::Pod, note: String) {
+    async fn report(&mut self, pod: &crate::state::StoredPod, note: String) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if self.reported.get(&uid) == Some(&note) {
             return;

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
+
+use super::StoredPod as Pod;
 use karpenter_api::v1::NodeClaim;
 use kube::runtime::watcher::Event;
 
@@ -194,8 +196,8 @@ fn phase(pod: &Pod) -> &'static str {
 
 /// The node a pod holds resources on: bound and not finished.
 pub fn live_node(pod: &Pod) -> Option<&str> {
-    let node = pod.spec.as_ref()?.node_name.as_deref()?;
-    (!node.is_empty() && !is_terminal(pod)).then_some(node)
+    let node = pod.bound_node()?;
+    (!is_terminal(pod)).then_some(node)
 }
 
 impl PodIndex {
@@ -263,16 +265,17 @@ mod tests {
     use serde_json::json;
 
     fn pod(name: &str, node: Option<&str>, phase: &str) -> Pod {
-        serde_json::from_value(json!({
+        serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
             "metadata": {"name": name, "namespace": "ns", "uid": name},
             "spec": {"containers": [], "nodeName": node},
             "status": {"phase": phase}
         }))
         .unwrap()
+        .into()
     }
 
     fn pending(name: &str) -> Pod {
-        crate::pods::tests::unschedulable(name)
+        crate::pods::tests::unschedulable(name).into()
     }
 
     fn claim(name: &str, pid: Option<&str>) -> NodeClaim {

@@ -9,7 +9,8 @@
 //! - [`watch`]: the watch plumbing, and the fan-out that drives the lifecycle and termination
 //!   controllers from the same watches;
 //! - [`sync`]: the sync gate (every kind reflects a complete list);
-//! - [`inflight`]: NodeClaims created by us that the watch has not delivered yet.
+//! - [`inflight`]: NodeClaims created by us that the watch has not delivered yet;
+//! - [`stored_pod`]: pods as stored, the specs of a ReplicaSet's pods shared.
 //!
 //! The provisioner is also told here, through a channel, when something happened that may
 //! need new capacity.
@@ -17,6 +18,7 @@
 pub mod index;
 pub mod inflight;
 pub mod legacy;
+pub mod stored_pod;
 pub mod sync;
 pub mod watch;
 
@@ -34,6 +36,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
+pub use stored_pod::StoredPod;
 use tokio::sync::broadcast;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
@@ -83,7 +86,7 @@ fn fold<T: Fold<K>, K>(lock: &RwLock<Indexed<T>>, event: &watcher::Event<K>) -> 
 #[derive(Clone)]
 pub struct ClusterState {
     /// All pods.
-    pub pods: Store<Pod>,
+    pub pods: Store<StoredPod>,
     /// All nodes.
     pub nodes: Store<Node>,
     /// All NodePools.
@@ -118,7 +121,7 @@ pub struct ClusterState {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Pods.
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<StoredPod>>,
     /// Nodes.
     pub nodes: Vec<Arc<Node>>,
     /// NodePools, followed by the legacy Provisioners converted to NodePools
@@ -312,7 +315,7 @@ impl ClusterState {
     }
 
     /// The pods holding resources on this node: bound to it and not finished.
-    pub fn pods_on_node(&self, node: &str) -> Vec<Arc<Pod>> {
+    pub fn pods_on_node(&self, node: &str) -> Vec<Arc<StoredPod>> {
         let index = read(&self.indexes.pods);
         index
             .live()
@@ -323,7 +326,7 @@ impl ClusterState {
     }
 
     /// The pods waiting for capacity ([`crate::pods::awaits_capacity`]).
-    pub fn pending_pods(&self) -> Vec<Arc<Pod>> {
+    pub fn pending_pods(&self) -> Vec<Arc<StoredPod>> {
         let index = read(&self.indexes.pods);
         index
             .live()
@@ -370,7 +373,7 @@ impl ClusterState {
         self.node_claim_changes.subscribe()
     }
 
-    fn pod(&self, key: &str) -> Option<Arc<Pod>> {
+    fn pod(&self, key: &str) -> Option<Arc<StoredPod>> {
         let (ns, name) = key.split_once('/')?;
         self.pods.get(&ObjectRef::new(name).within(ns))
     }
@@ -384,15 +387,19 @@ fn watch_pods(
     indexes: &Arc<Indexes>,
     moves: &broadcast::Sender<PodMoved>,
     triggers: &UnboundedSender<Trigger>,
-) -> (Store<Pod>, JoinHandle<()>) {
-    let (pods, writer, sync) = store::<Pod>(gate);
+) -> (Store<StoredPod>, JoinHandle<()>) {
+    let (pods, writer, sync) = store::<StoredPod>(gate);
     let (idx, moves, tx) = (indexes.clone(), moves.clone(), triggers.clone());
-    let task = watch::spawn(
-        Api::all(client.clone()),
+    let mut specs = stored_pod::SpecInterner::default();
+    let task = watch::spawn_mapped(
+        Api::<Pod>::all(client.clone()),
         writer,
         Some(sync),
-        watch::slim_pod,
-        move |event: &watcher::Event<Pod>| {
+        move |mut pod: Pod| {
+            watch::slim_pod(&mut pod);
+            specs.store(pod)
+        },
+        move |event: &watcher::Event<StoredPod>| {
             if let Some(moved) = fold(&idx.pods, event) {
                 // No listener (not leading): nobody records pod events.
                 let _ = moves.send(moved);

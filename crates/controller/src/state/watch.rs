@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -202,17 +202,15 @@ where
     }
 }
 
-/// Spawns the watch of one kind into `writer`'s store: objects are trimmed (metadata, then
-/// `slim` for what only this kind carries), `before` sees each
-/// event before the store applies it (indexes), `after` once it did (triggers, fan-out), and
-/// `sync` (if any) follows its lists.
+/// Watches `api` into `writer`: each object trimmed ([`trim`]) and slimmed in place by `slim`.
+/// See [`spawn_mapped`].
 pub fn spawn<K, B, A>(
     api: Api<K>,
     writer: Writer<K>,
     sync: Option<KindSync>,
     slim: fn(&mut K),
-    mut before: B,
-    mut after: A,
+    before: B,
+    after: A,
 ) -> JoinHandle<()>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -220,12 +218,47 @@ where
     B: FnMut(&watcher::Event<K>) + Send + 'static,
     A: FnMut(&watcher::Event<K>) + Send + 'static,
 {
+    spawn_mapped(
+        api,
+        writer,
+        sync,
+        move |mut obj| {
+            slim(&mut obj);
+            obj
+        },
+        before,
+        after,
+    )
+}
+
+/// Watches `api`, trims each object ([`trim`]) and turns it into what the store keeps with
+/// `store_as`, then calls `before` (indexes), folds the event into `writer`, tells `sync` of
+/// list starts and ends, and calls `after` (fan-out). Watch errors are retried with backoff.
+pub fn spawn_mapped<K, S, M, B, A>(
+    api: Api<K>,
+    writer: Writer<S>,
+    sync: Option<KindSync>,
+    mut store_as: M,
+    mut before: B,
+    mut after: A,
+) -> JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    S: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+    S::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    M: FnMut(K) -> S + Send + 'static,
+    B: FnMut(&watcher::Event<S>) + Send + 'static,
+    A: FnMut(&watcher::Event<S>) + Send + 'static,
+{
     let kind = K::kind(&Default::default()).to_string();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(move |obj| {
-            trim(obj);
-            slim(obj);
+        .map_ok(move |event| {
+            map_event(event, |mut obj| {
+                trim(&mut obj);
+                store_as(obj)
+            })
         })
         .inspect(move |item| {
             if let Ok(event) = item {
@@ -251,6 +284,16 @@ where
         }
         tracing::warn!(kind = %kind, "watch stream ended");
     })
+}
+
+fn map_event<K, S>(event: watcher::Event<K>, mut f: impl FnMut(K) -> S) -> watcher::Event<S> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(f(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(f(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(f(o)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! Pure decisions of node termination: the disrupted taint, and which pods to evict next.
 
-use k8s_openapi::api::core::v1::{Node, Pod, Taint as K8sTaint};
+use k8s_openapi::api::core::v1::{Node, Taint as K8sTaint};
 use k8s_openapi::jiff::Timestamp;
 use karpenter_api::labels::DISRUPTED_TAINT_KEY;
 use serde_json::{Value, json};
 
 use crate::pods::{is_daemon_set_pod, is_mirror_pod, is_terminal, pod_key};
+use crate::state::StoredPod as Pod;
 
 /// Priority classes whose pods are evicted last.
 pub const CRITICAL_PRIORITY_CLASSES: [&str; 2] =
@@ -41,25 +42,22 @@ pub fn disrupted_taint_patch(node: &Node) -> Option<Value> {
 }
 
 fn tolerates_disruption(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.tolerations.as_ref())
-        .is_some_and(|ts| {
-            ts.iter().any(|t| {
-                let key_ok = match t.key.as_deref() {
-                    None | Some("") => t.operator.as_deref() == Some("Exists"),
-                    Some(k) => k == DISRUPTED_TAINT_KEY,
-                };
-                let effect_ok = matches!(t.effect.as_deref(), None | Some("") | Some("NoSchedule"));
-                key_ok && effect_ok
-            })
+    pod.spec.tolerations.as_ref().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            let key_ok = match t.key.as_deref() {
+                None | Some("") => t.operator.as_deref() == Some("Exists"),
+                Some(k) => k == DISRUPTED_TAINT_KEY,
+            };
+            let effect_ok = matches!(t.effect.as_deref(), None | Some("") | Some("NoSchedule"));
+            key_ok && effect_ok
         })
+    })
 }
 
 fn is_critical(pod: &Pod) -> bool {
     pod.spec
-        .as_ref()
-        .and_then(|s| s.priority_class_name.as_deref())
+        .priority_class_name
+        .as_deref()
         .is_some_and(|p| CRITICAL_PRIORITY_CLASSES.contains(&p))
 }
 
@@ -79,8 +77,7 @@ pub struct Drain {
 /// A pod's own grace period (the API default when unset).
 fn pod_grace_seconds(pod: &Pod) -> i64 {
     pod.spec
-        .as_ref()
-        .and_then(|s| s.termination_grace_period_seconds)
+        .termination_grace_period_seconds
         .unwrap_or(30)
         .max(0)
 }
@@ -143,9 +140,10 @@ pub fn seconds_left(deadline: Timestamp, now: Timestamp) -> i64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeSpec, PodSpec, PodStatus, Toleration};
+    use k8s_openapi::api::core::v1::{NodeSpec, PodStatus, Toleration};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
     use k8s_openapi::jiff::SignedDuration;
+    use std::sync::Arc;
 
     fn pod(name: &str) -> Pod {
         Pod {
@@ -154,11 +152,11 @@ mod tests {
                 namespace: Some("ns".into()),
                 ..Default::default()
             },
-            spec: Some(PodSpec::default()),
             status: Some(PodStatus {
                 phase: Some("Running".into()),
                 ..Default::default()
             }),
+            ..Default::default()
         }
     }
 
@@ -168,7 +166,7 @@ mod tests {
 
     fn grace(name: &str, seconds: i64) -> Pod {
         let mut p = pod(name);
-        p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(seconds);
+        Arc::make_mut(&mut p.spec).termination_grace_period_seconds = Some(seconds);
         p
     }
 
@@ -195,7 +193,7 @@ mod tests {
 
     fn critical(name: &str) -> Pod {
         let mut p = pod(name);
-        p.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
+        Arc::make_mut(&mut p.spec).priority_class_name = Some("system-node-critical".into());
         p
     }
 
@@ -252,7 +250,7 @@ mod tests {
         let mut done = pod("done");
         done.status.as_mut().unwrap().phase = Some("Succeeded".into());
         let mut tol = pod("tol");
-        tol.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+        Arc::make_mut(&mut tol.spec).tolerations = Some(vec![Toleration {
             operator: Some("Exists".into()),
             ..Default::default()
         }]);

@@ -26,6 +26,7 @@ use crate::error::{Error, Result, is_routine, is_status};
 use crate::metrics::{Code, Pool};
 use crate::nodeclaim::deadline;
 use crate::nodeclaim::lifecycle::logic::has_finalizer;
+use crate::state::StoredPod;
 
 /// Runs the termination controller over Nodes Karpenter manages, driven by the cluster
 /// state's Node watch (no watch of its own).
@@ -125,7 +126,8 @@ async fn step(node: &Node, ctx: &Context) -> Result<Action> {
         let listed = Api::<Pod>::all(ctx.client.clone())
             .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
             .await?;
-        plan = logic::drain(&listed.items, deadline, Timestamp::now());
+        let listed: Vec<StoredPod> = listed.items.into_iter().map(StoredPod::from).collect();
+        plan = logic::drain(&listed, deadline, Timestamp::now());
     }
     if plan.remaining > 0 {
         delete_overdue(ctx, node, &plan.delete).await?;

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use karpenter_api::labels::{
     DISRUPTED_TAINT_KEY, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL,
     UNREGISTERED_TAINT_KEY,
@@ -40,7 +40,7 @@ use karpenter_solver::{
 };
 
 use crate::pods::{awaits_capacity, is_terminal, pod_key};
-use crate::state::Snapshot;
+use crate::state::{Snapshot, StoredPod as Pod};
 
 /// Taints that are expected to go away on their own while a node starts (upstream
 /// `KnownEphemeralTaints`); an uninitialized node is judged without them.
@@ -259,8 +259,7 @@ fn pending_pods(
 fn bound_pods(snapshot: &Snapshot, ctx: &PodContext<'_>) -> Vec<BoundPod> {
     let mut bound = Vec::new();
     for p in &snapshot.pods {
-        let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
-        let Some(node) = node.filter(|n| !n.is_empty()) else {
+        let Some(node) = p.bound_node() else {
             continue;
         };
         if is_terminal(p) {

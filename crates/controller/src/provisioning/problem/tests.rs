@@ -26,6 +26,13 @@ use kube::api::ObjectMeta;
 use super::*;
 use crate::pods::tests::unschedulable;
 
+type KubePod = k8s_openapi::api::core::v1::Pod;
+
+/// A pod as the state stores it.
+fn stored(pod: KubePod) -> Arc<Pod> {
+    Arc::new(pod.into())
+}
+
 const WINDOW: Duration = Duration::from_secs(20);
 
 fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
@@ -35,7 +42,7 @@ fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
         .collect()
 }
 
-fn with_cpu(mut pod: Pod, cpu: &str) -> Pod {
+fn with_cpu(mut pod: KubePod, cpu: &str) -> KubePod {
     let spec = pod.spec.get_or_insert_with(PodSpec::default);
     spec.containers = vec![Container {
         name: "c".into(),
@@ -49,14 +56,14 @@ fn with_cpu(mut pod: Pod, cpu: &str) -> Pod {
 }
 
 fn pending(name: &str) -> Arc<Pod> {
-    Arc::new(with_cpu(unschedulable(name), "1"))
+    stored(with_cpu(unschedulable(name), "1"))
 }
 
 fn bound(name: &str, node: &str) -> Arc<Pod> {
     let mut p = with_cpu(unschedulable(name), "1");
     p.spec.as_mut().unwrap().node_name = Some(node.into());
     p.status.as_mut().unwrap().phase = Some("Running".into());
-    Arc::new(p)
+    stored(p)
 }
 
 fn node(name: &str, provider_id: &str) -> Node {
@@ -197,7 +204,7 @@ fn pending_pods_carry_topology_spread_and_anti_affinity() {
         ..Default::default()
     });
     let s = Snapshot {
-        pods: vec![Arc::new(p)],
+        pods: vec![stored(p)],
         node_pools: vec![Arc::new(pool())],
         ..Default::default()
     };
@@ -231,9 +238,9 @@ fn pods_kube_scheduler_has_not_judged_are_solved_gated_ones_are_not() {
     elsewhere.spec.as_mut().unwrap().scheduler_name = Some("other-scheduler".into());
     let s = Snapshot {
         pods: vec![
-            Arc::new(fresh),
-            Arc::new(gated),
-            Arc::new(elsewhere),
+            stored(fresh),
+            stored(gated),
+            stored(elsewhere),
             pending("judged"),
         ],
         ..Default::default()
@@ -250,7 +257,7 @@ fn pods_kube_scheduler_has_not_judged_are_solved_gated_ones_are_not() {
 fn invalid_pods_are_reported_not_solved() {
     let p = with_cpu(unschedulable("bad"), "lots");
     let s = Snapshot {
-        pods: vec![Arc::new(p), pending("good")],
+        pods: vec![stored(p), pending("good")],
         ..Default::default()
     };
     let round = build_now(&s, &HashMap::new(), Instant::now());
@@ -478,7 +485,7 @@ fn namespace_selectors_resolve_against_namespace_labels() {
         })
     };
     let s = Snapshot {
-        pods: vec![Arc::new(p)],
+        pods: vec![stored(p)],
         namespaces: vec![ns("x1", "x"), ns("x2", "x"), ns("y1", "y")],
         ..Default::default()
     };
@@ -488,7 +495,7 @@ fn namespace_selectors_resolve_against_namespace_labels() {
 }
 
 /// Pending pod `ns/<name>` mounting claim `data`.
-fn with_claim(name: &str) -> Pod {
+fn with_claim(name: &str) -> KubePod {
     let mut p = with_cpu(unschedulable(name), "1");
     p.spec.as_mut().unwrap().volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
         name: "v".into(),
@@ -540,7 +547,7 @@ fn pending_pods_are_pinned_to_their_volume_zone() {
         ..Default::default()
     };
     let s = Snapshot {
-        pods: vec![Arc::new(with_claim("db-0"))],
+        pods: vec![stored(with_claim("db-0"))],
         node_pools: vec![Arc::new(pool())],
         volume_claims: vec![Arc::new(pvc)],
         volumes: vec![Arc::new(pv)],
@@ -566,7 +573,7 @@ fn pending_pods_are_pinned_to_their_volume_zone() {
 #[test]
 fn pods_with_a_missing_claim_wait() {
     let s = Snapshot {
-        pods: vec![Arc::new(with_claim("db-0")), pending("web")],
+        pods: vec![stored(with_claim("db-0")), pending("web")],
         node_pools: vec![Arc::new(pool())],
         ..Default::default()
     };
