@@ -99,6 +99,10 @@ struct SimulateArgs {
     /// Plan disruption as if every NodePool's disruption budgets allowed everything.
     #[arg(long)]
     ignore_budgets: bool,
+    /// Also plan every running pod from scratch: the cheapest fleet found vs what today's
+    /// nodes cost (from the catalog) vs the lower bound.
+    #[arg(long)]
+    repack: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -138,6 +142,7 @@ fn main() -> Result<()> {
             optimise: !args.no_optimise,
             snapshot: args.snapshot,
             ignore_budgets: args.ignore_budgets,
+            repack: args.repack,
         }),
         Command::Crds(args) => crds::run(&args),
         Command::Convert { files } => convert::run(&files),

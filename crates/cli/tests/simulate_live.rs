@@ -237,12 +237,19 @@ async fn without_karpenter_nodes_are_the_capacity_and_the_read_equals_kubectl() 
 
     let kc = cluster.kubeconfig_path().display().to_string();
     // Pages of 2 objects: every kind with more than two objects takes continue tokens.
-    let live = simulate_json(&["--from-cluster", "--kubeconfig", &kc, "--page-size", "2"])?;
+    let live = simulate_json(&[
+        "--from-cluster",
+        "--kubeconfig",
+        &kc,
+        "--repack",
+        "--page-size",
+        "2",
+    ])?;
     let dir = std::env::temp_dir().join(unique_name("sim-live"));
     std::fs::create_dir_all(&dir)?;
     let dump = dir.join("dump.yaml");
     kubectl_dump(cluster.kubeconfig_path(), CORE_KINDS, &dump)?;
-    let dumped = simulate_json(&["-f", &dump.display().to_string()])?;
+    let dumped = simulate_json(&["-f", &dump.display().to_string(), "--repack"])?;
     ensure!(
         live == dumped,
         "--from-cluster:\n{live:#}\n-f kubectl dump:\n{dumped:#}"
@@ -266,6 +273,16 @@ async fn without_karpenter_nodes_are_the_capacity_and_the_read_equals_kubectl() 
     ensure!(
         entries(&live, "nodeClaims").is_empty(),
         "no NodePools, no claims"
+    );
+    // The node's own instance type is priced from the catalog; the running pod is repacked.
+    let repack = &live["repack"];
+    ensure!(
+        !strings(&repack["unpricedNodes"]).contains(&node_a),
+        "{node_a} is a kwok catalog type: {repack:#}"
+    );
+    ensure!(
+        repack["pods"].as_u64().is_some_and(|n| n >= 1),
+        "{repack:#}"
     );
 
     delete_nodes(&cluster.client(), &[&node_a]).await;
@@ -354,6 +371,7 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
             "simulate",
             "--from-cluster",
             "--ignore-budgets",
+            "--repack",
             "-o",
             "json",
         ],
@@ -371,7 +389,12 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
         &format!("{KARPENTER_KINDS},{CORE_KINDS}"),
         &dump,
     )?;
-    let dumped = simulate_json(&["-f", &dump.display().to_string(), "--ignore-budgets"])?;
+    let dumped = simulate_json(&[
+        "-f",
+        &dump.display().to_string(),
+        "--ignore-budgets",
+        "--repack",
+    ])?;
     ensure!(
         ignoring == dumped,
         "--from-cluster:\n{ignoring:#}\nkubectl dump:\n{dumped:#}"
@@ -407,6 +430,11 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
     };
     ensure!(removes_b(&live).is_empty(), "budget 0 must hold: {live:#}");
     ensure!(removes_b(&ignoring) == ["empty"], "{ignoring:#}");
+    // The managed node's labels name a kwok catalog type: it is in today's repack cost.
+    ensure!(
+        !strings(&ignoring["repack"]["unpricedNodes"]).contains(&node_b),
+        "{ignoring:#}"
+    );
 
     delete_nodes(&cluster.client(), &[&node_b]).await;
     std::fs::remove_dir_all(&dir)?;

@@ -276,7 +276,8 @@ pub async fn read(client: &Client, target: &Target) -> Result<Read, LiveError> {
     if !karpenter_pools {
         notes.push(
             "note: no NodePool or Provisioner in the cluster: its nodes are the only capacity \
-             (pending pods that fit nowhere are unschedulable)"
+             (pending pods that fit nowhere are unschedulable); --repack still prices a fleet \
+             from --catalog"
                 .to_owned(),
         );
     }

@@ -6,7 +6,7 @@
 //!
 //! `--from-cluster` ([`live`]) only changes where the YAML comes from: the cluster is listed
 //! into the same named inputs files give, so the rest is the `-f` path, and `--snapshot`
-//! writes those inputs for `-f` to replay.
+//! writes those inputs for `-f` to replay. `--repack` adds the [`repack`] view.
 
 pub mod catalog;
 pub mod clusterapi;
@@ -20,6 +20,7 @@ pub mod manifests;
 mod manifests_tests;
 pub mod output;
 pub mod pools;
+pub mod repack;
 pub mod table;
 
 use std::io::Write;
@@ -73,6 +74,8 @@ pub struct Config {
     pub snapshot: Option<PathBuf>,
     /// Plan disruption as if every NodePool's budgets allowed everything.
     pub ignore_budgets: bool,
+    /// Add the repack view (every running pod planned from scratch).
+    pub repack: bool,
 }
 
 /// Runs `simulate`; writes the result to stdout and warnings to stderr.
@@ -166,11 +169,23 @@ pub fn run(config: &Config) -> Result<()> {
             .map(|b| (b.node.clone(), b.reason.clone()))
             .collect();
     }
+    if config.repack {
+        report.repack = Some(
+            repack::repack(&manifests, &converted, &options)
+                .context("the solver refused the repack")?,
+        );
+    }
     print_warnings(&notes);
     let text = match config.format {
         Format::Json => output::to_json(&report).context("cannot render JSON")?,
         Format::Yaml => output::to_yaml(&report).context("cannot render YAML")?,
-        Format::Table => table::render(&report, &plan, &problem.instance_types),
+        Format::Table => {
+            let mut text = table::render(&report, &plan, &problem.instance_types);
+            if let Some(r) = &report.repack {
+                text.push_str(&repack::render(r));
+            }
+            text
+        }
     };
     emit(&text)
 }
