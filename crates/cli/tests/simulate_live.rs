@@ -23,7 +23,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use karpenter_testkit::{TestCluster, TestNamespace, unique_name};
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
 };
 use kube::config::Kubeconfig;
 use kube::{Api, Client};
@@ -163,24 +164,46 @@ async fn create_pods(cluster: &TestCluster, ns: &TestNamespace, pods: &[Pod]) ->
     Ok(())
 }
 
-async fn delete_nodes(client: &Client, names: &[&str]) {
-    let api: Api<Node> = Api::all(client.clone());
-    for n in names {
-        // Best effort: the plane is thrown away after the run.
-        let _ = api.delete(n, &DeleteParams::default()).await;
-    }
-}
-
 /// Deletes Karpenter's CRDs (left by earlier test binaries on a shared plane) and waits until
-/// the API server no longer serves NodePools.
+/// the API server no longer serves NodePools. Objects whose finalizers no controller will
+/// remove any more (a NodeClaim of a test that failed) would hold their CRD forever, so their
+/// finalizers are dropped while waiting.
 async fn remove_karpenter_crds(cluster: &TestCluster) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    let mut kinds = Vec::new();
     for crd in crds.list(&ListParams::default()).await?.items {
         if KARPENTER_GROUPS.contains(&crd.spec.group.as_str()) {
-            let name = crd.metadata.name.unwrap_or_default();
+            let name = crd.metadata.name.clone().unwrap_or_default();
             crds.delete(&name, &DeleteParams::default()).await?;
+            for v in &crd.spec.versions {
+                let gvk = GroupVersionKind::gvk(&crd.spec.group, &v.name, &crd.spec.names.kind);
+                kinds.push(ApiResource::from_gvk_with_plural(
+                    &gvk,
+                    &crd.spec.names.plural,
+                ));
+            }
         }
     }
+    let no_finalizers = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let release = || async {
+        for kind in &kinds {
+            let api: Api<DynamicObject> = Api::all_with(cluster.client(), kind);
+            // Gone already, or not served in this version: nothing to release.
+            let Ok(list) = api.list(&ListParams::default()).await else {
+                continue;
+            };
+            for o in list
+                .items
+                .iter()
+                .filter(|o| o.metadata.finalizers.is_some())
+            {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                let _ = api
+                    .patch(&name, &PatchParams::default(), &no_finalizers)
+                    .await;
+            }
+        }
+    };
     let gvk = GroupVersionKind::gvk("karpenter.sh", "v1", "NodePool");
     let pools: Api<DynamicObject> = Api::all_with(
         cluster.client(),
@@ -188,6 +211,7 @@ async fn remove_karpenter_crds(cluster: &TestCluster) -> Result<()> {
     );
     cluster
         .wait_for(WAIT, "Karpenter's CRDs gone", || async {
+            release().await;
             let left = crds
                 .list(&ListParams::default())
                 .await?
@@ -202,6 +226,53 @@ async fn remove_karpenter_crds(cluster: &TestCluster) -> Result<()> {
             }
         })
         .await?;
+    Ok(())
+}
+
+/// Polls two reads of the cluster until they agree. Both read the same objects only while
+/// nothing changes, and objects other tests are still deleting (their namespaces, say) may
+/// change between them; once the cluster is quiet they must be equal.
+async fn agreeing<F>(cluster: &TestCluster, what: &str, mut reads: F) -> Result<(Value, Value)>
+where
+    F: FnMut() -> Result<(Value, Value)>,
+{
+    let mut last = String::new();
+    let agreed = cluster
+        .wait_for(WAIT, what, || {
+            let pair = reads();
+            let out = match pair {
+                Ok((a, b)) if a == b => Ok(Some((a, b))),
+                Ok((a, b)) => {
+                    last = format!("first:\n{a:#}\nsecond:\n{b:#}");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+            async move { out }
+        })
+        .await;
+    agreed.with_context(|| format!("{what}: the reads never agreed; last pair:\n{last}"))
+}
+
+/// Deletes the run's namespace and waits until it is gone (kwok removes its pods while their
+/// nodes still exist), then deletes the nodes: the next test starts on a quiet cluster.
+async fn clean_up(cluster: &TestCluster, ns: TestNamespace, nodes: &[&str]) -> Result<()> {
+    let name = ns.name().to_owned();
+    ns.cleanup().await?;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client());
+    cluster
+        .wait_for(WAIT, format!("namespace {name} gone"), || async {
+            match namespaces.get_opt(&name).await {
+                Ok(None) => Ok(Some(())),
+                Ok(Some(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+    let api: Api<Node> = Api::all(cluster.client());
+    for n in nodes {
+        api.delete(n, &DeleteParams::default()).await?;
+    }
     Ok(())
 }
 
@@ -236,38 +307,38 @@ async fn without_karpenter_nodes_are_the_capacity_and_the_read_equals_kubectl() 
     .await?;
 
     let kc = cluster.kubeconfig_path().display().to_string();
-    // Pages of 2 objects: every kind with more than two objects takes continue tokens.
-    let live = simulate_json(&[
-        "--from-cluster",
-        "--kubeconfig",
-        &kc,
-        "--repack",
-        "--page-size",
-        "2",
-    ])?;
     let dir = std::env::temp_dir().join(unique_name("sim-live"));
     std::fs::create_dir_all(&dir)?;
     let dump = dir.join("dump.yaml");
-    kubectl_dump(cluster.kubeconfig_path(), CORE_KINDS, &dump)?;
-    let dumped = simulate_json(&["-f", &dump.display().to_string(), "--repack"])?;
-    ensure!(
-        live == dumped,
-        "--from-cluster:\n{live:#}\n-f kubectl dump:\n{dumped:#}"
-    );
+    let (live, _) = agreeing(&cluster, "--from-cluster vs -f kubectl dump", || {
+        // Pages of 2 objects: every kind with more than two objects takes continue tokens.
+        let live = simulate_json(&[
+            "--from-cluster",
+            "--kubeconfig",
+            &kc,
+            "--repack",
+            "--page-size",
+            "2",
+        ])?;
+        kubectl_dump(cluster.kubeconfig_path(), CORE_KINDS, &dump)?;
+        let dumped = simulate_json(&["-f", &dump.display().to_string(), "--repack"])?;
+        Ok((live, dumped))
+    })
+    .await?;
 
     // Expected from the objects made above: the 1-cpu pod fits beside the running one on the
     // 4-cpu node; 16 cpu fits on no node, and without NodePools nothing is bought.
-    let ns = ns.name().to_owned();
+    let ns_name = ns.name().to_owned();
     let on_a: Vec<String> = entries(&live, "existingNodes")
         .iter()
         .filter(|e| e["name"] == node_a.as_str())
         .flat_map(|e| strings(&e["pods"]))
         .collect();
-    ensure!(on_a == [format!("{ns}/fits")], "on {node_a}: {on_a:?}");
+    ensure!(on_a == [format!("{ns_name}/fits")], "on {node_a}: {on_a:?}");
     ensure!(
         entries(&live, "unschedulable")
             .iter()
-            .any(|u| u["pod"] == format!("{ns}/too-big").as_str()),
+            .any(|u| u["pod"] == format!("{ns_name}/too-big").as_str()),
         "too-big must be unschedulable: {live:#}"
     );
     ensure!(
@@ -285,7 +356,7 @@ async fn without_karpenter_nodes_are_the_capacity_and_the_read_equals_kubectl() 
         "{repack:#}"
     );
 
-    delete_nodes(&cluster.client(), &[&node_a]).await;
+    clean_up(&cluster, ns, &[&node_a]).await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -366,43 +437,43 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
     );
 
     // The same cluster read through KUBECONFIG, budgets ignored, against kubectl's dump.
-    let out = karpenter(
-        &[
-            "simulate",
-            "--from-cluster",
+    let dump = dir.join("dump.yaml");
+    let (ignoring, _) = agreeing(&cluster, "--from-cluster vs -f kubectl dump", || {
+        let out = karpenter(
+            &[
+                "simulate",
+                "--from-cluster",
+                "--ignore-budgets",
+                "--repack",
+                "-o",
+                "json",
+            ],
+            &[("KUBECONFIG", cluster.kubeconfig_path())],
+        )?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let live: Value = serde_json::from_slice(&out.stdout)?;
+        kubectl_dump(
+            cluster.kubeconfig_path(),
+            &format!("{KARPENTER_KINDS},{CORE_KINDS}"),
+            &dump,
+        )?;
+        let dumped = simulate_json(&[
+            "-f",
+            &dump.display().to_string(),
             "--ignore-budgets",
             "--repack",
-            "-o",
-            "json",
-        ],
-        &[("KUBECONFIG", cluster.kubeconfig_path())],
-    )?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ignoring: Value = serde_json::from_slice(&out.stdout)?;
-    let dump = dir.join("dump.yaml");
-    kubectl_dump(
-        cluster.kubeconfig_path(),
-        &format!("{KARPENTER_KINDS},{CORE_KINDS}"),
-        &dump,
-    )?;
-    let dumped = simulate_json(&[
-        "-f",
-        &dump.display().to_string(),
-        "--ignore-budgets",
-        "--repack",
-    ])?;
-    ensure!(
-        ignoring == dumped,
-        "--from-cluster:\n{ignoring:#}\nkubectl dump:\n{dumped:#}"
-    );
+        ])?;
+        Ok((live, dumped))
+    })
+    .await?;
 
     // Expected from the objects: one claim of this run's NodePool for the 6-cpu pod, carrying
     // the template label and taint; the empty node is removed only when budgets are ignored.
-    let ns = ns.name().to_owned();
+    let ns_name = ns.name().to_owned();
     let claims: Vec<&Value> = entries(&live, "nodeClaims")
         .iter()
         .filter(|c| c["nodePool"] == pool.as_str())
@@ -410,7 +481,7 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
     ensure!(claims.len() == 1, "claims of {pool}: {claims:?}");
     let claim = claims[0];
     ensure!(
-        strings(&claim["pods"]) == [format!("{ns}/grow")],
+        strings(&claim["pods"]) == [format!("{ns_name}/grow")],
         "{claim:#}"
     );
     ensure!(claim["labels"][RUN_LABEL] == run.as_str(), "{claim:#}");
@@ -436,7 +507,7 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
         "{ignoring:#}"
     );
 
-    delete_nodes(&cluster.client(), &[&node_b]).await;
+    clean_up(&cluster, ns, &[&node_b]).await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -505,8 +576,8 @@ async fn the_printed_cluster_role_is_enough_to_read_the_cluster() -> Result<()> 
     let reader_arg = reader.display().to_string();
 
     // RBAC reaches the authorizer through its informers: poll until the role is in effect.
-    let as_reader = cluster
-        .wait_for(WAIT, "simulate as the read-only user", || async {
+    cluster
+        .wait_for(WAIT, "the read-only user's role in effect", || async {
             let out = karpenter(
                 &[
                     "simulate",
@@ -520,7 +591,7 @@ async fn the_printed_cluster_role_is_enough_to_read_the_cluster() -> Result<()> 
             )?;
             let stderr = String::from_utf8_lossy(&out.stderr).to_string();
             if out.status.success() {
-                Ok(Some(serde_json::from_slice::<Value>(&out.stdout)?))
+                Ok(Some(()))
             } else if stderr.contains("not allowed to list") {
                 Ok(None) // not in effect yet
             } else {
@@ -529,11 +600,12 @@ async fn the_printed_cluster_role_is_enough_to_read_the_cluster() -> Result<()> 
         })
         .await?;
     let kc = cluster.kubeconfig_path().display().to_string();
-    let as_admin = simulate_json(&["--from-cluster", "--kubeconfig", &kc])?;
-    ensure!(
-        as_reader == as_admin,
-        "reader:\n{as_reader:#}\nadmin:\n{as_admin:#}"
-    );
+    agreeing(&cluster, "the reader's and the admin's reads", || {
+        let as_reader = simulate_json(&["--from-cluster", "--kubeconfig", &reader_arg])?;
+        let as_admin = simulate_json(&["--from-cluster", "--kubeconfig", &kc])?;
+        Ok((as_reader, as_admin))
+    })
+    .await?;
 
     // And the role allows nothing else: the reader may not create a pod.
     let mut config = cluster.config().await?;
@@ -547,5 +619,6 @@ async fn the_printed_cluster_role_is_enough_to_read_the_cluster() -> Result<()> 
         "create must be forbidden: {denied:?}"
     );
     std::fs::remove_dir_all(&dir)?;
+    clean_up(&cluster, ns, &[]).await?;
     Ok(())
 }
