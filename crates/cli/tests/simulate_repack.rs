@@ -107,3 +107,26 @@ fn without_the_flag_the_document_has_no_repack() -> TestResult {
     assert!(v.get("repack").is_none());
     Ok(())
 }
+
+#[test]
+fn a_node_in_a_zone_the_catalog_lacks_is_priced_at_its_capacity_types_cheapest_offering()
+-> TestResult {
+    // Spot c-8x: the catalog offers it in test-zone-a..d only, at 0.7 x on-demand everywhere.
+    let node = "apiVersion: v1
+kind: Node
+metadata:
+  name: node-s
+  labels:
+    node.kubernetes.io/instance-type: c-8x-arm64-linux
+    topology.kubernetes.io/zone: elsewhere-1a
+    karpenter.sh/capacity-type: spot
+    kubernetes.io/hostname: node-s
+status:
+  allocatable: {cpu: '8', memory: 16Gi, pods: '64'}
+";
+    let r = repack(Some(node))?;
+    assert!(r["unpricedNodes"].as_array().is_some_and(Vec::is_empty));
+    let today = 3.0 * on_demand(4.0, 8.0) + 0.7 * on_demand(8.0, 16.0);
+    assert!(close(&r["currentPricePerHour"], today), "{r:#}");
+    Ok(())
+}
