@@ -1,7 +1,8 @@
 //! `karpenter simulate --from-cluster` against the local control plane (hack/control-plane):
 //! what it reads gives the same JSON as `simulate -f` on the same objects dumped with the real
-//! `kubectl`, with Karpenter's CRDs absent and present; `--snapshot` replays to the same JSON;
-//! the ClusterRole `--print-rbac` prints is enough to run it.
+//! `kubectl` (or, on a machine without one, listed through the API), with Karpenter's CRDs
+//! absent and present; `--snapshot` replays to the same JSON; the ClusterRole `--print-rbac`
+//! prints is enough to run it.
 //!
 //! The plane is shared with other tests, so everything made here carries a unique run label,
 //! and pending pods select it: other tests' leftovers can neither take these pods nor be
@@ -33,11 +34,34 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 const RUN_LABEL: &str = "sim-live/run";
 const KARPENTER_GROUPS: [&str; 3] = ["karpenter.sh", "karpenter.k8s.aws", "karpenter.kwok.sh"];
-/// What `--from-cluster` reads, for kubectl, in the order it reads them.
-const CORE_KINDS: &str = "namespaces,nodes,pods,daemonsets.apps,poddisruptionbudgets.policy,\
-persistentvolumeclaims,persistentvolumes,storageclasses.storage.k8s.io";
-const KARPENTER_KINDS: &str = "nodepools.karpenter.sh,provisioners.karpenter.sh,\
-ec2nodeclasses.karpenter.k8s.aws,kwoknodeclasses.karpenter.kwok.sh";
+/// (group, version, kind, plural) of what `--from-cluster` reads, in the order it reads them.
+type Kind = (&'static str, &'static str, &'static str, &'static str);
+const KARPENTER_KINDS: [Kind; 4] = [
+    ("karpenter.sh", "v1", "NodePool", "nodepools"),
+    ("karpenter.sh", "v1alpha5", "Provisioner", "provisioners"),
+    ("karpenter.k8s.aws", "v1", "EC2NodeClass", "ec2nodeclasses"),
+    (
+        "karpenter.kwok.sh",
+        "v1alpha1",
+        "KWOKNodeClass",
+        "kwoknodeclasses",
+    ),
+];
+const CORE_KINDS: [Kind; 8] = [
+    ("", "v1", "Namespace", "namespaces"),
+    ("", "v1", "Node", "nodes"),
+    ("", "v1", "Pod", "pods"),
+    ("apps", "v1", "DaemonSet", "daemonsets"),
+    (
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+    ),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    ("", "v1", "PersistentVolume", "persistentvolumes"),
+    ("storage.k8s.io", "v1", "StorageClass", "storageclasses"),
+];
 
 /// One test at a time: they change which CRDs the shared plane serves.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -65,19 +89,79 @@ fn simulate_json(args: &[&str]) -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// `kubectl get KINDS -A -o yaml` into `file`.
-fn kubectl_dump(kubeconfig: &Path, kinds: &str, file: &Path) -> Result<()> {
-    let out = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
-        .args(["get", kinds, "--all-namespaces", "-o", "yaml"])
+/// `kubectl get KINDS -A -o yaml` into `file`; where there is no kubectl (it is not one of the
+/// project's prerequisites), the same objects listed through the API into a `v1` List.
+fn dump(kubeconfig: &Path, kinds: &[Kind], file: &Path) -> Result<()> {
+    let names: Vec<String> = kinds
+        .iter()
+        .map(|(group, _, _, plural)| {
+            if group.is_empty() {
+                (*plural).to_owned()
+            } else {
+                format!("{plural}.{group}")
+            }
+        })
+        .collect();
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let out = match Command::new(&kubectl)
+        .args(["get", &names.join(","), "--all-namespaces", "-o", "yaml"])
         .env("KUBECONFIG", kubeconfig)
         .output()
-        .context("running kubectl (set KUBECTL to its path)")?;
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("no {kubectl}: dumping through the API instead");
+            return api_dump(kubeconfig, kinds, file);
+        }
+        other => other.context("running kubectl")?,
+    };
     ensure!(
         out.status.success(),
         "kubectl get failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(file, out.stdout)?;
+    Ok(())
+}
+
+/// Lists `kinds` with a client of its own (on a thread with its own runtime: the callers are
+/// synchronous) into a `v1` List, as kubectl prints it.
+fn api_dump(kubeconfig: &Path, kinds: &[Kind], file: &Path) -> Result<()> {
+    let kubeconfig = kubeconfig.to_path_buf();
+    let kinds = kinds.to_vec();
+    let items = std::thread::spawn(move || -> Result<Vec<Value>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let config = kube::Config::from_custom_kubeconfig(
+                Kubeconfig::read_from(&kubeconfig)?,
+                &Default::default(),
+            )
+            .await?;
+            let client = Client::try_from(config)?;
+            let mut items = Vec::new();
+            for (group, version, kind, plural) in kinds {
+                let gvk = GroupVersionKind::gvk(group, version, kind);
+                let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+                let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+                let list = match api.list(&ListParams::default()).await {
+                    Err(kube::Error::Api(s)) if s.code == 404 => continue, // not served
+                    other => other?,
+                };
+                for o in list.items {
+                    let mut v = serde_json::to_value(&o)?;
+                    v["apiVersion"] = json!(resource.api_version);
+                    v["kind"] = json!(kind);
+                    items.push(v);
+                }
+            }
+            Ok(items)
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the API dump panicked"))??;
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    std::fs::write(file, serde_json::to_vec_pretty(&list)?)?;
     Ok(())
 }
 
@@ -309,7 +393,7 @@ async fn without_karpenter_nodes_are_the_capacity_and_the_read_equals_kubectl() 
     let kc = cluster.kubeconfig_path().display().to_string();
     let dir = std::env::temp_dir().join(unique_name("sim-live"));
     std::fs::create_dir_all(&dir)?;
-    let dump = dir.join("dump.yaml");
+    let dumped_file = dir.join("dump.yaml");
     let (live, _) = agreeing(&cluster, "--from-cluster vs -f kubectl dump", || {
         // Pages of 2 objects: every kind with more than two objects takes continue tokens.
         let live = simulate_json(&[
@@ -320,8 +404,8 @@ async fn without_karpenter_nodes_are_the_capacity_and_the_read_equals_kubectl() 
             "--page-size",
             "2",
         ])?;
-        kubectl_dump(cluster.kubeconfig_path(), CORE_KINDS, &dump)?;
-        let dumped = simulate_json(&["-f", &dump.display().to_string(), "--repack"])?;
+        dump(cluster.kubeconfig_path(), &CORE_KINDS, &dumped_file)?;
+        let dumped = simulate_json(&["-f", &dumped_file.display().to_string(), "--repack"])?;
         Ok((live, dumped))
     })
     .await?;
@@ -437,7 +521,7 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
     );
 
     // The same cluster read through KUBECONFIG, budgets ignored, against kubectl's dump.
-    let dump = dir.join("dump.yaml");
+    let dumped_file = dir.join("dump.yaml");
     let (ignoring, _) = agreeing(&cluster, "--from-cluster vs -f kubectl dump", || {
         let out = karpenter(
             &[
@@ -456,14 +540,11 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
             String::from_utf8_lossy(&out.stderr)
         );
         let live: Value = serde_json::from_slice(&out.stdout)?;
-        kubectl_dump(
-            cluster.kubeconfig_path(),
-            &format!("{KARPENTER_KINDS},{CORE_KINDS}"),
-            &dump,
-        )?;
+        let kinds: Vec<Kind> = KARPENTER_KINDS.iter().chain(&CORE_KINDS).copied().collect();
+        dump(cluster.kubeconfig_path(), &kinds, &dumped_file)?;
         let dumped = simulate_json(&[
             "-f",
-            &dump.display().to_string(),
+            &dumped_file.display().to_string(),
             "--ignore-budgets",
             "--repack",
         ])?;
