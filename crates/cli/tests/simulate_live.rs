@@ -358,6 +358,13 @@ async fn the_printed_cluster_role_is_enough_to_read_the_cluster() -> Result<()> 
         "create must be forbidden: {denied:?}"
     );
     std::fs::remove_dir_all(&dir)?;
+    let delete = kube::api::DeleteParams::default();
+    Api::<ClusterRoleBinding>::all(cluster.client())
+        .delete(&name, &delete)
+        .await?;
+    Api::<ClusterRole>::all(cluster.client())
+        .delete(&name, &delete)
+        .await?;
     clean_up(&cluster, ns, &[]).await?;
     Ok(())
 }
