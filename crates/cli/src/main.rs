@@ -74,6 +74,35 @@ struct SimulateArgs {
     /// Skip the packing improvement pass after the greedy pass.
     #[arg(long)]
     no_optimise: bool,
+    /// Read the cluster of the kubeconfig instead of files: NodePools, Provisioners,
+    /// NodeClasses, Nodes, their pods and pending pods, DaemonSets, PDBs, volumes. Read-only
+    /// (list only; see --print-rbac).
+    #[arg(long, conflicts_with = "files")]
+    from_cluster: bool,
+    /// Kubeconfig for --from-cluster (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, requires = "from_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context for --from-cluster (default: the current one).
+    #[arg(long, requires = "from_cluster")]
+    context: Option<String>,
+    /// With --from-cluster: also write what was read to FILE, which `simulate -f FILE`
+    /// replays to the same result.
+    #[arg(long, value_name = "FILE", requires = "from_cluster")]
+    snapshot: Option<PathBuf>,
+    /// Objects per list request of --from-cluster (tests use a small page to exercise
+    /// pagination).
+    #[arg(long, hide = true, default_value_t = simulate::live::PAGE, requires = "from_cluster")]
+    page_size: u32,
+    /// Print the read-only ClusterRole (get/list) that --from-cluster needs, and exit.
+    #[arg(long, exclusive = true)]
+    print_rbac: bool,
+    /// Plan disruption as if every NodePool's disruption budgets allowed everything.
+    #[arg(long)]
+    ignore_budgets: bool,
+    /// Also plan every running pod from scratch: the cheapest fleet found vs what today's
+    /// nodes cost (from the catalog) vs the lower bound.
+    #[arg(long)]
+    repack: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -91,7 +120,17 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Controller(args) => controller::run(&args),
+        Command::Simulate(args) if args.print_rbac => {
+            print!("{}", simulate::live::rbac());
+            Ok(())
+        }
         Command::Simulate(args) => simulate::run(&simulate::Config {
+            from_cluster: args.from_cluster.then(|| simulate::live::Target {
+                kubeconfig: args.kubeconfig,
+                context: args.context,
+                cluster_api: args.catalog == simulate::clusterapi::CATALOG,
+                page_size: args.page_size,
+            }),
             files: args.files,
             catalog: args.catalog,
             format: match args.output {
@@ -101,6 +140,9 @@ fn main() -> Result<()> {
             },
             explain: args.explain,
             optimise: !args.no_optimise,
+            snapshot: args.snapshot,
+            ignore_budgets: args.ignore_budgets,
+            repack: args.repack,
         }),
         Command::Crds(args) => crds::run(&args),
         Command::Convert { files } => convert::run(&files),

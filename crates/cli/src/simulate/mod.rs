@@ -3,6 +3,10 @@
 //! manifests (YAML) → [`convert`] (through `karpenter_api::solver_input`, shared with the
 //! controller) → solver `Problem` → `solve` → [`output`] report → JSON, YAML or [`table`]; or
 //! `explain` for one pod. Karpenter-managed Nodes also go through the [`disruption`] planner.
+//!
+//! `--from-cluster` ([`live`]) only changes where the YAML comes from: the cluster is listed
+//! into the same named inputs files give, so the rest is the `-f` path, and `--snapshot`
+//! writes those inputs for `-f` to replay. `--repack` adds the [`repack`] view.
 
 pub mod catalog;
 pub mod clusterapi;
@@ -10,11 +14,13 @@ pub mod convert;
 #[cfg(test)]
 mod convert_tests;
 pub mod disruption;
+pub mod live;
 pub mod manifests;
 #[cfg(test)]
 mod manifests_tests;
 pub mod output;
 pub mod pools;
+pub mod repack;
 pub mod table;
 
 use std::io::Write;
@@ -62,11 +68,26 @@ pub struct Config {
     pub explain: Option<String>,
     /// Run the packing improvement pass.
     pub optimise: bool,
+    /// Read the cluster instead of `files`.
+    pub from_cluster: Option<live::Target>,
+    /// With `from_cluster`: also write what was read here (multi-document YAML).
+    pub snapshot: Option<PathBuf>,
+    /// Plan disruption as if every NodePool's budgets allowed everything.
+    pub ignore_budgets: bool,
+    /// Add the repack view (every running pod planned from scratch).
+    pub repack: bool,
 }
 
 /// Runs `simulate`; writes the result to stdout and warnings to stderr.
 pub fn run(config: &Config) -> Result<()> {
-    let inputs = if config.files.is_empty() {
+    let inputs = if let Some(target) = &config.from_cluster {
+        let inputs = read_cluster(target)?;
+        if let Some(path) = &config.snapshot {
+            std::fs::write(path, live::snapshot(&inputs))
+                .with_context(|| format!("cannot write the snapshot {}", path.display()))?;
+        }
+        inputs
+    } else if config.files.is_empty() {
         bundled()
     } else {
         manifests::read_paths(&config.files).context("cannot read the manifests")?
@@ -134,7 +155,11 @@ pub fn run(config: &Config) -> Result<()> {
     let mut report = output::report(&plan);
     let now = disruption::reference_now(&manifests);
     let mut notes = Vec::new();
-    if let Some(dp) = disruption::problem(&manifests, &converted, &plan, now, &mut notes) {
+    if let Some(mut dp) = disruption::problem(&manifests, &converted, &plan, now, &mut notes) {
+        if config.ignore_budgets {
+            // An empty budget list limits nothing (the planner's contract).
+            dp.policies.iter_mut().for_each(|p| p.budgets.clear());
+        }
         let planned =
             disruption::plan(&dp, now).context("the disruption planner refused the input")?;
         report.disruptions = output::disruptions(&planned);
@@ -144,13 +169,42 @@ pub fn run(config: &Config) -> Result<()> {
             .map(|b| (b.node.clone(), b.reason.clone()))
             .collect();
     }
+    if config.repack {
+        report.repack = Some(
+            repack::repack(&manifests, &converted, &options)
+                .context("the solver refused the repack")?,
+        );
+    }
     print_warnings(&notes);
     let text = match config.format {
         Format::Json => output::to_json(&report).context("cannot render JSON")?,
         Format::Yaml => output::to_yaml(&report).context("cannot render YAML")?,
-        Format::Table => table::render(&report, &plan, &problem.instance_types),
+        Format::Table => {
+            let mut text = table::render(&report, &plan, &problem.instance_types);
+            if let Some(r) = &report.repack {
+                text.push_str(&repack::render(r));
+            }
+            text
+        }
     };
     emit(&text)
+}
+
+/// Lists the cluster (blocking: simulate is otherwise synchronous) and prints what was not
+/// found.
+fn read_cluster(target: &live::Target) -> Result<Vec<Input>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let read = runtime
+        .block_on(async {
+            let client = live::client(target).await?;
+            live::read(&client, target).await
+        })
+        .context("cannot read the cluster")?;
+    print_warnings(&read.notes);
+    Ok(read.inputs)
 }
 
 fn bundled() -> Vec<Input> {

@@ -26,6 +26,10 @@ pub struct Report {
     pub protected: Vec<(String, String)>,
     /// Totals.
     pub summary: Summary,
+    /// `--repack`: every running pod planned from scratch against today's node cost; absent
+    /// without the flag, so the default document is unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repack: Option<super::repack::RepackReport>,
 }
 
 /// One new NodeClaim.
@@ -122,14 +126,16 @@ pub struct Summary {
 /// fixed precision keeps the JSON stable across platforms and free of float noise.
 pub const DECIMALS: i32 = 6;
 
-fn round(x: f64) -> f64 {
+/// `x` rounded to [`DECIMALS`] places.
+pub(crate) fn round(x: f64) -> f64 {
     let scale = 10f64.powi(DECIMALS);
     // `+ 0.0` turns -0.0 (the sum of no prices, or a rounded tiny negative) into 0.0, so the
     // JSON never says `-0.0`.
     (x * scale).round() / scale + 0.0
 }
 
-fn floor(x: f64) -> f64 {
+/// `x` rounded down to [`DECIMALS`] places (a lower bound stays one).
+pub(crate) fn floor(x: f64) -> f64 {
     let scale = 10f64.powi(DECIMALS);
     (x * scale).floor() / scale
 }
@@ -182,6 +188,7 @@ pub fn report(plan: &Plan) -> Report {
         unschedulable,
         disruptions: Vec::new(),
         protected: Vec::new(),
+        repack: None,
     }
 }
 
