@@ -1,8 +1,9 @@
 //! `karpenter simulate`: plan nodes for pending pods offline (design.md §6).
 //!
 //! manifests (YAML) → [`convert`] (through `karpenter_api::solver_input`, shared with the
-//! controller) → solver `Problem` → `solve` → [`output`] report → JSON, YAML or [`table`]; or
-//! `explain` for one pod. Karpenter-managed Nodes also go through the [`disruption`] planner.
+//! controller) → solver `Problem` → `solve` → [`output`] report → JSON, YAML, [`table`] or
+//! [`html`]; or `explain` for one pod. Karpenter-managed Nodes also go through the
+//! [`disruption`] planner, and the report's [`utilization`] follows the nodes through both.
 //!
 //! `--from-cluster` ([`live`]) only changes where the YAML comes from: the cluster is listed
 //! into the same named inputs files give, so the rest is the `-f` path, and `--snapshot`
