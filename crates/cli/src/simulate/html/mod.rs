@@ -102,13 +102,16 @@ fn summary(out: &mut String, r: &Report) {
     out.push_str("</div></section>\n");
 }
 
-/// Σ requested / Σ allocatable of `r` over `nodes`, in percent.
-fn overall(nodes: &[NodeUtilization], r: Resource) -> f64 {
+/// Σ requested / Σ allocatable of `r` over `nodes`, in percent ("n/a" without nodes).
+fn overall(nodes: &[NodeUtilization], r: Resource) -> String {
+    if nodes.is_empty() {
+        return "n/a".to_owned();
+    }
     let (used, alloc) = nodes
         .iter()
         .map(|n| r.of(n))
         .fold((0.0, 0.0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
-    pct(used, alloc)
+    format!("{:.1}%", pct(used, alloc))
 }
 
 fn utilization(out: &mut String, r: &Report) {
@@ -133,8 +136,8 @@ fn utilization(out: &mut String, r: &Report) {
     out.push_str("</div>");
     let _ = write!(
         out,
-        "<p class=\"overall\">Overall: cpu {:.1}% before, {:.1}% after; memory {:.1}% before, \
-         {:.1}% after (of allocatable, over all nodes).</p>",
+        "<p class=\"overall\">Overall: cpu {} before, {} after; memory {} before, {} after \
+         (of allocatable, over all nodes).</p>",
         overall(&u.before, Resource::Cpu),
         overall(&u.after, Resource::Cpu),
         overall(&u.before, Resource::Memory),
