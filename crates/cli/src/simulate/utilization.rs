@@ -53,7 +53,8 @@ pub struct NodeUtilization {
     /// Instance type (`node.kubernetes.io/instance-type` of an existing node; `null` when it
     /// has none).
     pub instance_type: Option<String>,
-    /// Pods on it.
+    /// Pods on it: an existing node's bound pods (DaemonSet pods too); a NodeClaim's pods
+    /// placed there (its DaemonSet overhead counts in the requests, not here).
     pub pods: usize,
     /// Σ cpu requests, millicores.
     pub cpu_requested_millis: i64,

@@ -48,6 +48,17 @@ pub fn render(report: &Report) -> String {
     out
 }
 
+/// Opens a `<details>` of `rows` rows: open unless the list is long enough to bury the
+/// sections after it.
+fn details(out: &mut String, what: &str, rows: usize) {
+    let open = if rows <= 50 { " open" } else { "" };
+    let _ = write!(
+        out,
+        "<details{open}><summary>{} ({rows})</summary>",
+        Esc(what)
+    );
+}
+
 fn card(out: &mut String, label: &str, value: &str) {
     let _ = write!(
         out,
@@ -147,12 +158,7 @@ fn utilization(out: &mut String, r: &Report) {
         if nodes.is_empty() {
             continue;
         }
-        let open = if nodes.len() <= 30 { " open" } else { "" };
-        let _ = write!(
-            out,
-            "<details{open}><summary>Every node {when} ({})</summary>",
-            nodes.len()
-        );
+        details(out, &format!("Every node {when}"), nodes.len());
         let rows: Vec<Vec<String>> = nodes
             .iter()
             .enumerate()
@@ -312,6 +318,7 @@ fn node_claims(out: &mut String, r: &Report) {
         return;
     }
     out.push_str("<section id=\"nodeclaims\"><h2>New NodeClaims</h2>");
+    details(out, "NodeClaims", r.node_claims.len());
     let rows: Vec<Vec<String>> = r
         .node_claims
         .iter()
@@ -332,7 +339,7 @@ fn node_claims(out: &mut String, r: &Report) {
         &[5],
         &rows,
     );
-    out.push_str("</section>\n");
+    out.push_str("</details></section>\n");
 }
 
 fn claim_row(ptr: &str, c: &NodeClaimReport) -> Vec<String> {
@@ -379,8 +386,9 @@ fn existing(out: &mut String, r: &Report) {
             ]
         })
         .collect();
+    details(out, "Nodes", rows.len());
     table(out, &["node", "pods"], &[], &rows);
-    out.push_str("</section>\n");
+    out.push_str("</details></section>\n");
 }
 
 fn unschedulable(out: &mut String, r: &Report) {
