@@ -21,7 +21,7 @@ pub struct Report {
     /// Disruption commands for the input's Karpenter-managed nodes (empty without any).
     pub disruptions: Vec<DisruptionReport>,
     /// Managed nodes no voluntary disruption may touch, and why (`node`, `reason`): shown in
-    /// the table only, the JSON contract has no such field.
+    /// the table and the HTML page only, the JSON contract has no such field.
     #[serde(skip)]
     pub protected: Vec<(String, String)>,
     /// Totals.
