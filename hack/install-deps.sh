@@ -12,6 +12,7 @@ declare -A need=(
   [unshare]=util-linux # hack/image/check runs the image's binary in its own root
   [jq]=jq             # hack/image/check reads the image config
   [objcopy]=binutils  # hack/image/build strips debug sections; readelf finds the loader
+  [chromium]=chromium # the HTML report's browser test (crates/cli/tests/simulate_html.rs)
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -110,6 +110,8 @@ enum OutputFormat {
     Table,
     Json,
     Yaml,
+    /// One self-contained HTML page (`-o html > report.html`).
+    Html,
 }
 
 fn main() -> Result<()> {
@@ -137,6 +139,7 @@ fn main() -> Result<()> {
                 OutputFormat::Table => simulate::Format::Table,
                 OutputFormat::Json => simulate::Format::Json,
                 OutputFormat::Yaml => simulate::Format::Yaml,
+                OutputFormat::Html => simulate::Format::Html,
             },
             explain: args.explain,
             optimise: !args.no_optimise,

@@ -1,8 +1,9 @@
 //! `karpenter simulate`: plan nodes for pending pods offline (design.md §6).
 //!
 //! manifests (YAML) → [`convert`] (through `karpenter_api::solver_input`, shared with the
-//! controller) → solver `Problem` → `solve` → [`output`] report → JSON, YAML or [`table`]; or
-//! `explain` for one pod. Karpenter-managed Nodes also go through the [`disruption`] planner.
+//! controller) → solver `Problem` → `solve` → [`output`] report → JSON, YAML, [`table`] or
+//! [`html`]; or `explain` for one pod. Karpenter-managed Nodes also go through the
+//! [`disruption`] planner, and the report's [`utilization`] follows the nodes through both.
 //!
 //! `--from-cluster` ([`live`]) only changes where the YAML comes from: the cluster is listed
 //! into the same named inputs files give, so the rest is the `-f` path, and `--snapshot`
@@ -14,6 +15,7 @@ pub mod convert;
 #[cfg(test)]
 mod convert_tests;
 pub mod disruption;
+pub mod html;
 pub mod live;
 pub mod manifests;
 #[cfg(test)]
@@ -22,6 +24,7 @@ pub mod output;
 pub mod pools;
 pub mod repack;
 pub mod table;
+pub mod utilization;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,6 +56,8 @@ pub enum Format {
     Json,
     /// The same document as YAML.
     Yaml,
+    /// One self-contained HTML page of the same report.
+    Html,
 }
 
 /// What `simulate` was asked to do.
@@ -155,6 +160,7 @@ pub fn run(config: &Config) -> Result<()> {
     let mut report = output::report(&plan);
     let now = disruption::reference_now(&manifests);
     let mut notes = Vec::new();
+    let mut disruption_plan = None;
     if let Some(mut dp) = disruption::problem(&manifests, &converted, &plan, now, &mut notes) {
         if config.ignore_budgets {
             // An empty budget list limits nothing (the planner's contract).
@@ -168,7 +174,9 @@ pub fn run(config: &Config) -> Result<()> {
             .iter()
             .map(|b| (b.node.clone(), b.reason.clone()))
             .collect();
+        disruption_plan = Some(planned);
     }
+    report.utilization = utilization::utilization(problem, &plan, disruption_plan.as_ref());
     if config.repack {
         report.repack = Some(
             repack::repack(&manifests, &converted, &options)
@@ -179,6 +187,7 @@ pub fn run(config: &Config) -> Result<()> {
     let text = match config.format {
         Format::Json => output::to_json(&report).context("cannot render JSON")?,
         Format::Yaml => output::to_yaml(&report).context("cannot render YAML")?,
+        Format::Html => html::render(&report),
         Format::Table => {
             let mut text = table::render(&report, &plan, &problem.instance_types);
             if let Some(r) = &report.repack {

@@ -21,7 +21,7 @@ pub struct Report {
     /// Disruption commands for the input's Karpenter-managed nodes (empty without any).
     pub disruptions: Vec<DisruptionReport>,
     /// Managed nodes no voluntary disruption may touch, and why (`node`, `reason`): shown in
-    /// the table only, the JSON contract has no such field.
+    /// the table and the HTML page only, the JSON contract has no such field.
     #[serde(skip)]
     pub protected: Vec<(String, String)>,
     /// Totals.
@@ -30,6 +30,9 @@ pub struct Report {
     /// without the flag, so the default document is unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repack: Option<super::repack::RepackReport>,
+    /// Each node's requested cpu and memory of its allocatable, before and after the plan
+    /// (an addition to the §6 document: the fields above are unchanged).
+    pub utilization: super::utilization::Utilization,
 }
 
 /// One new NodeClaim.
@@ -189,6 +192,7 @@ pub fn report(plan: &Plan) -> Report {
         disruptions: Vec::new(),
         protected: Vec::new(),
         repack: None,
+        utilization: Default::default(),
     }
 }
 
