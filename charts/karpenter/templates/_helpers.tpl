@@ -51,10 +51,11 @@ a tag next to it would only be ignored by the runtime), else REPOSITORY:TAG (app
 {{/* The Cluster API provider's rules in the management cluster (crates/clusterapi): the same
 as examples/clusterapi/rbac.yaml (crates/controller/tests/e2e_chart_clusterapi.rs checks). */}}
 {{- define "karpenter.clusterapiRules" -}}
-# Catalog: opted-in MachineDeployments (list), a Machine's origin and drift (get).
+# Catalog: opted-in MachineDeployments (list), a Machine's origin and drift (get); scale mode:
+# spec.replicas and our ledger annotation, in conditioned merge patches (patch).
 - apiGroups: ["cluster.x-k8s.io"]
   resources: ["machinedeployments"]
-  verbs: ["get", "list"]
+  verbs: ["get", "list", "patch"]
 # One Machine per NodeClaim: create, find (list by label, get after a conflict), mark cloned and
 # label by providerID (patch), delete.
 - apiGroups: ["cluster.x-k8s.io"]

@@ -36,6 +36,19 @@ impl ClusterApiProvider {
         Ok(found.items.into_iter().next())
     }
 
+    /// The Machine NodeClaim `claim` took in scale mode (named by its MachineSet, annotated
+    /// with the NodeClaim).
+    pub(super) async fn find_taken(
+        &self,
+        claim: &str,
+    ) -> Result<Option<DynamicObject>, CloudProviderError> {
+        Ok(self
+            .our_machines()
+            .await?
+            .into_iter()
+            .find(|m| crate::scale::claim_of(m) == Some(claim)))
+    }
+
     /// Our live Machine with this providerID: found through [`PROVIDER_ID_LABEL`] (the API
     /// server selects it); a Machine not labelled yet (its providerID came after our last look,
     /// or it was launched by an older version) is found by a scan of our Machines, and labelled

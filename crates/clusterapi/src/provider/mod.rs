@@ -19,6 +19,7 @@ use kube::{Api, Client, ResourceExt};
 
 mod launch;
 mod lookup;
+mod scale;
 
 pub use launch::{DEFAULT_LAUNCH_TIMEOUT, launch_overdue};
 
@@ -28,7 +29,8 @@ use crate::machine::{
     instance_view,
 };
 use crate::report::{EventReporter, Problem};
-use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
+use crate::scale::claim_of;
+use crate::shape::{LaunchMode, MEMBER_LABEL, Shape, ShapeError};
 
 /// The provider's name (`--cloud-provider clusterapi`).
 pub const PROVIDER_NAME: &str = "clusterapi";
@@ -68,6 +70,10 @@ pub struct ClusterApiProvider {
     launching: tokio::sync::Mutex<()>,
     /// [`Self::with_launch_timeout`].
     launch_timeout: std::time::Duration,
+    /// Scale mode: NodeClaim → `namespace/name` of the MachineDeployment this process scaled
+    /// up for it, until released. The ledger on the MachineDeployment is the durable record;
+    /// this one answers before a list shows our own write.
+    scaled: Mutex<HashMap<String, String>>,
 }
 
 /// Shapes of the readable opted-in MachineDeployments, why the others are not offered, and
@@ -107,6 +113,7 @@ impl ClusterApiProvider {
             reporter: EventReporter::new(client.clone()),
             launching: tokio::sync::Mutex::new(()),
             launch_timeout: DEFAULT_LAUNCH_TIMEOUT,
+            scaled: Mutex::new(HashMap::new()),
         }
     }
 
@@ -152,11 +159,13 @@ impl ClusterApiProvider {
         Ok((shapes, errors, objects))
     }
 
-    /// Live Machines per MachineDeployment key (`namespace/name`).
+    /// Live Machines per MachineDeployment key (`namespace/name`) that are not in its
+    /// `spec.replicas`: those we launched in machine mode (a Machine taken in scale mode is
+    /// one of its replicas already).
     fn counts(machines: &[DynamicObject]) -> HashMap<String, i64> {
         let mut out = HashMap::new();
         for m in machines {
-            if m.metadata.deletion_timestamp.is_some() {
+            if m.metadata.deletion_timestamp.is_some() || claim_of(m).is_some() {
                 continue;
             }
             if let Some(md) = m.labels().get(MACHINE_DEPLOYMENT_LABEL) {
@@ -241,6 +250,12 @@ impl CloudProvider for ClusterApiProvider {
                 .finish(claim, &member.shape, &member.object, machine)
                 .await;
         }
+        // Scale mode: a MachineDeployment was scaled up for it before; take (or find again)
+        // its Machine, never scale again.
+        if let Some((ns, md_name)) = self.scaled_for(&name).await? {
+            let md = self.fresh_md_shape(&ns, &md_name).await?;
+            return self.take_machine(claim, &md).await;
+        }
         let reqs = claim_requirements(claim).map_err(CloudProviderError::Fatal)?;
         let requests = parse_resource_list(&claim.spec.resources.requests)
             .map_err(CloudProviderError::Fatal)?;
@@ -286,6 +301,11 @@ impl CloudProvider for ClusterApiProvider {
         let md = objects.get(&shape.key()).ok_or_else(|| {
             CloudProviderError::Fatal(format!("MachineDeployment {} vanished", shape.key()))
         })?;
+        if shape.mode == LaunchMode::Scale {
+            let launched = self.launch_scaled(claim, shape).await;
+            drop(launching);
+            return launched;
+        }
         let pool = claim
             .metadata
             .labels
@@ -320,15 +340,33 @@ impl CloudProvider for ClusterApiProvider {
             .and_then(|s| s.provider_id.clone())
             .unwrap_or_default();
         let mut machine = self.find_machine(&name).await?;
+        if machine.is_none() {
+            machine = self.find_taken(&name).await?;
+        }
         if machine.is_none() && !provider_id.is_empty() {
             // Garbage collection names instances by providerID only.
             machine = self.machine_by_provider_id(&provider_id).await?;
         }
         let Some(machine) = machine else {
+            // Scale mode, before a Machine was taken: give the replica back.
+            if let Some((ns, md_name)) = self.scaled_for(&name).await? {
+                return self.delete_scaled(&name, &ns, &md_name, None).await;
+            }
             return Err(CloudProviderError::NodeClaimNotFound(format!(
                 "no Machine for NodeClaim {name}"
             )));
         };
+        if let Some(taken_by) = claim_of(&machine).map(str::to_string) {
+            let ns = machine.namespace().unwrap_or_default();
+            let md_name = machine
+                .labels()
+                .get(MACHINE_DEPLOYMENT_LABEL)
+                .cloned()
+                .unwrap_or_default();
+            return self
+                .delete_scaled(&taken_by, &ns, &md_name, Some(machine))
+                .await;
+        }
         // Once CAPI has it, the Machine goes away on its own (drain, infrastructure deletion,
         // Node deletion); waiting for it here could deadlock with the Node's finalizer, which
         // the termination controller only removes after this reports NotFound.

@@ -28,6 +28,7 @@ use karpenter_api::labels::{
 };
 use karpenter_clusterapi::machine::{MACHINE_DEPLOYMENT_LABEL, provider_id};
 use karpenter_clusterapi::provider::{machine_deployment_resource, machine_resource};
+use karpenter_clusterapi::scale::DEPLOYMENT_NAME_LABEL;
 use karpenter_clusterapi::shape::Shape;
 use karpenter_providers::kwok::launch::resource_list;
 use karpenter_testkit::{TestCluster, control_plane_required};
@@ -325,8 +326,14 @@ async fn boot(mds: &Api<DynamicObject>, nodes: &Api<Node>, machine: &DynamicObje
     if nodes.get_opt(&name).await?.is_some() {
         return Ok(());
     }
-    let Some(md_name) = machine.labels().get(MACHINE_DEPLOYMENT_LABEL) else {
-        bail!("no {MACHINE_DEPLOYMENT_LABEL} label");
+    // Ours (machine mode, or taken in scale mode), else its MachineSet's: a VM boots whether
+    // or not a NodeClaim took its Machine yet.
+    let Some(md_name) = machine
+        .labels()
+        .get(MACHINE_DEPLOYMENT_LABEL)
+        .or_else(|| machine.labels().get(DEPLOYMENT_NAME_LABEL))
+    else {
+        bail!("no {MACHINE_DEPLOYMENT_LABEL} or {DEPLOYMENT_NAME_LABEL} label");
     };
     let md = mds.get(md_name).await?;
     let shape = Shape::from_machine_deployment(&md)?;
