@@ -6,6 +6,9 @@
 //! the emptied nodes' Machines `cluster.x-k8s.io/delete-machine` and lowers the replicas, so
 //! the MachineSet deletes those and keeps the busy one. Same set-up as `e2e_capi` (see
 //! `common`); never run concurrently with the other CAPI binaries (cargo runs them one by one).
+//!
+//! Also here: the provider's catalog and min-size reads come from its watches, not from API
+//! Lists per call (counted by the API server's own request metrics).
 
 mod common;
 
@@ -15,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, Result, ensure};
 use futures::StreamExt;
 use karpenter_api::labels::{INSTANCE_TYPE_LABEL, ZONE_LABEL};
-use karpenter_api::v1::ConsolidationPolicy;
+use karpenter_api::v1::{ConsolidationPolicy, NodePool};
 use karpenter_clusterapi::machine::provider_id;
 use karpenter_clusterapi::scale::{
     CLAIMS_ANNOTATION, DELETE_MACHINE_ANNOTATION, Ledger, claim_of, replicas,
@@ -24,6 +27,7 @@ use karpenter_clusterapi::shape::{
     CPU_ANNOTATION, LABELS_ANNOTATION, LAUNCH_MODE_ANNOTATION, MAX_PODS_ANNOTATION,
     MEMORY_ANNOTATION, PRICE_ANNOTATION,
 };
+use karpenter_providers::CloudProvider;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
@@ -291,4 +295,84 @@ async fn scenario(env: &mut CapiEnv) -> Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// LIST requests the API server served for namespaced `resource`s of `cluster.x-k8s.io`
+/// (its `apiserver_request_total` counter). CAPI's own controllers watch cluster-wide, so the
+/// namespaced ones are the provider's and this test's.
+async fn namespaced_lists(env: &CapiEnv, resource: &str) -> Result<u64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = env.client.request_text(req).await?;
+    let mut total = 0;
+    for line in text.lines() {
+        if !line.starts_with("apiserver_request_total{") {
+            continue;
+        }
+        let wanted = [
+            "group=\"cluster.x-k8s.io\"".to_string(),
+            format!("resource=\"{resource}\""),
+            "scope=\"namespace\"".to_string(),
+            "verb=\"LIST\"".to_string(),
+        ];
+        if wanted.iter().all(|w| line.contains(w.as_str()))
+            && let Some(n) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
+        {
+            total += n as u64;
+        }
+    }
+    Ok(total)
+}
+
+/// Twenty provisioning rounds' catalog reads and twenty disruption rounds' min-size reads cost
+/// one List of MachineDeployments and one of Machines (the watches' first), not forty of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_and_floors_read_the_watches() -> Result<()> {
+    let Some(env) =
+        CapiEnv::start(disruption(ConsolidationPolicy::WhenEmpty, "Never"), "1s").await?
+    else {
+        return Ok(());
+    };
+    let outcome = async {
+        let labels = format!("{INSTANCE_TYPE_LABEL}=capi-c2,{ZONE_LABEL}=zone-a");
+        env.machine_deployment(
+            MD,
+            &[
+                (CPU_ANNOTATION, "2"),
+                (MEMORY_ANNOTATION, "4Gi"),
+                (LABELS_ANNOTATION, &labels),
+                (PRICE_ANNOTATION, "0.10"),
+            ],
+        )
+        .await?;
+        let pool = kube::Api::<NodePool>::all(env.client.clone())
+            .get(&env.pool)
+            .await?;
+        let provider = env.provider();
+        let (mds0, machines0) = (
+            namespaced_lists(&env, "machinedeployments").await?,
+            namespaced_lists(&env, "machines").await?,
+        );
+        for _ in 0..20 {
+            let its = provider.instance_types(&pool).await?;
+            ensure!(
+                its.iter().map(|it| it.name.as_str()).collect::<Vec<_>>() == ["capi-c2"],
+                "the one MachineDeployment's instance type"
+            );
+            provider.node_group_floors().await?;
+        }
+        let (mds1, machines1) = (
+            namespaced_lists(&env, "machinedeployments").await?,
+            namespaced_lists(&env, "machines").await?,
+        );
+        ensure!(
+            (mds1 - mds0, machines1 - machines0) == (1, 1),
+            "40 reads should list MachineDeployments and Machines once each (the watches' first list); listed {} and {} times",
+            mds1 - mds0,
+            machines1 - machines0
+        );
+        Ok(())
+    }
+    .await;
+    let cleaned = env.cleanup().await;
+    outcome.and(cleaned)
 }

@@ -171,6 +171,9 @@ async fn body(
     // What the provider's code does, written down by hand (crates/clusterapi/src/provider).
     let must = [
         ("list", "cluster.x-k8s.io", "machinedeployments"),
+        // The provider's cache: one watch on MachineDeployments, one on our Machines.
+        ("watch", "cluster.x-k8s.io", "machinedeployments"),
+        ("watch", "cluster.x-k8s.io", "machines"),
         ("get", "cluster.x-k8s.io", "machinedeployments"),
         // Scale mode: replicas and the ledger, conditioned merge patches.
         ("patch", "cluster.x-k8s.io", "machinedeployments"),

@@ -14,9 +14,10 @@ use karpenter_providers::{
     CloudProvider, CloudProviderError, NodeGroupFloor, OfferingKey, UnavailableOfferings,
 };
 use karpenter_solver::InstanceType;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client, ResourceExt};
 
+mod cache;
 mod launch;
 mod lookup;
 mod scale;
@@ -30,7 +31,7 @@ use crate::machine::{
 };
 use crate::report::{EventReporter, Problem};
 use crate::scale::claim_of;
-use crate::shape::{LaunchMode, MEMBER_LABEL, Shape, ShapeError};
+use crate::shape::{LaunchMode, Shape, ShapeError};
 
 /// The provider's name (`--cloud-provider clusterapi`).
 pub const PROVIDER_NAME: &str = "clusterapi";
@@ -74,6 +75,12 @@ pub struct ClusterApiProvider {
     /// up for it, until released. The ledger on the MachineDeployment is the durable record;
     /// this one answers before a list shows our own write.
     scaled: Mutex<HashMap<String, String>>,
+    /// The watches of opted-in MachineDeployments and our Machines, started on first use.
+    cache: tokio::sync::OnceCell<cache::Cache>,
+    /// MachineDeployments we patched (scale mode) until the watch shows the patch.
+    written_mds: cache::Overlay,
+    /// Machines we created or took until the watch shows them.
+    written_machines: cache::Overlay,
 }
 
 /// Shapes of the readable opted-in MachineDeployments, why the others are not offered, and
@@ -114,6 +121,9 @@ impl ClusterApiProvider {
             launching: tokio::sync::Mutex::new(()),
             launch_timeout: DEFAULT_LAUNCH_TIMEOUT,
             scaled: Mutex::new(HashMap::new()),
+            cache: tokio::sync::OnceCell::new(),
+            written_mds: cache::Overlay::default(),
+            written_machines: cache::Overlay::default(),
         }
     }
 
@@ -138,18 +148,13 @@ impl ClusterApiProvider {
         }
     }
 
-    /// Opted-in MachineDeployments with their shapes; those that cannot be read come back as
-    /// errors (reported by callers), and the others keep working. The last item holds every
-    /// opted-in MachineDeployment by `namespace/name`.
+    /// Opted-in MachineDeployments with their shapes (from the watch, see [`cache`]); those
+    /// that cannot be read come back as errors (reported by callers), and the others keep
+    /// working. The last item holds every opted-in MachineDeployment by `namespace/name`.
     async fn members(&self) -> Result<Members, CloudProviderError> {
-        let mds = self
-            .api(&machine_deployment_resource(), None)
-            .list(&ListParams::default().labels(MEMBER_LABEL))
-            .await
-            .map_err(transient)?;
-        let (shapes, errors) = catalog::shapes(&mds.items);
+        let mds = self.watched_mds().await?;
+        let (shapes, errors) = catalog::shapes(&mds);
         let objects = mds
-            .items
             .into_iter()
             .map(|md| {
                 let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
@@ -321,6 +326,8 @@ impl CloudProvider for ClusterApiProvider {
             Err(e) if is_status(&e, 422) || is_status(&e, 400) => return Err(fatal(e)),
             Err(e) => return Err(transient(e)),
         };
+        // Counted against the max size by the next launch, before the watch shows it.
+        self.written_machines.record(&created);
         drop(launching);
         tracing::info!(
             NodeClaim = %name,
@@ -350,7 +357,7 @@ impl CloudProvider for ClusterApiProvider {
         let Some(machine) = machine else {
             // Scale mode, before a Machine was taken: give the replica back.
             if let Some((ns, md_name)) = self.scaled_for(&name).await? {
-                return self.delete_scaled(&name, &ns, &md_name, None).await;
+                return self.delete_scaled(&name, &ns, &md_name).await;
             }
             return Err(CloudProviderError::NodeClaimNotFound(format!(
                 "no Machine for NodeClaim {name}"
@@ -363,9 +370,7 @@ impl CloudProvider for ClusterApiProvider {
                 .get(MACHINE_DEPLOYMENT_LABEL)
                 .cloned()
                 .unwrap_or_default();
-            return self
-                .delete_scaled(&taken_by, &ns, &md_name, Some(machine))
-                .await;
+            return self.delete_scaled(&taken_by, &ns, &md_name).await;
         }
         // Once CAPI has it, the Machine goes away on its own (drain, infrastructure deletion,
         // Node deletion); waiting for it here could deadlock with the Node's finalizer, which
@@ -404,8 +409,10 @@ impl CloudProvider for ClusterApiProvider {
     }
 
     async fn list(&self) -> Result<Vec<NodeClaim>, CloudProviderError> {
+        // From the API server, not the watch: garbage collection deletes NodeClaims whose
+        // instance is missing here, and it runs every few minutes, not per round.
         Ok(self
-            .our_machines()
+            .our_machines_listed()
             .await?
             .iter()
             .map(instance_view)

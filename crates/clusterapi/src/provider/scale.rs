@@ -79,7 +79,8 @@ impl ClusterApiProvider {
             .items)
     }
 
-    /// Writes a conditioned patch to a MachineDeployment; `Ok(false)` on a conflict.
+    /// Writes a conditioned patch to a MachineDeployment; `Ok(false)` on a conflict. The
+    /// result counts (replicas against the max size) before the watch shows it.
     async fn patch_md(
         &self,
         md: &DynamicObject,
@@ -91,7 +92,10 @@ impl ClusterApiProvider {
             .patch(&md.name_any(), &params(), &Patch::Merge(patch))
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(patched) => {
+                self.written_mds.record(&patched);
+                Ok(true)
+            }
             Err(e) if is_status(&e, 409) => Ok(false),
             Err(e) if is_status(&e, 422) || is_status(&e, 400) => Err(fatal(e)),
             Err(e) => Err(transient(e)),
@@ -190,6 +194,7 @@ impl ClusterApiProvider {
                         .await
                     {
                         Ok(taken) => {
+                            self.written_machines.record(&taken);
                             tracing::info!(
                                 NodeClaim = %name,
                                 machine = %taken.name_any(),
@@ -282,14 +287,19 @@ impl ClusterApiProvider {
     /// Deletes NodeClaim `claim`'s instance in scale mode, from MachineDeployment `ns/md_name`:
     /// marks its Machine (if it took one) for deletion, then releases its replica in one
     /// conditioned write. `Ok(())` while the Machine is still there; NotFound once it is being
-    /// deleted or gone and the replica released.
+    /// deleted or gone and the replica released. The Machine is looked up on the API server,
+    /// not the watch: lowering the replicas without marking the NodeClaim's Machine would let
+    /// the MachineSet delete any other.
     pub(super) async fn delete_scaled(
         &self,
         claim: &str,
         ns: &str,
         md_name: &str,
-        machine: Option<DynamicObject>,
     ) -> Result<(), CloudProviderError> {
+        let machine =
+            self.md_machines(ns, md_name).await?.into_iter().find(|m| {
+                scale::claim_of(m) == Some(claim) && m.metadata.deletion_timestamp.is_none()
+            });
         let machines = self.api(&machine_resource(), Some(ns));
         if let Some(m) = &machine
             && !scale::leaving(m)
