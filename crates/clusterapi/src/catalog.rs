@@ -463,4 +463,31 @@ mod tests {
         let got = floors(&[e], &[machine("e1", "e", false)]);
         assert_eq!(got[0].removable, 0);
     }
+
+    #[test]
+    fn floors_in_scale_mode_count_taken_machines_once_under_their_node_claims() {
+        let taken = |name: &str, claim: &str| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                "metadata": {"name": name, "namespace": "ns",
+                             "labels": {MACHINE_DEPLOYMENT_LABEL: "s"},
+                             "annotations": {crate::scale::NODE_CLAIM_ANNOTATION: claim}},
+            }))
+            .unwrap()
+        };
+        // Scaled to 3 for three NodeClaims: the replicas are the Machines (3, not 3 + 3); with
+        // min 1, two of them may go, named by their NodeClaims.
+        let mut s = shape("s", "c4", "a", 0.2, 4000);
+        s.mode = crate::shape::LaunchMode::Scale;
+        s.min_size = Some(1);
+        s.replicas = 3;
+        let machines = [
+            taken("s-x1", "pool-c"),
+            taken("s-x2", "pool-a"),
+            taken("s-x3", "pool-b"),
+        ];
+        let got = floors(&[s], &machines);
+        assert_eq!(got[0].node_claims, ["pool-a", "pool-b", "pool-c"]);
+        assert_eq!(got[0].removable, 2);
+    }
 }

@@ -278,6 +278,15 @@ pub fn take(machine: &DynamicObject, claim: &str, md_name: &str, pool: &str) -> 
     }})
 }
 
+/// The patch marking `machine` for its MachineSet to delete first, conditioned on its
+/// resourceVersion (a spare Machine another NodeClaim takes meanwhile is not marked).
+pub fn mark(machine: &DynamicObject) -> Value {
+    json!({"metadata": {
+        "resourceVersion": machine.resource_version(),
+        "annotations": {DELETE_MACHINE_ANNOTATION: "true"},
+    }})
+}
+
 /// Machines of MachineDeployment `md_name` marked for deletion that their MachineSet has not
 /// started deleting: while there are any, a scale-up waits, or the MachineSet could see the
 /// lowered and the raised replica count as no change at all and keep the marked Machine, while
@@ -491,6 +500,12 @@ mod tests {
             panic!()
         };
         assert_eq!(m.name_any(), "md-a");
+        let m = mark(&machines[2]);
+        assert_eq!(m["metadata"]["resourceVersion"], "7", "conditioned");
+        assert_eq!(
+            m["metadata"]["annotations"][DELETE_MACHINE_ANNOTATION],
+            "true"
+        );
         assert_eq!(
             marked_not_deleting(&machines, "md")
                 .map(|m| m.name_any())

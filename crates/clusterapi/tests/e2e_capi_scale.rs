@@ -7,7 +7,8 @@
 //! the MachineSet deletes those and keeps the busy one. Same set-up as `e2e_capi` (see
 //! `common`); never run concurrently with the other CAPI binaries (cargo runs them one by one).
 //!
-//! Also here: the provider's catalog and min-size reads come from its watches, not from API
+//! Also here: a Machine that never gets a providerID is given back (marked, replica released)
+//! after the launch timeout, and the pod runs elsewhere; the provider's catalog and min-size reads come from its watches, not from API
 //! Lists per call (counted by the API server's own request metrics).
 
 mod common;
@@ -33,7 +34,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use common::{CapiEnv, TIMEOUT, disruption, options};
+use common::{CapiEnv, TIMEOUT, create_machine_template, disruption, options};
 
 const MD: &str = "w1-c2-a";
 
@@ -294,6 +295,113 @@ async fn scenario(env: &mut CapiEnv) -> Result<()> {
             )
         })
         .await?;
+    Ok(())
+}
+
+/// Scale mode, a Machine its infrastructure never provisions (its VM "boots" in an hour): after
+/// the launch timeout its offering is unavailable, the NodeClaim goes, its Machine is marked and
+/// its replica given back (the MachineSet deletes it), and the pod runs on the next cheapest
+/// offering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_mode_gives_a_stuck_machine_back() -> Result<()> {
+    let Some(mut env) =
+        CapiEnv::start(disruption(ConsolidationPolicy::WhenEmpty, "Never"), "1s").await?
+    else {
+        return Ok(());
+    };
+    env.launch_timeout = Some(std::time::Duration::from_secs(5));
+    let started = async {
+        create_machine_template(&env.client, env.ns(), "stuck", "1h").await?;
+        let c2_a = format!("{INSTANCE_TYPE_LABEL}=capi-c2,{ZONE_LABEL}=zone-a");
+        env.machine_deployment_of(
+            "w1-stuck",
+            "stuck",
+            &[
+                (CPU_ANNOTATION, "2"),
+                (MEMORY_ANNOTATION, "4Gi"),
+                (LABELS_ANNOTATION, &c2_a),
+                (PRICE_ANNOTATION, "0.08"),
+                (LAUNCH_MODE_ANNOTATION, "scale"),
+            ],
+        )
+        .await?;
+        let c2_b = format!("{INSTANCE_TYPE_LABEL}=capi-c2,{ZONE_LABEL}=zone-b");
+        env.machine_deployment(
+            "w1-c2-b",
+            &[
+                (CPU_ANNOTATION, "2"),
+                (MEMORY_ANNOTATION, "4Gi"),
+                (LABELS_ANNOTATION, &c2_b),
+                (PRICE_ANNOTATION, "0.10"),
+                (LAUNCH_MODE_ANNOTATION, "scale"),
+            ],
+        )
+        .await
+    }
+    .await;
+    let outcome = match started {
+        Ok(()) => match env.start_controller(options(false)).await {
+            Ok(()) => stuck_scenario(&env).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let cleaned = env.cleanup().await;
+    outcome.and(cleaned)
+}
+
+async fn stuck_scenario(env: &CapiEnv) -> Result<()> {
+    env.deploy("web", 1, "1500m", None).await?;
+    // First the cheapest offering: w1-stuck scales up and its NodeClaim takes the Machine.
+    let (stuck, claim) = env
+        .cluster
+        .wait_for(TIMEOUT, "a Machine of w1-stuck taken", || async {
+            let machines = env.machines().list(&ListParams::default()).await?.items;
+            Ok::<_, anyhow::Error>(machines.into_iter().find_map(|m| {
+                let of_stuck = m
+                    .labels()
+                    .get(karpenter_clusterapi::scale::DEPLOYMENT_NAME_LABEL)
+                    .map(String::as_str)
+                    == Some("w1-stuck");
+                let claim = claim_of(&m)?.to_string();
+                of_stuck.then(|| (m.name_any(), claim))
+            }))
+        })
+        .await?;
+    let nodes = env.wait_running("web", 1).await?;
+    let node_machine = env.machines().get(&nodes[0]).await?;
+    let md = node_machine
+        .labels()
+        .get(karpenter_clusterapi::scale::DEPLOYMENT_NAME_LABEL)
+        .cloned();
+    ensure!(
+        md.as_deref() == Some("w1-c2-b"),
+        "after w1-stuck timed out, the next cheapest is w1-c2-b; got {md:?}"
+    );
+    env.cluster
+        .wait_for(
+            TIMEOUT,
+            "the stuck Machine and NodeClaim gone, w1-stuck back at 0 replicas with an empty ledger",
+            || async {
+                let machine = env.machines().get_opt(&stuck).await?;
+                let gone = env.claims().get_opt(&claim).await?.is_none();
+                let w1 = env.machine_deployments().get("w1-stuck").await?;
+                Ok::<_, anyhow::Error>(
+                    (machine.is_none()
+                        && gone
+                        && replicas(&w1) == 0
+                        && Ledger::read(&w1)?.0.is_empty())
+                    .then_some(()),
+                )
+            },
+        )
+        .await?;
+    let b = env.machine_deployments().get("w1-c2-b").await?;
+    ensure!(
+        replicas(&b) == 1 && Ledger::read(&b)?.0.len() == 1,
+        "w1-c2-b scaled to 1 for the one NodeClaim left: replicas {}",
+        replicas(&b)
+    );
     Ok(())
 }
 

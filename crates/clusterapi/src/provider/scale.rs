@@ -296,15 +296,19 @@ impl ClusterApiProvider {
         ns: &str,
         md_name: &str,
     ) -> Result<(), CloudProviderError> {
-        let machine =
+        let mut machine =
             self.md_machines(ns, md_name).await?.into_iter().find(|m| {
                 scale::claim_of(m) == Some(claim) && m.metadata.deletion_timestamp.is_none()
             });
+        if machine.is_none() {
+            machine = self.mark_spare(claim, ns, md_name).await?;
+        }
         let machines = self.api(&machine_resource(), Some(ns));
         if let Some(m) = &machine
             && !scale::leaving(m)
         {
             // First the mark: when the MachineSet sees the lower count, it deletes this one.
+            // Ours alone (no other NodeClaim takes a taken Machine): no condition needed.
             let patch = json!({"metadata": {"annotations": {DELETE_MACHINE_ANNOTATION: "true"}}});
             match machines
                 .patch(&m.name_any(), &params(), &Patch::Merge(&patch))
@@ -361,6 +365,51 @@ impl ClusterApiProvider {
                 m.name_any()
             ))),
         }
+    }
+
+    /// A NodeClaim released before it took a Machine: its scale-up may have made one that no
+    /// NodeClaim took yet. Marks the one it would have taken (conditioned, so never one another
+    /// NodeClaim takes meanwhile), so the lower replica count removes that spare Machine rather
+    /// than one in use. Returns the marked Machine.
+    async fn mark_spare(
+        &self,
+        claim: &str,
+        ns: &str,
+        md_name: &str,
+    ) -> Result<Option<DynamicObject>, CloudProviderError> {
+        for _ in 0..ATTEMPTS {
+            let md = match self.fresh_md(ns, md_name).await {
+                Ok(md) => md,
+                Err(CloudProviderError::Fatal(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let ledger = Ledger::read(&md).map_err(fatal)?;
+            let Some(entry) = ledger.0.get(claim) else {
+                return Ok(None);
+            };
+            let machines = self.md_machines(ns, md_name).await?;
+            let spare = match scale::pick(&machines, md_name, claim, entry.since) {
+                Pick::Taken(m) | Pick::Free(m) => m,
+                Pick::Nothing => return Ok(None),
+            };
+            match self
+                .api(&machine_resource(), Some(ns))
+                .patch(
+                    &spare.name_any(),
+                    &params(),
+                    &Patch::Merge(&scale::mark(spare)),
+                )
+                .await
+            {
+                Ok(marked) => return Ok(Some(marked)),
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) if is_status(&e, 404) => continue,
+                Err(e) => return Err(transient(e)),
+            }
+        }
+        Err(conflicted(&format!(
+            "marking a spare Machine of MachineDeployment {ns}/{md_name}"
+        )))
     }
 
     /// The MachineDeployment (`namespace/name`) a NodeClaim without a Machine was scaled up
