@@ -22,7 +22,7 @@ use crate::scale::{self, DELETE_MACHINE_ANNOTATION, DEPLOYMENT_NAME_LABEL, Ledge
 use crate::shape::Shape;
 
 /// Conditioned writes tried this many times before the launch or delete is retried later.
-const ATTEMPTS: usize = 5;
+const ATTEMPTS: u32 = 8;
 /// Field manager of our writes to MachineDeployments and Machines.
 const FIELD_MANAGER: &str = "karpenter-clusterapi";
 
@@ -31,6 +31,24 @@ fn params() -> PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     }
+}
+
+/// Before attempt `attempt` (none before the first): 10 ms doubling per attempt (640 ms before
+/// the last), plus up to as much again at random, so writers that conflicted do not collide
+/// again in lockstep.
+async fn backoff(attempt: u32) {
+    if attempt == 0 {
+        return;
+    }
+    let base = 10u64 << (attempt - 1).min(10);
+    // Random bits without a dependency: std's per-process random hash keys.
+    let jitter = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(attempt);
+        h.finish() % (base + 1)
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(base + jitter)).await;
 }
 
 fn conflicted(what: &str) -> CloudProviderError {
@@ -111,7 +129,8 @@ impl ClusterApiProvider {
     ) -> Result<NodeClaim, CloudProviderError> {
         let name = claim.name_any();
         let mut scaled = false;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            backoff(attempt).await;
             let md = self.fresh_md(&shape.namespace, &shape.name).await?;
             let fresh = Shape::from_machine_deployment(&md).map_err(fatal)?;
             let plan =
@@ -172,7 +191,8 @@ impl ClusterApiProvider {
             .get(NODE_POOL_LABEL)
             .cloned()
             .unwrap_or_default();
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            backoff(attempt).await;
             let md = self.fresh_md(&shape.namespace, &shape.name).await?;
             let shape = Shape::from_machine_deployment(&md).map_err(fatal)?;
             let ledger = Ledger::read(&md).map_err(fatal)?;
@@ -320,7 +340,8 @@ impl ClusterApiProvider {
             }
         }
         let mut released = false;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            backoff(attempt).await;
             let md = match self.fresh_md(ns, md_name).await {
                 Ok(md) => md,
                 // No MachineDeployment, no replica to give back (its MachineSets' Machines go
@@ -377,7 +398,8 @@ impl ClusterApiProvider {
         ns: &str,
         md_name: &str,
     ) -> Result<Option<DynamicObject>, CloudProviderError> {
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            backoff(attempt).await;
             let md = match self.fresh_md(ns, md_name).await {
                 Ok(md) => md,
                 Err(CloudProviderError::Fatal(_)) => return Ok(None),
