@@ -21,6 +21,9 @@
 //! - **Delete** deletes the Machine (CAPI drains and deletes the Node and the infrastructure);
 //!   **get/list** find our Machines by label; **drift** is a change of the MachineDeployment's
 //!   infrastructure or bootstrap template or Kubernetes version.
+//! - **Reads**: one watch on the opted-in MachineDeployments and one on our Machines, started
+//!   on first use; the catalog and the min-size floors come from memory, with our own latest
+//!   writes counted before the watches show them (`provider::cache`).
 //! - **Min size**: [`catalog::floors`] tells disruption how many of a MachineDeployment's
 //!   Machines may go before it is at Cluster Autoscaler's min size
 //!   ([`shape::MIN_SIZE_ANNOTATION`]); emptiness and consolidation keep the rest.

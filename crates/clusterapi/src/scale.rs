@@ -1,6 +1,6 @@
-//! Pure: the scale-the-MachineDeployment launch mode ([`LaunchMode::Scale`]): what to write on
-//! a MachineDeployment and its Machines, and which Machine a NodeClaim takes. No I/O, so all
-//! of it is unit-tested on plain objects; `provider::scale` does the calls.
+//! Pure: the scale-the-MachineDeployment launch mode ([`crate::shape::LaunchMode::Scale`]):
+//! what to write on a MachineDeployment and its Machines, and which Machine a NodeClaim takes.
+//! No I/O, so all of it is unit-tested on plain objects; `provider::scale` does the calls.
 //!
 //! The MachineDeployment owns the Machines, so a NodeClaim cannot name its Machine. Instead:
 //!
