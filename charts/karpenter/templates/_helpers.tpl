@@ -51,15 +51,18 @@ a tag next to it would only be ignored by the runtime), else REPOSITORY:TAG (app
 {{/* The Cluster API provider's rules in the management cluster (crates/clusterapi): the same
 as examples/clusterapi/rbac.yaml (crates/controller/tests/e2e_chart_clusterapi.rs checks). */}}
 {{- define "karpenter.clusterapiRules" -}}
-# Catalog: opted-in MachineDeployments (list), a Machine's origin and drift (get).
+# Catalog: opted-in MachineDeployments (list, watch: the provider's cache), a Machine's origin
+# and drift (get); scale mode: spec.replicas and our ledger annotation, in conditioned merge
+# patches (patch).
 - apiGroups: ["cluster.x-k8s.io"]
   resources: ["machinedeployments"]
-  verbs: ["get", "list"]
-# One Machine per NodeClaim: create, find (list by label, get after a conflict), mark cloned and
-# label by providerID (patch), delete.
+  verbs: ["get", "list", "watch", "patch"]
+# One Machine per NodeClaim: create, find (list by label, watch for the provider's cache, get
+# after a conflict), mark cloned and label by providerID (patch), delete; scale mode: take a
+# MachineSet's Machine, mark it for deletion (patch).
 - apiGroups: ["cluster.x-k8s.io"]
   resources: ["machines"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Read the MachineDeployment's infrastructure and bootstrap templates, create the per-Machine
 # clones (CAPI deletes them with the Machine).
 - apiGroups: ["infrastructure.cluster.x-k8s.io", "bootstrap.cluster.x-k8s.io"]

@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::api::DynamicObject;
 
 use crate::machine::MACHINE_DEPLOYMENT_LABEL;
+use crate::scale::{claim_of, node_claim_name};
 use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
 
 /// Instance types built from shapes, and the MachineDeployment behind each offering.
@@ -151,7 +152,9 @@ pub fn for_pool(
 /// The minimum sizes disruption respects: for each MachineDeployment with a min size
 /// (Cluster Autoscaler's annotation), the NodeClaims of its live Machines that this provider
 /// launched (named after them), and how many of those may go before its size (`spec.replicas`
-/// plus those Machines) is at its minimum. `machines` are this provider's Machines.
+/// plus those Machines) is at its minimum. `machines` are this provider's Machines. In scale
+/// mode the Machines are the MachineDeployment's own replicas, named after their NodeClaims
+/// through [`crate::scale::NODE_CLAIM_ANNOTATION`].
 pub fn floors(shapes: &[Shape], machines: &[DynamicObject]) -> Vec<NodeGroupFloor> {
     let mut out = Vec::new();
     for shape in shapes {
@@ -159,7 +162,7 @@ pub fn floors(shapes: &[Shape], machines: &[DynamicObject]) -> Vec<NodeGroupFloo
             continue;
         };
         let key = shape.key();
-        let mut ours: Vec<String> = machines
+        let live: Vec<&DynamicObject> = machines
             .iter()
             .filter(|m| m.metadata.deletion_timestamp.is_none())
             .filter(|m| {
@@ -167,10 +170,12 @@ pub fn floors(shapes: &[Shape], machines: &[DynamicObject]) -> Vec<NodeGroupFloo
                     .get(MACHINE_DEPLOYMENT_LABEL)
                     .is_some_and(|md| format!("{}/{md}", m.namespace().unwrap_or_default()) == key)
             })
-            .map(|m| m.name_any())
             .collect();
+        // Machines taken in scale mode are among `spec.replicas`; ours in machine mode are not.
+        let outside = live.iter().filter(|m| claim_of(m).is_none()).count() as i64;
+        let mut ours: Vec<String> = live.iter().map(|m| node_claim_name(m)).collect();
         ours.sort();
-        let above = (shape.replicas.max(0) + ours.len() as i64 - min).max(0);
+        let above = (shape.replicas.max(0) + outside - min).max(0);
         let removable = usize::try_from(above).unwrap_or(0).min(ours.len());
         out.push(NodeGroupFloor {
             group: format!("MachineDeployment {key} (min size {min})"),
@@ -272,6 +277,7 @@ mod tests {
             max_size: None,
             replicas: 0,
             paused: false,
+            mode: Default::default(),
         }
     }
 
@@ -456,5 +462,32 @@ mod tests {
         e.replicas = 0;
         let got = floors(&[e], &[machine("e1", "e", false)]);
         assert_eq!(got[0].removable, 0);
+    }
+
+    #[test]
+    fn floors_in_scale_mode_count_taken_machines_once_under_their_node_claims() {
+        let taken = |name: &str, claim: &str| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                "metadata": {"name": name, "namespace": "ns",
+                             "labels": {MACHINE_DEPLOYMENT_LABEL: "s"},
+                             "annotations": {crate::scale::NODE_CLAIM_ANNOTATION: claim}},
+            }))
+            .unwrap()
+        };
+        // Scaled to 3 for three NodeClaims: the replicas are the Machines (3, not 3 + 3); with
+        // min 1, two of them may go, named by their NodeClaims.
+        let mut s = shape("s", "c4", "a", 0.2, 4000);
+        s.mode = crate::shape::LaunchMode::Scale;
+        s.min_size = Some(1);
+        s.replicas = 3;
+        let machines = [
+            taken("s-x1", "pool-c"),
+            taken("s-x2", "pool-a"),
+            taken("s-x3", "pool-b"),
+        ];
+        let got = floors(&[s], &machines);
+        assert_eq!(got[0].node_claims, ["pool-a", "pool-b", "pool-c"]);
+        assert_eq!(got[0].removable, 2);
     }
 }

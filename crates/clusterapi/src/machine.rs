@@ -350,7 +350,9 @@ pub fn provider_id(machine: &DynamicObject) -> Option<String> {
 
 /// A Machine described as a NodeClaim, as `get`/`list` return it.
 pub fn instance_view(machine: &DynamicObject) -> NodeClaim {
-    let name = machine.name_any();
+    // Named after the NodeClaim it serves: the Machine's own name in machine mode, the
+    // NodeClaim that took it in scale mode.
+    let name = crate::scale::node_claim_name(machine);
     let mut view = NodeClaim::for_instance(&name, provider_id(machine));
     view.metadata.labels = Some(machine.labels().clone());
     view.metadata.creation_timestamp = machine.metadata.creation_timestamp.clone();

@@ -46,6 +46,24 @@ pub const MAX_SIZE_ANNOTATION: &str = "cluster.x-k8s.io/cluster-api-autoscaler-n
 pub const PRICE_ANNOTATION: &str = "clusterapi.karpenter.sh/price-per-hour";
 /// Ours: `on-demand` (the default) or `spot`.
 pub const CAPACITY_TYPE_ANNOTATION: &str = "clusterapi.karpenter.sh/capacity-type";
+/// Ours: how NodeClaims get Machines from this MachineDeployment ([`LaunchMode`]): `machine`
+/// (the default) or `scale`.
+pub const LAUNCH_MODE_ANNOTATION: &str = "clusterapi.karpenter.sh/launch-mode";
+
+/// How a MachineDeployment's NodeClaims get their Machines ([`LAUNCH_MODE_ANNOTATION`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LaunchMode {
+    /// One ownerless Machine per NodeClaim, named after it, cloned from the MachineDeployment's
+    /// templates; the MachineDeployment stays at its replicas (a template only).
+    #[default]
+    Machine,
+    /// The MachineDeployment owns the Machines: a launch raises `spec.replicas` by one and
+    /// claims the Machine its MachineSet creates; a delete marks that Machine
+    /// `cluster.x-k8s.io/delete-machine` and lowers `spec.replicas` (see [`crate::scale`]).
+    /// For MachineDeployments managed by GitOps or a ClusterClass, whose Machines must belong
+    /// to them.
+    Scale,
+}
 
 /// Pods per node when [`MAX_PODS_ANNOTATION`] is unset (Cluster Autoscaler's default too).
 pub const DEFAULT_MAX_PODS: i64 = 110;
@@ -129,6 +147,8 @@ pub struct Shape {
     pub replicas: i64,
     /// `spec.paused`: a paused MachineDeployment is not launched from.
     pub paused: bool,
+    /// [`LAUNCH_MODE_ANNOTATION`].
+    pub mode: LaunchMode,
 }
 
 impl Shape {
@@ -280,6 +300,16 @@ impl Shape {
                 format!("min size {min} is above max size {max}"),
             ));
         }
+        let mode = match get(LAUNCH_MODE_ANNOTATION) {
+            None | Some("machine") => LaunchMode::Machine,
+            Some("scale") => LaunchMode::Scale,
+            Some(other) => {
+                return Err(annotation_error(
+                    LAUNCH_MODE_ANNOTATION,
+                    format!("{other:?} is neither machine nor scale"),
+                ));
+            }
+        };
         let replicas = md
             .data
             .pointer("/spec/replicas")
@@ -305,6 +335,7 @@ impl Shape {
             max_size,
             replicas,
             paused,
+            mode,
         })
     }
 
@@ -598,6 +629,25 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(s.zone, "eastus-1");
+    }
+
+    #[test]
+    fn launch_mode_defaults_to_machine_and_rejects_unknown_values() {
+        let read = |mode: Option<&str>| {
+            let mut a = json!({CPU_ANNOTATION: "2", MEMORY_ANNOTATION: "4Gi"});
+            if let Some(m) = mode {
+                a[LAUNCH_MODE_ANNOTATION] = json!(m);
+            }
+            Shape::from_machine_deployment(&md(a, Some("z1")))
+        };
+        assert_eq!(read(None).unwrap().mode, LaunchMode::Machine);
+        assert_eq!(read(Some("machine")).unwrap().mode, LaunchMode::Machine);
+        assert_eq!(read(Some("scale")).unwrap().mode, LaunchMode::Scale);
+        let e = read(Some("Scale")).unwrap_err();
+        assert!(
+            e.to_string().contains(LAUNCH_MODE_ANNOTATION) && e.to_string().contains("\"Scale\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -214,8 +214,9 @@ async fn zones_scenario(env: &CapiEnv) -> Result<()> {
         after.len()
     );
 
-    // Lookups by providerID: through the label the launch put on the Machine, or, when it is
-    // missing (a Machine launched by an older version), by a scan that labels it again.
+    // Lookups by providerID: from the provider's watch of our Machines. The label the launch
+    // put on the Machine serves lookups on the API server (after a watch miss); a Machine
+    // found without it (launched by an older version) is labelled again.
     let provider = env.provider();
     let labelled = |m: &kube::api::DynamicObject| m.labels().contains_key(PROVIDER_ID_LABEL);
     ensure!(
@@ -235,10 +236,11 @@ async fn zones_scenario(env: &CapiEnv) -> Result<()> {
             &Patch::Merge(json!({"metadata": {"labels": {PROVIDER_ID_LABEL: null}}})),
         )
         .await?;
-    ensure!(provider.get(&pid).await?.name_any() == web_node);
+    // A provider whose watch starts after the change sees the Machine without the label.
+    ensure!(env.provider().get(&pid).await?.name_any() == web_node);
     ensure!(
         labelled(&env.machines().get(&web_node).await?),
-        "the scan labels the Machine again"
+        "the lookup labels the Machine again"
     );
     let missing = provider.get("in-memory://no-such-machine").await;
     ensure!(

@@ -171,7 +171,12 @@ async fn body(
     // What the provider's code does, written down by hand (crates/clusterapi/src/provider).
     let must = [
         ("list", "cluster.x-k8s.io", "machinedeployments"),
+        // The provider's cache: one watch on MachineDeployments, one on our Machines.
+        ("watch", "cluster.x-k8s.io", "machinedeployments"),
+        ("watch", "cluster.x-k8s.io", "machines"),
         ("get", "cluster.x-k8s.io", "machinedeployments"),
+        // Scale mode: replicas and the ledger, conditioned merge patches.
+        ("patch", "cluster.x-k8s.io", "machinedeployments"),
         ("create", "cluster.x-k8s.io", "machines"),
         ("get", "cluster.x-k8s.io", "machines"),
         ("list", "cluster.x-k8s.io", "machines"),
@@ -193,7 +198,7 @@ async fn body(
     ];
     let must_not = [
         ("update", "cluster.x-k8s.io", "machines"),
-        ("patch", "cluster.x-k8s.io", "machinedeployments"),
+        ("update", "cluster.x-k8s.io", "machinedeployments"),
         ("delete", "cluster.x-k8s.io", "machinedeployments"),
         ("create", "cluster.x-k8s.io", "machinesets"),
         ("delete", "cluster.x-k8s.io", "clusters"),

@@ -9,8 +9,16 @@ use super::{ClusterApiProvider, machine_resource, transient};
 use crate::machine::{MACHINE_DEPLOYMENT_LABEL, PROVIDER_ID_LABEL, provider_id_hash};
 
 impl ClusterApiProvider {
-    /// Every Machine this provider launched (carrying [`MACHINE_DEPLOYMENT_LABEL`]).
+    /// Every Machine this provider launched or took (carrying [`MACHINE_DEPLOYMENT_LABEL`]),
+    /// from the watch (with those it does not show yet).
     pub(super) async fn our_machines(&self) -> Result<Vec<DynamicObject>, CloudProviderError> {
+        self.watched_machines().await
+    }
+
+    /// Every Machine this provider launched or took, listed from the API server.
+    pub(super) async fn our_machines_listed(
+        &self,
+    ) -> Result<Vec<DynamicObject>, CloudProviderError> {
         Ok(self
             .api(&machine_resource(), None)
             .list(&ListParams::default().labels(MACHINE_DEPLOYMENT_LABEL))
@@ -36,6 +44,20 @@ impl ClusterApiProvider {
         Ok(found.items.into_iter().next())
     }
 
+    /// The Machine NodeClaim `claim` took in scale mode (named by its MachineSet, annotated
+    /// with the NodeClaim), as the watch shows it (a miss is settled by `delete_scaled`, which
+    /// asks the API server).
+    pub(super) async fn find_taken(
+        &self,
+        claim: &str,
+    ) -> Result<Option<DynamicObject>, CloudProviderError> {
+        Ok(self
+            .our_machines()
+            .await?
+            .into_iter()
+            .find(|m| crate::scale::claim_of(m) == Some(claim)))
+    }
+
     /// Our live Machine with this providerID: found through [`PROVIDER_ID_LABEL`] (the API
     /// server selects it); a Machine not labelled yet (its providerID came after our last look,
     /// or it was launched by an older version) is found by a scan of our Machines, and labelled
@@ -48,6 +70,17 @@ impl ClusterApiProvider {
             m.metadata.deletion_timestamp.is_none()
                 && crate::machine::provider_id(m).as_deref() == Some(provider_id)
         };
+        // The watch first; a miss (a providerID set after the watch's last event, or a
+        // Machine truly gone) asks the API server, since a wrong "not found" would make the
+        // caller give the instance up.
+        if let Some(m) = self.our_machines().await?.into_iter().find(|m| matches(m)) {
+            // Keep the label right for the API server's lookups (ours after a watch miss,
+            // anyone's with a selector).
+            if let Err(e) = self.label_provider_id(&m).await {
+                tracing::debug!(error = %e, machine = %m.name_any(), "labelling a Machine by providerID failed");
+            }
+            return Ok(Some(m));
+        }
         let selector = format!(
             "{MACHINE_DEPLOYMENT_LABEL},{PROVIDER_ID_LABEL}={}",
             provider_id_hash(provider_id)
@@ -60,7 +93,12 @@ impl ClusterApiProvider {
         if let Some(m) = labelled.items.into_iter().find(|m| matches(m)) {
             return Ok(Some(m));
         }
-        let Some(m) = self.our_machines().await?.into_iter().find(|m| matches(m)) else {
+        let Some(m) = self
+            .our_machines_listed()
+            .await?
+            .into_iter()
+            .find(|m| matches(m))
+        else {
             return Ok(None);
         };
         if let Err(e) = self.label_provider_id(&m).await {

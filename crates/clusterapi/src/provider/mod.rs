@@ -14,11 +14,13 @@ use karpenter_providers::{
     CloudProvider, CloudProviderError, NodeGroupFloor, OfferingKey, UnavailableOfferings,
 };
 use karpenter_solver::InstanceType;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client, ResourceExt};
 
+mod cache;
 mod launch;
 mod lookup;
+mod scale;
 
 pub use launch::{DEFAULT_LAUNCH_TIMEOUT, launch_overdue};
 
@@ -28,7 +30,8 @@ use crate::machine::{
     instance_view,
 };
 use crate::report::{EventReporter, Problem};
-use crate::shape::{MEMBER_LABEL, Shape, ShapeError};
+use crate::scale::claim_of;
+use crate::shape::{LaunchMode, Shape, ShapeError};
 
 /// The provider's name (`--cloud-provider clusterapi`).
 pub const PROVIDER_NAME: &str = "clusterapi";
@@ -68,6 +71,16 @@ pub struct ClusterApiProvider {
     launching: tokio::sync::Mutex<()>,
     /// [`Self::with_launch_timeout`].
     launch_timeout: std::time::Duration,
+    /// Scale mode: NodeClaim → `namespace/name` of the MachineDeployment this process scaled
+    /// up for it, until released. The ledger on the MachineDeployment is the durable record;
+    /// this one answers before a list shows our own write.
+    scaled: Mutex<HashMap<String, String>>,
+    /// The watches of opted-in MachineDeployments and our Machines, started on first use.
+    cache: tokio::sync::OnceCell<cache::Cache>,
+    /// MachineDeployments we patched (scale mode) until the watch shows the patch.
+    written_mds: cache::Overlay,
+    /// Machines we created or took until the watch shows them.
+    written_machines: cache::Overlay,
 }
 
 /// Shapes of the readable opted-in MachineDeployments, why the others are not offered, and
@@ -107,6 +120,10 @@ impl ClusterApiProvider {
             reporter: EventReporter::new(client.clone()),
             launching: tokio::sync::Mutex::new(()),
             launch_timeout: DEFAULT_LAUNCH_TIMEOUT,
+            scaled: Mutex::new(HashMap::new()),
+            cache: tokio::sync::OnceCell::new(),
+            written_mds: cache::Overlay::default(),
+            written_machines: cache::Overlay::default(),
         }
     }
 
@@ -131,18 +148,13 @@ impl ClusterApiProvider {
         }
     }
 
-    /// Opted-in MachineDeployments with their shapes; those that cannot be read come back as
-    /// errors (reported by callers), and the others keep working. The last item holds every
-    /// opted-in MachineDeployment by `namespace/name`.
+    /// Opted-in MachineDeployments with their shapes (from the watch, see [`cache`]); those
+    /// that cannot be read come back as errors (reported by callers), and the others keep
+    /// working. The last item holds every opted-in MachineDeployment by `namespace/name`.
     async fn members(&self) -> Result<Members, CloudProviderError> {
-        let mds = self
-            .api(&machine_deployment_resource(), None)
-            .list(&ListParams::default().labels(MEMBER_LABEL))
-            .await
-            .map_err(transient)?;
-        let (shapes, errors) = catalog::shapes(&mds.items);
+        let mds = self.watched_mds().await?;
+        let (shapes, errors) = catalog::shapes(&mds);
         let objects = mds
-            .items
             .into_iter()
             .map(|md| {
                 let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
@@ -152,11 +164,13 @@ impl ClusterApiProvider {
         Ok((shapes, errors, objects))
     }
 
-    /// Live Machines per MachineDeployment key (`namespace/name`).
+    /// Live Machines per MachineDeployment key (`namespace/name`) that are not in its
+    /// `spec.replicas`: those we launched in machine mode (a Machine taken in scale mode is
+    /// one of its replicas already).
     fn counts(machines: &[DynamicObject]) -> HashMap<String, i64> {
         let mut out = HashMap::new();
         for m in machines {
-            if m.metadata.deletion_timestamp.is_some() {
+            if m.metadata.deletion_timestamp.is_some() || claim_of(m).is_some() {
                 continue;
             }
             if let Some(md) = m.labels().get(MACHINE_DEPLOYMENT_LABEL) {
@@ -241,6 +255,12 @@ impl CloudProvider for ClusterApiProvider {
                 .finish(claim, &member.shape, &member.object, machine)
                 .await;
         }
+        // Scale mode: a MachineDeployment was scaled up for it before; take (or find again)
+        // its Machine, never scale again.
+        if let Some((ns, md_name)) = self.scaled_for(&name).await? {
+            let md = self.fresh_md_shape(&ns, &md_name).await?;
+            return self.take_machine(claim, &md).await;
+        }
         let reqs = claim_requirements(claim).map_err(CloudProviderError::Fatal)?;
         let requests = parse_resource_list(&claim.spec.resources.requests)
             .map_err(CloudProviderError::Fatal)?;
@@ -286,6 +306,11 @@ impl CloudProvider for ClusterApiProvider {
         let md = objects.get(&shape.key()).ok_or_else(|| {
             CloudProviderError::Fatal(format!("MachineDeployment {} vanished", shape.key()))
         })?;
+        if shape.mode == LaunchMode::Scale {
+            let launched = self.launch_scaled(claim, shape).await;
+            drop(launching);
+            return launched;
+        }
         let pool = claim
             .metadata
             .labels
@@ -301,6 +326,8 @@ impl CloudProvider for ClusterApiProvider {
             Err(e) if is_status(&e, 422) || is_status(&e, 400) => return Err(fatal(e)),
             Err(e) => return Err(transient(e)),
         };
+        // Counted against the max size by the next launch, before the watch shows it.
+        self.written_machines.record(&created);
         drop(launching);
         tracing::info!(
             NodeClaim = %name,
@@ -320,15 +347,31 @@ impl CloudProvider for ClusterApiProvider {
             .and_then(|s| s.provider_id.clone())
             .unwrap_or_default();
         let mut machine = self.find_machine(&name).await?;
+        if machine.is_none() {
+            machine = self.find_taken(&name).await?;
+        }
         if machine.is_none() && !provider_id.is_empty() {
             // Garbage collection names instances by providerID only.
             machine = self.machine_by_provider_id(&provider_id).await?;
         }
         let Some(machine) = machine else {
+            // Scale mode, before a Machine was taken: give the replica back.
+            if let Some((ns, md_name)) = self.scaled_for(&name).await? {
+                return self.delete_scaled(&name, &ns, &md_name).await;
+            }
             return Err(CloudProviderError::NodeClaimNotFound(format!(
                 "no Machine for NodeClaim {name}"
             )));
         };
+        if let Some(taken_by) = claim_of(&machine).map(str::to_string) {
+            let ns = machine.namespace().unwrap_or_default();
+            let md_name = machine
+                .labels()
+                .get(MACHINE_DEPLOYMENT_LABEL)
+                .cloned()
+                .unwrap_or_default();
+            return self.delete_scaled(&taken_by, &ns, &md_name).await;
+        }
         // Once CAPI has it, the Machine goes away on its own (drain, infrastructure deletion,
         // Node deletion); waiting for it here could deadlock with the Node's finalizer, which
         // the termination controller only removes after this reports NotFound.
@@ -366,8 +409,10 @@ impl CloudProvider for ClusterApiProvider {
     }
 
     async fn list(&self) -> Result<Vec<NodeClaim>, CloudProviderError> {
+        // From the API server, not the watch: garbage collection deletes NodeClaims whose
+        // instance is missing here, and it runs every few minutes, not per round.
         Ok(self
-            .our_machines()
+            .our_machines_listed()
             .await?
             .iter()
             .map(instance_view)

@@ -28,6 +28,7 @@ use karpenter_api::labels::{
 };
 use karpenter_clusterapi::machine::{MACHINE_DEPLOYMENT_LABEL, provider_id};
 use karpenter_clusterapi::provider::{machine_deployment_resource, machine_resource};
+use karpenter_clusterapi::scale::{DEPLOYMENT_NAME_LABEL, Ledger, replicas};
 use karpenter_clusterapi::shape::Shape;
 use karpenter_providers::kwok::launch::resource_list;
 use karpenter_testkit::{TestCluster, control_plane_required};
@@ -325,8 +326,14 @@ async fn boot(mds: &Api<DynamicObject>, nodes: &Api<Node>, machine: &DynamicObje
     if nodes.get_opt(&name).await?.is_some() {
         return Ok(());
     }
-    let Some(md_name) = machine.labels().get(MACHINE_DEPLOYMENT_LABEL) else {
-        bail!("no {MACHINE_DEPLOYMENT_LABEL} label");
+    // Ours (machine mode, or taken in scale mode), else its MachineSet's: a VM boots whether
+    // or not a NodeClaim took its Machine yet.
+    let Some(md_name) = machine
+        .labels()
+        .get(MACHINE_DEPLOYMENT_LABEL)
+        .or_else(|| machine.labels().get(DEPLOYMENT_NAME_LABEL))
+    else {
+        bail!("no {MACHINE_DEPLOYMENT_LABEL} or {DEPLOYMENT_NAME_LABEL} label");
     };
     let md = mds.get(md_name).await?;
     let shape = Shape::from_machine_deployment(&md)?;
@@ -429,4 +436,25 @@ pub async fn grant_example_rbac(client: &Client, ns: &str) -> Result<String> {
         .await
         .context("binding the example's Role")?;
     Ok(format!("system:serviceaccount:{ns}:{name}"))
+}
+
+/// The MachineDeployment `name` of the env's namespace as the API server has it: its replicas
+/// and its scale-mode ledger.
+pub async fn md_state(env: &CapiEnv, name: &str) -> Result<(i64, Ledger)> {
+    let md = env.machine_deployments().get(name).await?;
+    Ok((replicas(&md), Ledger::read(&md)?))
+}
+
+/// Requests the API server counted (`apiserver_request_total` on its `/metrics`) on the lines
+/// holding every one of `labels` (e.g. `verb="LIST"`), summed.
+pub async fn api_requests(client: &Client, labels: &[&str]) -> Result<u64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| labels.iter().all(|w| l.contains(w)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .map(|n| n as u64)
+        .sum())
 }
