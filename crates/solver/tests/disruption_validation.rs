@@ -31,7 +31,19 @@ fn opts() -> DisruptionOptions {
 }
 
 fn validate(f: &Fleet, c: &Command) -> Validation {
-    validate_command(&f.dp, &opts(), c).expect("validation")
+    let v = validate_command(&f.dp, &opts(), c).expect("validation");
+    // The controller's way (the cluster taken, not copied) decides the same.
+    let mut taken = f.dp.clone();
+    let t = validate_command_taking(&mut taken, &opts(), c).expect("validation");
+    assert_eq!(
+        t, v,
+        "validate_command_taking differs from validate_command"
+    );
+    assert!(
+        taken.problem.existing_nodes.is_empty(),
+        "the cluster was taken"
+    );
+    v
 }
 
 fn names(v: &[&str]) -> Vec<String> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use karpenter_solver::disruption::{
     Command, ConsolidationPolicy, DisruptionError, DisruptionOptions, DisruptionProblem, Drift,
-    Validation, validate_command,
+    Validation, validate_command, validate_command_taking,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -124,15 +124,21 @@ pub async fn validate_then_start(
 }
 
 /// Validates `commands` in order on `problem`, each with the valid ones before it counted as
-/// disrupting, as the planner had them when it decided.
+/// disrupting, as the planner had them when it decided. The last one works on the cluster
+/// itself (`problem.problem` is left empty): one copy of every pod fewer at the peak, and
+/// none in the usual case of one command.
 fn validate_in_order(
     problem: &mut DisruptionProblem,
     opts: &DisruptionOptions,
     commands: &[Command],
 ) -> Vec<std::result::Result<Validation, DisruptionError>> {
     let mut out = Vec::with_capacity(commands.len());
-    for cmd in commands {
-        let result = validate_command(problem, opts, cmd);
+    for (i, cmd) in commands.iter().enumerate() {
+        let result = if i + 1 == commands.len() {
+            validate_command_taking(problem, opts, cmd)
+        } else {
+            validate_command(problem, opts, cmd)
+        };
         if let Ok(Validation {
             command: Some(valid),
             ..

@@ -114,6 +114,20 @@ pub fn validate_command(
     Planner::new(input, input.problem.clone(), opts).validate(command)
 }
 
+/// [`validate_command`] working on the input's cluster itself instead of a copy of it (every
+/// pod of the cluster: at 10 000 pods the copy was ~24 MB of the controller's peak heap).
+/// `input.problem` is taken (left empty); its nodes, pods, policies and PDBs stay for the
+/// caller. Same result as [`validate_command`].
+pub fn validate_command_taking(
+    input: &mut DisruptionProblem,
+    opts: &DisruptionOptions,
+    command: &Command,
+) -> Result<Validation, DisruptionError> {
+    validate(input)?;
+    let cluster = std::mem::take(&mut input.problem);
+    Planner::new(input, cluster, opts).validate(command)
+}
+
 fn validate(input: &DisruptionProblem) -> Result<(), DisruptionError> {
     let mut names = HashSet::new();
     for n in &input.problem.existing_nodes {
