@@ -6,6 +6,7 @@ mod plan;
 mod preferences;
 pub(crate) mod prepare;
 mod scheduler;
+mod skip;
 
 pub(crate) use claim::{Claim, max_capacity, max_eff};
 pub(crate) use plan::claim_price;

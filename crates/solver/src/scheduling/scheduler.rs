@@ -9,6 +9,7 @@ use crate::taints::{Toleration, first_untolerated};
 use super::claim::{Claim, filter_its, max_capacity, max_eff};
 use super::preferences::Attempt;
 use super::prepare::{PoolInfo, Prepared, fits_sum, pool_taint_block, satisfies_min_values};
+use super::skip::{Skips, hostname_terms};
 use super::topology::{Active, Target, Topology};
 
 /// Where a pod ended up.
@@ -95,6 +96,8 @@ pub(crate) struct Scheduler<'a> {
     pub open: Vec<usize>,
     /// Element-wise minimum request over all pending pods: a claim with less headroom is full.
     min_req: Vec<i64>,
+    /// Per hostname term, the claims that do not reject it yet (see [`Skips`]).
+    skips: Skips,
 }
 
 impl<'a> Scheduler<'a> {
@@ -135,6 +138,7 @@ impl<'a> Scheduler<'a> {
             min_req: (0..prep.res.len())
                 .map(|r| prep.pods.iter().map(|p| p.requests[r]).min().unwrap_or(0))
                 .collect(),
+            skips: Skips::default(),
         }
     }
 
@@ -201,19 +205,38 @@ impl<'a> Scheduler<'a> {
             self.commit_existing(pod, n, domains, ctx);
             return true;
         }
-        let mut i = 0;
-        while i < self.open.len() {
-            let c = self.open[i];
-            if self.is_full(c) {
-                // Nothing can ever join it again: drop it from the scan list.
-                self.open.remove(i);
-                continue;
+        // With hostname terms only the claims that do not reject them yet are worth a look;
+        // the rest would fail `quick_reject`, so first fit picks the same claim.
+        let terms = hostname_terms(&self.topo, pod, &ctx.active());
+        if let Some(cands) = self.skips.candidates(&self.topo, &self.claims, &terms) {
+            for c in cands {
+                let Ok(i) = self.open.binary_search(&c) else {
+                    continue;
+                };
+                if self.is_full(c) {
+                    self.open.remove(i);
+                    continue;
+                }
+                if let Some(fit) = self.try_claim(pod, ctx, c) {
+                    self.commit_claim(pod, c, fit, ctx);
+                    return true;
+                }
             }
-            if let Some(fit) = self.try_claim(pod, ctx, c) {
-                self.commit_claim(pod, c, fit, ctx);
-                return true;
+        } else {
+            let mut i = 0;
+            while i < self.open.len() {
+                let c = self.open[i];
+                if self.is_full(c) {
+                    // Nothing can ever join it again: drop it from the scan list.
+                    self.open.remove(i);
+                    continue;
+                }
+                if let Some(fit) = self.try_claim(pod, ctx, c) {
+                    self.commit_claim(pod, c, fit, ctx);
+                    return true;
+                }
+                i += 1;
             }
-            i += 1;
         }
         for pi in 0..self.prep.pools.len() {
             if self.open_claim(pod, ctx, pi) {
