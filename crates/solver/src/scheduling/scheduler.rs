@@ -12,6 +12,17 @@ use super::prepare::{PoolInfo, Prepared, fits_sum, pool_taint_block, satisfies_m
 use super::skip::{Skips, hostname_terms};
 use super::topology::{Active, Target, Topology};
 
+/// What one step of the first-fit scan over open claims did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// The claim was full and left the open list.
+    Dropped,
+    /// The claim took the pod.
+    Placed,
+    /// The pod does not fit the claim.
+    NoFit,
+}
+
 /// Where a pod ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Place {
@@ -210,32 +221,20 @@ impl<'a> Scheduler<'a> {
         let terms = hostname_terms(&self.topo, pod, &ctx.active());
         if let Some(cands) = self.skips.candidates(&self.topo, &self.claims, &terms) {
             for c in cands {
-                let Ok(i) = self.open.binary_search(&c) else {
-                    continue;
-                };
-                if self.is_full(c) {
-                    self.open.remove(i);
-                    continue;
-                }
-                if let Some(fit) = self.try_claim(pod, ctx, c) {
-                    self.commit_claim(pod, c, fit, ctx);
+                if let Ok(i) = self.open.binary_search(&c)
+                    && self.try_open(pod, ctx, i) == Scan::Placed
+                {
                     return true;
                 }
             }
         } else {
             let mut i = 0;
             while i < self.open.len() {
-                let c = self.open[i];
-                if self.is_full(c) {
-                    // Nothing can ever join it again: drop it from the scan list.
-                    self.open.remove(i);
-                    continue;
+                match self.try_open(pod, ctx, i) {
+                    Scan::Placed => return true,
+                    Scan::Dropped => {}
+                    Scan::NoFit => i += 1,
                 }
-                if let Some(fit) = self.try_claim(pod, ctx, c) {
-                    self.commit_claim(pod, c, fit, ctx);
-                    return true;
-                }
-                i += 1;
             }
         }
         for pi in 0..self.prep.pools.len() {
@@ -244,6 +243,23 @@ impl<'a> Scheduler<'a> {
             }
         }
         false
+    }
+
+    /// First fit's step over `open[i]`: a full claim leaves `open` (nothing can ever join it
+    /// again), a claim that takes the pod gets it.
+    fn try_open(&mut self, pod: usize, ctx: &Ctx, i: usize) -> Scan {
+        let c = self.open[i];
+        if self.is_full(c) {
+            self.open.remove(i);
+            return Scan::Dropped;
+        }
+        match self.try_claim(pod, ctx, c) {
+            Some(fit) => {
+                self.commit_claim(pod, c, fit, ctx);
+                Scan::Placed
+            }
+            None => Scan::NoFit,
+        }
     }
 
     fn try_existing_all(&self, pod: usize, ctx: &Ctx) -> Option<(usize, Vec<(usize, u32)>)> {
