@@ -16,10 +16,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use karpenter_api::read::yaml_documents;
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use super::yaml;
 
 /// Where a document came from, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,20 +234,17 @@ fn list_manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 pub fn parse(inputs: &[Input]) -> Result<Manifests, ManifestError> {
     let mut manifests = Manifests::default();
     for input in inputs {
-        let mut bytes = input.text.as_bytes();
-        let values =
-            yaml_documents::<_, Value>(&mut bytes).filter(|v| !matches!(v, Ok(Value::Null)));
-        for (document, value) in values.enumerate() {
-            let value = value.map_err(|e| ManifestError::Yaml {
-                file: input.name.clone(),
-                message: e.to_string(),
-            })?;
+        let yaml_error = |message| ManifestError::Yaml {
+            file: input.name.clone(),
+            message,
+        };
+        yaml::for_each_document(&input.text, yaml_error, |document, value| {
             let source = Source {
                 file: input.name.clone(),
                 document,
             };
-            add_document(&mut manifests, &source, "", value)?;
-        }
+            add_document(&mut manifests, &source, "", value)
+        })?;
     }
     Ok(manifests)
 }

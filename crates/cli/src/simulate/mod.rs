@@ -25,6 +25,7 @@ pub mod pools;
 pub mod repack;
 pub mod table;
 pub mod utilization;
+pub mod yaml;
 
 use std::io::Write;
 use std::path::PathBuf;
