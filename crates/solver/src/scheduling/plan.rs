@@ -6,7 +6,6 @@ use crate::model::{ExistingPlacement, Options, Plan, PlannedNodeClaim, Unschedul
 use crate::resources::Resources;
 
 use super::explain;
-use super::prepare::offering_index;
 use super::scheduler::{Place, Scheduler};
 
 /// Chosen (position in pool.its, offering index, price) and the price-ordered options.
@@ -17,6 +16,7 @@ pub(crate) fn choose(s: &Scheduler<'_>, c: usize) -> Option<Choice> {
     let claim = &s.claims[c];
     let pool = &s.prep.pools[claim.pool];
     let mut opts: Vec<(f64, u32, usize)> = Vec::new();
+    let admitted = s.prep.places.admitted(&claim.reqs);
     for &j in &claim.its {
         if !claim
             .used
@@ -27,7 +27,8 @@ pub(crate) fn choose(s: &Scheduler<'_>, c: usize) -> Option<Choice> {
             continue;
         }
         let ci = pool.its[j as usize];
-        if let Some(o) = offering_index(&s.p.instance_types[ci].offerings, &claim.reqs) {
+        let offerings = &s.p.instance_types[ci].offerings;
+        if let Some(o) = s.prep.places.offering_index(offerings, ci, &admitted) {
             opts.push((s.p.instance_types[ci].offerings[o].price, j, o));
         }
     }

@@ -2,7 +2,7 @@
 //! lookups: dense resource vectors, per-NodePool instance-type lists with DaemonSet overhead
 //! already subtracted, and per-pod requirement alternatives.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::SolveError;
 use crate::labels::{self, CAPACITY_TYPE, INSTANCE_TYPE, NODEPOOL, ZONE};
@@ -113,6 +113,64 @@ pub(crate) struct Prepared {
     pub pools: Vec<PoolInfo>,
     pub pods: Vec<PodInfo>,
     pub any_prefer_no_schedule: bool,
+    pub places: Places,
+}
+
+/// The catalog's distinct (zone, capacity type) pairs, and the pair of every offering: which
+/// offerings a claim's requirements admit is then decided once per pair instead of once per
+/// offering and instance type (choosing the offerings of 4 000 claims over 400 types compared
+/// zone strings ~10 M times).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Places {
+    pairs: Vec<(String, String)>,
+    /// Per instance type (index in `Problem::instance_types`), per offering: its pair.
+    of: Vec<Vec<usize>>,
+}
+
+impl Places {
+    fn new(its: &[crate::instance_type::InstanceType]) -> Self {
+        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut pairs = Vec::new();
+        let of = its
+            .iter()
+            .map(|it| {
+                it.offerings
+                    .iter()
+                    .map(|o| {
+                        *index
+                            .entry((o.zone.as_str(), o.capacity_type.as_str()))
+                            .or_insert_with(|| {
+                                pairs.push((o.zone.clone(), o.capacity_type.clone()));
+                                pairs.len() - 1
+                            })
+                    })
+                    .collect()
+            })
+            .collect();
+        Self { pairs, of }
+    }
+
+    /// Per pair, whether `reqs` admits it (zone and capacity type).
+    pub fn admitted(&self, reqs: &Requirements) -> Vec<bool> {
+        let zr = reqs.get(ZONE);
+        let cr = reqs.get(CAPACITY_TYPE);
+        self.pairs
+            .iter()
+            .map(|(z, c)| zr.is_none_or(|r| r.has(z)) && cr.is_none_or(|r| r.has(c)))
+            .collect()
+    }
+
+    /// [`offering_index`] of instance type `ci` for requirements whose [`Self::admitted`] is
+    /// `admitted`.
+    pub fn offering_index(
+        &self,
+        offerings: &[crate::instance_type::Offering],
+        ci: usize,
+        admitted: &[bool],
+    ) -> Option<usize> {
+        let pair_of = &self.of[ci];
+        cheapest(offerings, |i| admitted[pair_of[i]])
+    }
 }
 
 fn term_reqs(base: &Requirements, t: &NodeSelectorTerm) -> Result<Requirements, SolveError> {
@@ -198,12 +256,20 @@ pub(crate) fn offering_index(
 ) -> Option<usize> {
     let zr = reqs.get(ZONE);
     let cr = reqs.get(CAPACITY_TYPE);
+    cheapest(offerings, |i| {
+        let o = &offerings[i];
+        zr.is_none_or(|r| r.has(&o.zone)) && cr.is_none_or(|r| r.has(&o.capacity_type))
+    })
+}
+
+/// The cheapest available offering `admits` lets through (ties: zone, then capacity type).
+fn cheapest(
+    offerings: &[crate::instance_type::Offering],
+    admits: impl Fn(usize) -> bool,
+) -> Option<usize> {
     let mut best: Option<usize> = None;
     for (i, o) in offerings.iter().enumerate() {
-        if !o.available
-            || zr.is_some_and(|r| !r.has(&o.zone))
-            || cr.is_some_and(|r| !r.has(&o.capacity_type))
-        {
+        if !o.available || !admits(i) {
             continue;
         }
         let better = match best {
@@ -491,6 +557,7 @@ impl Prepared {
             pools,
             pods,
             any_prefer_no_schedule,
+            places: Places::new(&p.instance_types),
         })
     }
 
