@@ -45,6 +45,16 @@ impl<T: PodObject + ?Sized> PodObject for &T {
     }
 }
 
+impl<T: PodObject + ?Sized> PodObject for Box<T> {
+    fn metadata(&self) -> &ObjectMeta {
+        (**self).metadata()
+    }
+
+    fn spec(&self) -> Option<&k8s::PodSpec> {
+        (**self).spec()
+    }
+}
+
 impl<T: PodObject + ?Sized> PodObject for std::sync::Arc<T> {
     fn metadata(&self) -> &ObjectMeta {
         (**self).metadata()

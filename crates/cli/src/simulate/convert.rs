@@ -94,7 +94,7 @@ pub struct Converted {
 /// cluster; the controller is stricter because there the objects will appear.
 fn with_volumes(
     mut view: PodView,
-    pod: &super::manifests::Sourced<k8s_openapi::api::core::v1::Pod>,
+    pod: &super::manifests::Sourced<Box<k8s_openapi::api::core::v1::Pod>>,
     volumes: &VolumeIndex<'_>,
     warnings: &mut Vec<String>,
 ) -> PodView {

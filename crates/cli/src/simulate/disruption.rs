@@ -110,7 +110,7 @@ pub fn problem(
                 md.namespace.as_deref().unwrap_or("default"),
                 md.name.as_deref().unwrap_or_default()
             );
-            (key, &p.object)
+            (key, &*p.object)
         })
         .collect();
     let mut pods = Vec::new();

@@ -12,7 +12,7 @@ fn parse_one(text: &str) -> Result<Manifests, ManifestError> {
     }])
 }
 
-fn key(p: &Sourced<Pod>) -> String {
+fn key(p: &Sourced<Box<Pod>>) -> String {
     format!(
         "{}/{}",
         p.object.metadata.namespace.as_deref().unwrap_or(""),

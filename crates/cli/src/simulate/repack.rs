@@ -81,7 +81,7 @@ fn repack_problem(m: &Manifests, converted: &Converted) -> Problem {
     let repacked: BTreeSet<String> = m
         .pods
         .iter()
-        .map(|p| &p.object)
+        .map(|p| &*p.object)
         .filter(|p| !owned_by(p, "DaemonSet") && !owned_by(p, "Node"))
         .map(pod_key)
         .filter(|key| converted.bound.contains_key(key))
