@@ -1,0 +1,11 @@
+//! `karpenter.sh/v1alpha1`: NodeOverlay (alpha), price and capacity overrides applied to the
+//! instance-type catalog before scheduling.
+
+pub mod nodeoverlay;
+mod validation;
+
+pub use nodeoverlay::{
+    CONDITION_READY, CONDITION_VALIDATION_SUCCEEDED, NodeOverlay, NodeOverlaySpec,
+    NodeOverlayStatus, OverlayRequirement,
+};
+pub use validation::validate_node_overlay;
