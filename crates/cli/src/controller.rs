@@ -84,8 +84,9 @@ pub struct ControllerArgs {
     #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
     /// Feature gates, upstream's format: `Name=true,Name=false`. `SpotToSpotConsolidation`
-    /// (default false) lets consolidation replace spot nodes with cheaper spot nodes; upstream's
-    /// other gates are accepted at their defaults only (they are not implemented).
+    /// (default false) lets consolidation replace spot nodes with cheaper spot nodes;
+    /// `NodeOverlay` (default false) applies NodeOverlays to the catalog; upstream's other gates
+    /// are accepted at their defaults only (they are not implemented).
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: FeatureGates,
     /// Do not run the disruption loop (no emptiness, consolidation, drift or expiration).
@@ -98,15 +99,19 @@ pub struct ControllerArgs {
 pub struct FeatureGates {
     /// `SpotToSpotConsolidation`: consolidation may replace spot with spot.
     pub spot_to_spot_consolidation: bool,
+    /// `NodeOverlay`: NodeOverlays change the catalog's prices and capacity.
+    pub node_overlay: bool,
 }
+
+/// The gates this controller implements.
+const IMPLEMENTED_GATES: [&str; 2] = ["SpotToSpotConsolidation", "NodeOverlay"];
 
 /// Upstream's gates that this controller does not implement, with their upstream defaults:
 /// naming one at its default is accepted (charts set them all), anything else is an error, so
 /// a gate never silently does nothing.
-const UNIMPLEMENTED_GATES: [(&str, bool); 5] = [
+const UNIMPLEMENTED_GATES: [(&str, bool); 4] = [
     ("NodeRepair", false),
     ("ReservedCapacity", true),
-    ("NodeOverlay", false),
     ("StaticCapacity", false),
     ("CapacityBuffer", false),
 ];
@@ -132,6 +137,8 @@ fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
         };
         if name == "SpotToSpotConsolidation" {
             gates.spot_to_spot_consolidation = on;
+        } else if name == "NodeOverlay" {
+            gates.node_overlay = on;
         } else if let Some((_, default)) = UNIMPLEMENTED_GATES.iter().find(|(g, _)| *g == name) {
             if on != *default {
                 return Err(format!(
@@ -140,7 +147,8 @@ fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
             }
         } else {
             return Err(format!(
-                "unknown feature gate {name:?} (known: SpotToSpotConsolidation, {})",
+                "unknown feature gate {name:?} (known: {}, {})",
+                IMPLEMENTED_GATES.join(", "),
                 UNIMPLEMENTED_GATES.map(|(g, _)| g).join(", ")
             ));
         }
@@ -233,6 +241,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         leader_election,
         disruption: !args.disable_disruption,
         spot_to_spot_consolidation: args.feature_gates.spot_to_spot_consolidation,
+        node_overlay: args.feature_gates.node_overlay,
         ..Options::default()
     };
     let client = clients.client.clone();
@@ -542,6 +551,7 @@ mod tests {
     fn feature_gates() {
         let spot = |on| FeatureGates {
             spot_to_spot_consolidation: on,
+            node_overlay: false,
         };
         assert_eq!(parse_feature_gates(""), Ok(FeatureGates::default()));
         assert_eq!(
@@ -569,6 +579,17 @@ mod tests {
             ),
             Ok(spot(true))
         );
+        assert_eq!(
+            parse_feature_gates("NodeOverlay=true"),
+            Ok(FeatureGates {
+                spot_to_spot_consolidation: false,
+                node_overlay: true,
+            })
+        );
+        assert_eq!(
+            parse_feature_gates("NodeOverlay=true,SpotToSpotConsolidation=true,NodeOverlay=false"),
+            Ok(spot(true))
+        );
     }
 
     #[test]
@@ -579,6 +600,11 @@ mod tests {
         assert!(err("ReservedCapacity=false").contains("ReservedCapacity"));
         assert!(err("SpotToSpotConsolidation=yes").contains("SpotToSpotConsolidation"));
         assert!(err("SpotToSpotConsolidation").contains("SpotToSpotConsolidation"));
+        assert!(err("NodeOverlay=maybe").contains("NodeOverlay"));
+        assert!(
+            err("Overlay=true").contains("NodeOverlay"),
+            "the known gates are listed"
+        );
     }
 
     #[test]
