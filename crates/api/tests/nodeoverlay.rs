@@ -5,6 +5,9 @@
 //! upstream's design doc (designs/node-overlay.md, v1.15.0); the page itself could not be
 //! fetched here, so these are equivalents, not byte copies.
 
+mod common;
+
+use common::validate_with_crd_cel;
 use karpenter_api::{KarpenterObject, parse_karpenter_objects};
 
 const UPSTREAM_EXAMPLES: &str = r#"
@@ -82,12 +85,21 @@ metadata:
 spec:
   requirements: []
   priceAdjustment: "-0.05"
+---
+apiVersion: karpenter.sh/v1alpha1
+kind: NodeOverlay
+metadata:
+  name: one-pool
+spec:
+  requirements:
+  - {key: karpenter.sh/nodepool, operator: In, values: [default]}
+  priceAdjustment: "+1%"
 "#;
 
 #[test]
 fn upstream_examples_are_accepted() {
     let docs = parse_karpenter_objects(UPSTREAM_EXAMPLES).expect("valid overlays");
-    assert_eq!(docs.len(), 6);
+    assert_eq!(docs.len(), 7);
     let names: Vec<&str> = docs
         .iter()
         .map(|d| match &d.object {
@@ -103,9 +115,16 @@ fn upstream_examples_are_accepted() {
             "price-adjustment",
             "extended-resource",
             "hugepage-overlay",
-            "everything-cheaper"
+            "everything-cheaper",
+            "one-pool"
         ]
     );
+    // The CRD's CEL rules accept them too.
+    for d in &docs {
+        if let Err(e) = validate_with_crd_cel(&d.value) {
+            panic!("CEL rejects document {}: {e}", d.index);
+        }
+    }
     let Some(KarpenterObject::NodeOverlay(first)) = &docs[0].object else {
         unreachable!()
     };
@@ -168,6 +187,14 @@ fn invalid_overlays_name_the_field() {
             "spec.requirements[0].operator",
         ),
         ("  price: \"1\"\n", "requirements"),
+        (
+            "  requirements:\n  - key: kubernetes.io/hostname\n    operator: Exists\n",
+            "spec.requirements[0].key: label \"kubernetes.io/hostname\" is restricted",
+        ),
+        (
+            "  requirements:\n  - key: karpenter.sh/other\n    operator: Exists\n",
+            "spec.requirements[0].key: label domain \"karpenter.sh\" is restricted",
+        ),
     ];
     for (spec, want) in cases {
         let e = error_of(spec);

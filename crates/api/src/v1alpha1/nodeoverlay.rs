@@ -13,7 +13,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{self, AddRules, Rule, rule};
+use crate::rules::{self, AddRules, Keys, Rule, rule};
 use crate::v1::common::{MAX_KEY_LENGTH, MAX_REQUIREMENTS, MAX_VALUE_LENGTH};
 use crate::v1::{Condition, Operator};
 
@@ -63,7 +63,10 @@ fn spec_rules() -> Vec<Rule> {
 
 fn requirement_rules() -> Vec<Rule> {
     let item = format!("{P_REQUIREMENTS}[]");
-    vec![
+    // Upstream's key rules: no hostname, no karpenter.sh keys but the capacity type and the
+    // NodePool (the same as NodeClaim requirement keys).
+    let mut out = rules::key_rules(&format!("{item}.key"), ".key", Keys::NodeClaim);
+    out.extend([
         rule(
             "self.all(x, x.operator != 'In' || (has(x.values) && size(x.values) > 0))",
             &format!("{item}.values"),
@@ -92,7 +95,8 @@ fn requirement_rules() -> Vec<Rule> {
             &format!("{item}.operator"),
             rules::msg::OPERATOR,
         ),
-    ]
+    ]);
+    out
 }
 
 fn capacity_rules() -> Vec<Rule> {

@@ -5,6 +5,7 @@ use super::nodeoverlay::{
     self, NodeOverlay, P_REQUIREMENTS, PRICE_ADJUSTMENT_PATTERN, PRICE_PATTERN,
     RESTRICTED_CAPACITY, msg,
 };
+use crate::labels;
 use crate::rules::{self, NON_NEGATIVE_INTEGER_PATTERN};
 use crate::v1::Operator;
 use crate::validation::{Collector, ValidationErrors, matches};
@@ -14,6 +15,9 @@ pub fn validate_node_overlay(o: &NodeOverlay) -> Result<(), ValidationErrors> {
     let mut c = Collector::default();
     let spec = &o.spec;
     for (i, r) in spec.requirements.iter().enumerate() {
+        if let Some(restriction) = labels::node_claim_restriction(&r.key) {
+            c.push(format!("{P_REQUIREMENTS}[{i}].key"), restriction.reason());
+        }
         let path = format!("{P_REQUIREMENTS}[{i}].values");
         match r.operator {
             Operator::In if r.values.is_empty() => c.push(path, rules::msg::IN_NEEDS_VALUE),
