@@ -22,7 +22,9 @@ use common::{Env, TIMEOUT, test_options};
 use k8s_openapi::api::core::v1::Pod;
 use karpenter_api::labels::INSTANCE_TYPE_LABEL;
 use karpenter_api::v1::{Operator, find_condition};
-use karpenter_api::v1alpha1::{NodeOverlay, NodeOverlaySpec, OverlayRequirement};
+use karpenter_api::v1alpha1::{
+    NodeOverlay, NodeOverlaySpec, OverlayRequirement, PRICE_OVERLAY_APPLIED_ANNOTATION,
+};
 use karpenter_controller::Options;
 use karpenter_testkit::unique_name;
 use kube::api::{DeleteParams, PostParams};
@@ -145,6 +147,23 @@ async fn body(env: &Env, prefix: &str) -> Result<()> {
     pods.create(&PostParams::default(), &env.pod("after", "500m"))
         .await?;
     wait_types(env, &[(CHEAPEST, 1), (NEXT_CHEAPEST, 1)]).await?;
+    // Upstream's mark: the second claim was planned with an overlaid price among its options,
+    // the first without.
+    let marked = env
+        .node_claims()
+        .await?
+        .iter()
+        .filter(|c| {
+            c.annotations()
+                .get(PRICE_OVERLAY_APPLIED_ANNOTATION)
+                .map(String::as_str)
+                == Some("true")
+        })
+        .count();
+    assert_eq!(
+        marked, 1,
+        "claims marked {PRICE_OVERLAY_APPLIED_ANNOTATION}"
+    );
 
     // A second overlay of the same (unset) weight on the same offerings conflicts: overlays of
     // equal weight go in reverse name order, so "-b" is taken and "-a" is left out, its

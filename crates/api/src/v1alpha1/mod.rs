@@ -5,7 +5,8 @@ pub mod nodeoverlay;
 mod validation;
 
 pub use nodeoverlay::{
-    CONDITION_READY, CONDITION_VALIDATION_SUCCEEDED, NodeOverlay, NodeOverlaySpec,
-    NodeOverlayStatus, OverlayRequirement,
+    CAPACITY_OVERLAY_APPLIED_ANNOTATION, CONDITION_READY, CONDITION_VALIDATION_SUCCEEDED,
+    NodeOverlay, NodeOverlaySpec, NodeOverlayStatus, OverlayRequirement,
+    PRICE_OVERLAY_APPLIED_ANNOTATION,
 };
 pub use validation::validate_node_overlay;

@@ -22,6 +22,11 @@ pub const CONDITION_READY: &str = "Ready";
 /// Condition type: the overlay is valid and conflicts with no other overlay of equal weight.
 pub const CONDITION_VALIDATION_SUCCEEDED: &str = "ValidationSucceeded";
 
+/// Annotation on NodeClaims whose instance-type options include a type with an overlaid price
+/// (upstream's `PriceOverlayAppliedAnnotationKey`).
+pub const PRICE_OVERLAY_APPLIED_ANNOTATION: &str = "karpenter.sh/price-overlay-applied";
+/// Annotation on NodeClaims whose options include a type with overlaid capacity.
+pub const CAPACITY_OVERLAY_APPLIED_ANNOTATION: &str = "karpenter.sh/capacity-overlay-applied";
 /// An absolute price: a non-negative decimal (upstream `^\d+(\.\d+)?$`).
 pub const PRICE_PATTERN: &str = "^[0-9]+([.][0-9]+)?$";
 /// A price adjustment: a signed amount (`+0.1`, `-0.05`), a positive percentage (`+5%`) or a

@@ -15,6 +15,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use karpenter_api::labels::INSTANCE_TYPE_LABEL;
 use karpenter_api::v1::NodePool;
+use karpenter_api::v1alpha1::{
+    CAPACITY_OVERLAY_APPLIED_ANNOTATION, PRICE_OVERLAY_APPLIED_ANNOTATION,
+};
 use karpenter_solver::{InstanceType, PlannedNodeClaim};
 
 /// Prices are floats computed the same way on both sides; this only absorbs rounding.
@@ -23,24 +26,31 @@ const EPSILON: f64 = 1e-9;
 /// Instance types whose price an overlay changed in some offering.
 pub type PriceOverlaid = BTreeSet<String>;
 
-/// The names of instance types whose offerings' prices differ between `before` and `after`
-/// (the same catalog without and with overlays).
-pub fn price_overlaid<'a>(
+/// The names of instance types whose offerings' prices, and of those whose capacity, differ
+/// between `before` and `after` (the same catalog without and with overlays).
+pub fn overlaid<'a>(
     before: impl IntoIterator<Item = &'a InstanceType>,
     after: impl IntoIterator<Item = &'a InstanceType>,
-) -> PriceOverlaid {
-    before
+) -> (PriceOverlaid, BTreeSet<String>) {
+    let mut prices = BTreeSet::new();
+    let mut capacity = BTreeSet::new();
+    for (b, a) in before
         .into_iter()
         .zip(after)
-        .filter(|(b, a)| {
-            b.name == a.name
-                && b.offerings
-                    .iter()
-                    .zip(&a.offerings)
-                    .any(|(x, y)| x.price != y.price)
-        })
-        .map(|(_, a)| a.name.clone())
-        .collect()
+        .filter(|(b, a)| b.name == a.name)
+    {
+        if b.offerings
+            .iter()
+            .zip(&a.offerings)
+            .any(|(x, y)| x.price != y.price)
+        {
+            prices.insert(a.name.clone());
+        }
+        if b.capacity != a.capacity {
+            capacity.insert(a.name.clone());
+        }
+    }
+    (prices, capacity)
 }
 
 /// The overlaid prices of the last catalog listed (provisioning or disruption), kept for the
@@ -52,14 +62,17 @@ pub struct LaunchPrices(RwLock<Arc<Prices>>);
 #[derive(Default)]
 pub struct Prices {
     overlaid: PriceOverlaid,
+    capacity_overlaid: BTreeSet<String>,
     prices: HashMap<(String, String, String), f64>,
 }
 
 impl Prices {
-    /// The prices of `catalogs` (overlays applied); `overlaid` names the types they changed.
+    /// The prices of `catalogs` (overlays applied); `overlaid` names the types whose prices
+    /// they changed, `capacity_overlaid` those whose capacity.
     pub fn new<'a>(
         catalogs: impl IntoIterator<Item = &'a InstanceType>,
         overlaid: PriceOverlaid,
+        capacity_overlaid: BTreeSet<String>,
     ) -> Self {
         let mut prices: HashMap<(String, String, String), f64> = HashMap::new();
         if !overlaid.is_empty() {
@@ -71,7 +84,11 @@ impl Prices {
                 }
             }
         }
-        Self { overlaid, prices }
+        Self {
+            overlaid,
+            capacity_overlaid,
+            prices,
+        }
     }
 }
 
@@ -99,6 +116,32 @@ impl LaunchPrices {
             .any(|r| r.key == INSTANCE_TYPE_LABEL && r.min_values.is_some());
         if !min_values {
             out.instance_type_options = narrowed_options(planned, &prices);
+        }
+        out
+    }
+}
+
+impl LaunchPrices {
+    /// Upstream's annotations for a NodeClaim launched with these instance-type options:
+    /// whether an overlay changed the price, or the capacity, of any of them.
+    pub fn annotations(&self, options: &[String]) -> Vec<(String, String)> {
+        let prices = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut out = Vec::new();
+        if options.iter().any(|o| prices.overlaid.contains(o)) {
+            out.push((
+                PRICE_OVERLAY_APPLIED_ANNOTATION.to_owned(),
+                "true".to_owned(),
+            ));
+        }
+        if options.iter().any(|o| prices.capacity_overlaid.contains(o)) {
+            out.push((
+                CAPACITY_OVERLAY_APPLIED_ANNOTATION.to_owned(),
+                "true".to_owned(),
+            ));
         }
         out
     }
@@ -173,13 +216,17 @@ mod tests {
     }
 
     #[test]
-    fn only_changed_prices_count_as_overlaid() {
+    fn only_changed_prices_and_capacity_count_as_overlaid() {
         let before = [it("x", 1.0), it("y", 2.0)];
         let mut after = before.clone();
         after[1].offerings[0].price = 9.0;
+        after[0].capacity.set("example.com/dongle", 1);
         assert_eq!(
-            price_overlaid(&before, &after),
-            BTreeSet::from(["y".to_string()])
+            overlaid(&before, &after),
+            (
+                BTreeSet::from(["y".to_string()]),
+                BTreeSet::from(["x".to_string()])
+            )
         );
     }
 
@@ -187,7 +234,7 @@ mod tests {
     fn touched_claims_keep_options_no_dearer_than_the_choice() {
         // After overlays, zone a: raw-cheap "x" costs 5 (overlaid), "y" 0.3, "z" 0.3, "w" 0.4.
         let catalog = [it("x", 5.0), it("y", 0.3), it("z", 0.3), it("w", 0.4)];
-        let prices = Prices::new(&catalog, BTreeSet::from(["x".to_string()]));
+        let prices = Prices::new(&catalog, BTreeSet::from(["x".to_string()]), BTreeSet::new());
         let c = claim("y", 0.3, &["y", "z", "w", "x"]);
         // y (chosen) and z (same price) stay; w (0.4) and x (5) go.
         assert_eq!(narrowed_options(&c, &prices), ["y", "z"]);
@@ -197,7 +244,27 @@ mod tests {
     fn untouched_claims_and_min_values_pools_keep_every_option() {
         let catalog = [it("x", 5.0), it("y", 0.3), it("w", 0.4)];
         let launch = LaunchPrices::default();
-        launch.record(Prices::new(&catalog, BTreeSet::from(["x".to_string()])));
+        launch.record(Prices::new(
+            &catalog,
+            BTreeSet::from(["x".to_string()]),
+            BTreeSet::from(["w".to_string()]),
+        ));
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            launch.annotations(&names(&["y", "x"])),
+            [(
+                PRICE_OVERLAY_APPLIED_ANNOTATION.to_string(),
+                "true".to_string()
+            )]
+        );
+        assert_eq!(
+            launch.annotations(&names(&["w"])),
+            [(
+                CAPACITY_OVERLAY_APPLIED_ANNOTATION.to_string(),
+                "true".to_string()
+            )]
+        );
+        assert!(launch.annotations(&names(&["y"])).is_empty());
         let mut pool: NodePool = serde_json::from_value(serde_json::json!({
             "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "p"},
             "spec": {"template": {"spec": {

@@ -61,7 +61,8 @@ pub fn apply(ctx: &Context, catalogs: &mut BTreeMap<String, Vec<InstanceType>>) 
     }
     let before = catalogs.clone();
     let outcome = evaluate(&overlays, catalogs);
-    let overlaid = launch::price_overlaid(before.values().flatten(), catalogs.values().flatten());
+    let (prices, capacity) =
+        launch::overlaid(before.values().flatten(), catalogs.values().flatten());
     tracing::debug!(
         overlays = overlays.len(),
         invalid = outcome.invalid.len(),
@@ -69,5 +70,5 @@ pub fn apply(ctx: &Context, catalogs: &mut BTreeMap<String, Vec<InstanceType>>) 
         "applied nodeoverlays to the catalog"
     );
     ctx.launch_prices
-        .record(Prices::new(catalogs.values().flatten(), overlaid));
+        .record(Prices::new(catalogs.values().flatten(), prices, capacity));
 }

@@ -256,8 +256,10 @@ impl Provisioner {
             .iter()
             .filter_map(|planned| {
                 let pool = pools.get(planned.node_pool.as_str())?;
-                let launched = ctx.launch_prices.narrow(pool, planned);
-                Some((planned, claims::node_claim(pool, &launched)))
+                Some((
+                    planned,
+                    claims::launched_node_claim(pool, planned, &ctx.launch_prices),
+                ))
             })
             .collect();
         let mut queue = jobs.into_iter();
