@@ -8,11 +8,12 @@ use kube::CustomResourceExt;
 use crate::ec2::EC2NodeClass;
 use crate::kwok::KWOKNodeClass;
 use crate::v1::{NodeClaim, NodePool};
+use crate::v1alpha1::NodeOverlay;
 use crate::v1alpha5::Provisioner;
 
 /// Every CRD karpenter-rs serves, in a fixed order: NodePool, NodeClaim, KWOKNodeClass,
 /// EC2NodeClass, Provisioner (v1alpha5, so clusters that still hold Provisioners can store
-/// them).
+/// them), NodeOverlay (v1alpha1).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
         NodePool::crd(),
@@ -20,6 +21,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         KWOKNodeClass::crd(),
         EC2NodeClass::crd(),
         Provisioner::crd(),
+        NodeOverlay::crd(),
     ];
     for crd in &mut crds {
         let spec_optional = crd.spec.names.kind == "KWOKNodeClass";

@@ -14,6 +14,7 @@ pub mod rules;
 mod schema;
 pub mod solver_input;
 pub mod v1;
+pub mod v1alpha1;
 pub mod v1alpha5;
 pub mod validation;
 

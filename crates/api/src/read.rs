@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::ec2::EC2NodeClass;
 use crate::kwok::KWOKNodeClass;
 use crate::v1::{NodeClaim, NodePool};
+use crate::v1alpha1::{self, NodeOverlay};
 use crate::v1alpha5::Provisioner;
 use crate::validation::{self, ValidationErrors};
 
@@ -28,6 +29,8 @@ pub enum KarpenterObject {
     KWOKNodeClass(Box<KWOKNodeClass>),
     /// Legacy `karpenter.sh/v1alpha5` Provisioner.
     Provisioner(Box<Provisioner>),
+    /// `karpenter.sh/v1alpha1` NodeOverlay.
+    NodeOverlay(Box<NodeOverlay>),
 }
 
 impl KarpenterObject {
@@ -39,6 +42,7 @@ impl KarpenterObject {
             Self::EC2NodeClass(_) => "EC2NodeClass",
             Self::KWOKNodeClass(_) => "KWOKNodeClass",
             Self::Provisioner(_) => "Provisioner",
+            Self::NodeOverlay(_) => "NodeOverlay",
         }
     }
 
@@ -50,6 +54,7 @@ impl KarpenterObject {
             Self::EC2NodeClass(o) => &o.metadata,
             Self::KWOKNodeClass(o) => &o.metadata,
             Self::Provisioner(o) => &o.metadata,
+            Self::NodeOverlay(o) => &o.metadata,
         };
         meta.name.as_deref().unwrap_or("")
     }
@@ -62,6 +67,7 @@ impl KarpenterObject {
             Self::EC2NodeClass(o) => validation::validate_ec2_node_class(o),
             Self::KWOKNodeClass(o) => validation::validate_kwok_node_class(o),
             Self::Provisioner(o) => validation::validate_provisioner(o),
+            Self::NodeOverlay(o) => v1alpha1::validate_node_overlay(o),
         }
     }
 
@@ -73,6 +79,7 @@ impl KarpenterObject {
             Self::EC2NodeClass(o) => serde_json::to_value(o),
             Self::KWOKNodeClass(o) => serde_json::to_value(o),
             Self::Provisioner(o) => serde_json::to_value(o),
+            Self::NodeOverlay(o) => serde_json::to_value(o),
         }
     }
 }
@@ -206,6 +213,9 @@ pub fn object_from_value(value: Value) -> Result<Option<KarpenterObject>, Object
         }
         ("karpenter.sh/v1alpha5", "Provisioner") => {
             KarpenterObject::Provisioner(Box::new(decode(value, &kind, &name)?))
+        }
+        ("karpenter.sh/v1alpha1", "NodeOverlay") => {
+            KarpenterObject::NodeOverlay(Box::new(decode(value, &kind, &name)?))
         }
         (v, "NodePool" | "NodeClaim" | "Provisioner" | "Machine" | "AWSNodeTemplate")
             if v.starts_with("karpenter.sh/") || v.starts_with("karpenter.k8s.aws/") =>

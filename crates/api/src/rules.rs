@@ -162,7 +162,7 @@ pub(crate) enum Keys {
 
 /// Restriction rules on label keys; `iter` is `self` for a map of labels, or `self` with
 /// `.key` accessor for a list of requirements (`accessor` = ".key").
-fn key_rules(field: &str, accessor: &str, keys: Keys) -> Vec<Rule> {
+pub(crate) fn key_rules(field: &str, accessor: &str, keys: Keys) -> Vec<Rule> {
     let k = format!("x{accessor}");
     let mut rules = Vec::new();
     let karpenter_allowed = match keys {

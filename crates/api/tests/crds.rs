@@ -44,7 +44,7 @@ fn crds_yaml_is_deterministic_and_parses_back() {
     let b = karpenter_api::crds_yaml().expect("yaml");
     assert_eq!(a, b);
     let docs: Vec<Value> = serde_saphyr::from_multiple(&a).expect("parse back");
-    assert_eq!(docs.len(), 5);
+    assert_eq!(docs.len(), 6);
     let names: Vec<&str> = docs
         .iter()
         .filter_map(|d| d.pointer("/metadata/name").and_then(Value::as_str))
@@ -56,7 +56,8 @@ fn crds_yaml_is_deterministic_and_parses_back() {
             "nodeclaims.karpenter.sh",
             "kwoknodeclasses.karpenter.kwok.sh",
             "ec2nodeclasses.karpenter.k8s.aws",
-            "provisioners.karpenter.sh"
+            "provisioners.karpenter.sh",
+            "nodeoverlays.karpenter.sh"
         ]
     );
     for d in &docs {

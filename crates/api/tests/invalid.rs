@@ -43,6 +43,9 @@ fn typed_validate_cel(doc: &Value) -> Option<Result<(), String>> {
         "Provisioner" => serde_json::from_value::<karpenter_api::v1alpha5::Provisioner>(obj)
             .ok()?
             .validate_cel(),
+        "NodeOverlay" => serde_json::from_value::<karpenter_api::v1alpha1::NodeOverlay>(obj)
+            .ok()?
+            .validate_cel(),
         _ => return None,
     };
     Some(result.map_err(|e| e.to_string()))

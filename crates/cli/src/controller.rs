@@ -14,6 +14,8 @@ use karpenter_controller::{Clients, Metrics, Options};
 use karpenter_providers::CloudProvider;
 use karpenter_providers::kwok::KwokProvider;
 
+use crate::feature_gates::{FeatureGates, parse_feature_gates};
+
 /// Flags of `karpenter controller` (each also read from the environment, like upstream).
 #[derive(clap::Args, Debug)]
 pub struct ControllerArgs {
@@ -84,68 +86,14 @@ pub struct ControllerArgs {
     #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
     /// Feature gates, upstream's format: `Name=true,Name=false`. `SpotToSpotConsolidation`
-    /// (default false) lets consolidation replace spot nodes with cheaper spot nodes; upstream's
-    /// other gates are accepted at their defaults only (they are not implemented).
+    /// (default false) lets consolidation replace spot nodes with cheaper spot nodes;
+    /// `NodeOverlay` (default false) applies NodeOverlays to the catalog; upstream's other gates
+    /// are accepted at their defaults only (they are not implemented).
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: FeatureGates,
     /// Do not run the disruption loop (no emptiness, consolidation, drift or expiration).
     #[arg(long, env = "DISABLE_DISRUPTION")]
     pub disable_disruption: bool,
-}
-
-/// The feature gates this controller acts on (see [`parse_feature_gates`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FeatureGates {
-    /// `SpotToSpotConsolidation`: consolidation may replace spot with spot.
-    pub spot_to_spot_consolidation: bool,
-}
-
-/// Upstream's gates that this controller does not implement, with their upstream defaults:
-/// naming one at its default is accepted (charts set them all), anything else is an error, so
-/// a gate never silently does nothing.
-const UNIMPLEMENTED_GATES: [(&str, bool); 5] = [
-    ("NodeRepair", false),
-    ("ReservedCapacity", true),
-    ("NodeOverlay", false),
-    ("StaticCapacity", false),
-    ("CapacityBuffer", false),
-];
-
-/// Parses `Name=bool,Name=bool` (spaces around items allowed, empty items skipped); an
-/// unknown gate, a value other than `true`/`false`, or an unimplemented gate away from its
-/// default is an error naming the gate.
-fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
-    let mut gates = FeatureGates::default();
-    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (name, value) = item
-            .split_once('=')
-            .ok_or_else(|| format!("feature gate {item:?} is not Name=true|false"))?;
-        let (name, value) = (name.trim(), value.trim());
-        let on = match value.to_ascii_lowercase().as_str() {
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(format!(
-                    "feature gate {name}: {value:?} is not true or false"
-                ));
-            }
-        };
-        if name == "SpotToSpotConsolidation" {
-            gates.spot_to_spot_consolidation = on;
-        } else if let Some((_, default)) = UNIMPLEMENTED_GATES.iter().find(|(g, _)| *g == name) {
-            if on != *default {
-                return Err(format!(
-                    "feature gate {name}={on} is not supported (only its default, {default})"
-                ));
-            }
-        } else {
-            return Err(format!(
-                "unknown feature gate {name:?} (known: SpotToSpotConsolidation, {})",
-                UNIMPLEMENTED_GATES.map(|(g, _)| g).join(", ")
-            ));
-        }
-    }
-    Ok(gates)
 }
 
 /// Log output format.
@@ -233,6 +181,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         leader_election,
         disruption: !args.disable_disruption,
         spot_to_spot_consolidation: args.feature_gates.spot_to_spot_consolidation,
+        node_overlay: args.feature_gates.node_overlay,
         ..Options::default()
     };
     let client = clients.client.clone();
@@ -536,49 +485,6 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("ten").is_err());
-    }
-
-    #[test]
-    fn feature_gates() {
-        let spot = |on| FeatureGates {
-            spot_to_spot_consolidation: on,
-        };
-        assert_eq!(parse_feature_gates(""), Ok(FeatureGates::default()));
-        assert_eq!(
-            parse_feature_gates("SpotToSpotConsolidation=true"),
-            Ok(spot(true))
-        );
-        assert_eq!(
-            parse_feature_gates(" SpotToSpotConsolidation = True ,"),
-            Ok(spot(true))
-        );
-        assert_eq!(
-            parse_feature_gates("SpotToSpotConsolidation=false"),
-            Ok(spot(false))
-        );
-        // The last mention wins, as with upstream's map.
-        assert_eq!(
-            parse_feature_gates("SpotToSpotConsolidation=true,SpotToSpotConsolidation=false"),
-            Ok(spot(false))
-        );
-        // Upstream's chart default: every gate named, all at their defaults.
-        assert_eq!(
-            parse_feature_gates(
-                "NodeRepair=false,ReservedCapacity=true,SpotToSpotConsolidation=true,\
-                 NodeOverlay=false,StaticCapacity=false,CapacityBuffer=false"
-            ),
-            Ok(spot(true))
-        );
-    }
-
-    #[test]
-    fn feature_gate_errors_name_the_gate() {
-        let err = |s: &str| parse_feature_gates(s).err().unwrap_or_default();
-        assert!(err("SpotToSpot=true").contains("\"SpotToSpot\""));
-        assert!(err("NodeRepair=true").contains("NodeRepair"));
-        assert!(err("ReservedCapacity=false").contains("ReservedCapacity"));
-        assert!(err("SpotToSpotConsolidation=yes").contains("SpotToSpotConsolidation"));
-        assert!(err("SpotToSpotConsolidation").contains("SpotToSpotConsolidation"));
     }
 
     #[test]

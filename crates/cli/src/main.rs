@@ -4,6 +4,7 @@
 mod controller;
 mod convert;
 mod crds;
+mod feature_gates;
 mod simulate;
 
 use std::path::PathBuf;

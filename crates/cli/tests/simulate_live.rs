@@ -155,6 +155,21 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
     dynamic("karpenter.sh", "v1", "NodePool", "nodepools")
         .create(&PostParams::default(), &node_pool)
         .await?;
+    // Read with the rest: on-demand types of more than 4 vCPU cost 1/h more (only the 6-cpu
+    // pod's claim is of such a type; no other test's plan here uses one).
+    let overlay: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "karpenter.sh/v1alpha1", "kind": "NodeOverlay",
+        "metadata": {"name": run},
+        "spec": {
+            "requirements": [
+                {"key": "karpenter.kwok.sh/instance-cpu", "operator": "Gt", "values": ["4"]},
+                {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
+            ],
+            "priceAdjustment": "+1"
+        }
+    }))?;
+    let overlays = dynamic("karpenter.sh", "v1alpha1", "NodeOverlay", "nodeoverlays");
+    overlays.create(&PostParams::default(), &overlay).await?;
     let node_b = format!("{run}-b");
     let managed = [
         ("karpenter.sh/nodepool", pool.as_str()),
@@ -225,6 +240,11 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
     );
     ensure!(claim["labels"][RUN_LABEL] == run.as_str(), "{claim:#}");
     ensure!(claim["capacityType"] == "on-demand", "{claim:#}");
+    // The NodeOverlay was read: the cheapest type for 6 cpu is c-8x (8 vCPU, 16 GiB), on-demand
+    // 0.025·8 + 0.001·17.179869184 = 0.217179869, plus the overlay's 1.
+    ensure!(claim["instanceType"] == "c-8x-amd64-linux", "{claim:#}");
+    let price = claim["pricePerHour"].as_f64().unwrap_or(f64::NAN);
+    ensure!((price - 1.217_179_869).abs() < 1e-6, "{claim:#}");
     ensure!(
         entries(claim, "taints")
             .iter()
@@ -246,6 +266,9 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
         "{ignoring:#}"
     );
 
+    overlays
+        .delete(&run, &kube::api::DeleteParams::default())
+        .await?;
     clean_up(&cluster, ns, &[&node_b]).await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::backoff::Backoff;
 use crate::leaderelection::LeaderElectionConfig;
 use crate::metrics::Metrics;
+use crate::nodeoverlay::launch::LaunchPrices;
 use crate::provisioning::batcher;
 use crate::provisioning::verdicts::Unplaceable;
 use crate::state::ClusterState;
@@ -50,6 +51,9 @@ pub struct Options {
     /// Replace spot nodes with cheaper spot nodes (upstream feature gate
     /// `SpotToSpotConsolidation`, off by default).
     pub spot_to_spot_consolidation: bool,
+    /// Apply NodeOverlays to the catalog and write their status (upstream feature gate
+    /// `NodeOverlay`, off by default).
+    pub node_overlay: bool,
     /// Identity of this replica in events.
     pub instance: Option<String>,
     /// Leader election; `None` acts at once (`--disable-leader-election`, tests).
@@ -70,6 +74,7 @@ impl Default for Options {
             disruption_validation_period: Duration::from_secs(15),
             disruption_replacement_timeout: Duration::from_secs(10 * 60),
             spot_to_spot_consolidation: false,
+            node_overlay: false,
             instance: None,
             leader_election: None,
         }
@@ -126,6 +131,8 @@ pub struct Context {
     pub unplaceable: Unplaceable,
     /// Turns at building and solving a solver input (one at a time).
     pub solver_turns: SolverTurns,
+    /// The last catalog's prices after NodeOverlays, for the NodeClaims launched from it.
+    pub launch_prices: LaunchPrices,
 }
 
 impl Context {
@@ -162,6 +169,7 @@ impl Context {
             superseded: Default::default(),
             unplaceable: Unplaceable::default(),
             solver_turns: SolverTurns::default(),
+            launch_prices: LaunchPrices::default(),
         }
     }
 

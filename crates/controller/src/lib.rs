@@ -18,6 +18,7 @@ pub mod leaderelection;
 pub mod metrics;
 pub mod node;
 pub mod nodeclaim;
+pub mod nodeoverlay;
 pub mod pods;
 pub mod provisioning;
 pub mod server;
@@ -110,7 +111,8 @@ pub fn start(
         metrics.clone(),
     ));
     let (tx, rx) = unbounded_channel();
-    let (state, state_tasks) = state::ClusterState::start(&clients.client, tx.clone());
+    let (state, state_tasks) =
+        state::ClusterState::start(&clients.client, tx.clone(), options.node_overlay);
     let mut tasks = Tasks::default();
     for t in state_tasks {
         tasks.push(t);
@@ -195,6 +197,12 @@ async fn supervise(
         writers.push(spawn_as("nodeclaim.disruption", drift::run(ctx.clone())));
         if ctx.options.disruption {
             writers.push(spawn_as("disruption", disruption::run(ctx.clone())));
+        }
+        if ctx.options.node_overlay {
+            writers.push(spawn_as(
+                "nodeoverlay.controller",
+                nodeoverlay::status::run(ctx.clone()),
+            ));
         }
         // Like upstream's metrics controllers, only the leader reports the cluster's gauges
         // (replicas would otherwise report every node twice).

@@ -91,6 +91,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
             "settings.clusterEndpoint=https://demo.example.com",
             "settings.clusterCIDR=10.100.0.0/16",
             "settings.interruptionQueue=demo-queue",
+            "settings.featureGates.nodeOverlay=true",
         ],
     )?;
     let env = aws
@@ -111,6 +112,10 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
     );
     assert_eq!(env_value("CLUSTER_CIDR"), Some("10.100.0.0/16".into()));
     assert_eq!(env_value("INTERRUPTION_QUEUE"), Some("demo-queue".into()));
+    assert_eq!(
+        env_value("FEATURE_GATES"),
+        Some("SpotToSpotConsolidation=false,NodeOverlay=true".into())
+    );
     let aws_rules = aws
         .iter()
         .find(|d| kind(d) == "ClusterRole")
@@ -182,6 +187,8 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
         ("get", "karpenter.sh", "nodeclaims", None, None),
         ("watch", "policy", "poddisruptionbudgets", None, None),
         ("watch", "karpenter.sh", "provisioners", None, None),
+        ("watch", "karpenter.sh", "nodeoverlays", None, None),
+        ("patch", "karpenter.sh", "nodeoverlays/status", None, None),
         ("get", "karpenter.kwok.sh", "kwoknodeclasses", None, None),
         ("list", "apps", "daemonsets", None, None),
         ("create", "events.k8s.io", "events", Some("any"), None),
@@ -204,6 +211,8 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
         ("update", "karpenter.sh", "nodepools", None, None),
         ("delete", "karpenter.sh", "nodepools", None, None),
         ("update", "karpenter.sh", "provisioners", None, None),
+        ("patch", "karpenter.sh", "nodeoverlays", None, None),
+        ("delete", "karpenter.sh", "nodeoverlays", None, None),
         ("get", "", "secrets", Some(ns), None),
         ("update", "", "nodes", None, None),
         ("create", "", "pods", Some("any"), None),

@@ -11,6 +11,8 @@
 //! - [`effective_pod_requests`]: pod requests from per-container requests (init/sidecar rules).
 //! - [`disruption::plan`]`(&DisruptionProblem, &DisruptionOptions) -> Result<DisruptionPlan, _>`:
 //!   emptiness, drift, expiration and consolidation commands within budgets.
+//! - [`overlay::apply_overlays`]`(&mut [InstanceType], &[Overlay]) -> Evaluation`: NodeOverlay
+//!   price and capacity changes applied to a catalog before solving.
 //! - [`quantity::parse_milli`] / [`quantity::parse_base`] / [`Resources::parse`]: exact quantities.
 //!
 //! Model types live in [`model`]; the algebra in [`requirements`], [`taints`], [`selector`].
@@ -22,6 +24,7 @@ pub mod instance_type;
 pub mod labels;
 pub mod model;
 mod optimise;
+pub mod overlay;
 pub mod quantity;
 pub mod requirements;
 pub mod resources;

@@ -8,6 +8,7 @@
 //! - [`daemon_set_view`]: a DaemonSet's pod template, tolerating what the DaemonSet controller
 //!   makes every daemon pod tolerate;
 //! - [`node_pool_view`], [`requirement`], [`template_taint`]: NodePools and their parts;
+//! - [`overlay`], [`overlays`]: NodeOverlays (price and capacity changes to the catalog);
 //! - [`volume_requirements`]: the zones (node requirements) a pod's claimed volumes pin it to;
 //! - [`disruption`]: the disruption planner's facts (node and pod states, NodePool policies,
 //!   PodDisruptionBudgets);
@@ -24,6 +25,7 @@
 
 pub mod disruption;
 mod nodes;
+mod overlays;
 mod pods;
 mod pools;
 mod problem;
@@ -41,7 +43,9 @@ pub use nodes::{
     UNSCHEDULABLE_TAINT, add_pool_usage, daemon_set_view, existing_node, node_capacity, pool_usage,
     runs_on,
 };
+pub use overlays::{overlay, overlays};
 pub use pods::{PodContext, PodObject, pod_requests, pod_view};
+pub(crate) use pools::requirement_of;
 pub use pools::{claim_requirements, min_values, node_pool_view, requirement, template_taint};
 pub use problem::{Assembled, BoundPod, Parts, daemon_set_owner, problem};
 pub use topology::{NO_NAMESPACE, NamespaceIndex};

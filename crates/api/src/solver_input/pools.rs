@@ -68,7 +68,16 @@ pub fn claim_requirements(
 /// A NodePool (or NodeClaim) requirement as the solver's requirement; `minValues` is carried
 /// separately ([`min_values`]).
 pub fn requirement(r: &v1::NodeSelectorRequirementWithMinValues) -> NodeSelectorRequirement {
-    let operator = match r.operator {
+    selector(&r.key, r.operator, &r.values)
+}
+
+/// A NodeOverlay requirement as the solver's requirement.
+pub(crate) fn requirement_of(r: &crate::v1alpha1::OverlayRequirement) -> NodeSelectorRequirement {
+    selector(&r.key, r.operator, &r.values)
+}
+
+fn selector(key: &str, operator: v1::Operator, values: &[String]) -> NodeSelectorRequirement {
+    let operator = match operator {
         v1::Operator::In => Operator::In,
         v1::Operator::NotIn => Operator::NotIn,
         v1::Operator::Exists => Operator::Exists,
@@ -79,9 +88,9 @@ pub fn requirement(r: &v1::NodeSelectorRequirementWithMinValues) -> NodeSelector
         v1::Operator::Lte => Operator::Lte,
     };
     NodeSelectorRequirement {
-        key: r.key.clone(),
+        key: key.to_owned(),
         operator,
-        values: r.values.clone(),
+        values: values.to_vec(),
     }
 }
 

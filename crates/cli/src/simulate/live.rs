@@ -69,7 +69,7 @@ const fn kind(
 
 /// Every kind read, in the order the inputs are built (and the snapshot written): the
 /// Karpenter objects first, as a user's files usually have them.
-const KINDS: [Kind; 13] = [
+const KINDS: [Kind; 14] = [
     kind(
         "karpenter.sh",
         "v1",
@@ -96,6 +96,13 @@ const KINDS: [Kind; 13] = [
         "v1alpha1",
         "KWOKNodeClass",
         "kwoknodeclasses",
+        Need::IfServed,
+    ),
+    kind(
+        "karpenter.sh",
+        "v1alpha1",
+        "NodeOverlay",
+        "nodeoverlays",
         Need::IfServed,
     ),
     kind(

@@ -2,7 +2,8 @@
 //!
 //! manifests (YAML) → [`convert`] (through `karpenter_api::solver_input`, shared with the
 //! controller) → solver `Problem` → `solve` → [`output`] report → JSON, YAML, [`table`] or
-//! [`html`]; or `explain` for one pod. Karpenter-managed Nodes also go through the
+//! [`html`]; or `explain` for one pod. NodeOverlays in the input change the catalog first
+//! ([`overlays`]). Karpenter-managed Nodes also go through the
 //! [`disruption`] planner, and the report's [`utilization`] follows the nodes through both.
 //!
 //! `--from-cluster` ([`live`]) only changes where the YAML comes from: the cluster is listed
@@ -21,6 +22,7 @@ pub mod manifests;
 #[cfg(test)]
 mod manifests_tests;
 pub mod output;
+pub mod overlays;
 pub mod pools;
 pub mod repack;
 pub mod table;
@@ -124,6 +126,12 @@ pub fn run(config: &Config) -> Result<()> {
             ));
         }
     }
+    overlays::apply(
+        &manifests,
+        &mut converted.problem.instance_types,
+        &mut warnings,
+    )
+    .context("cannot use the manifests")?;
     print_warnings(&warnings);
     let options = Options {
         optimise: config.optimise,

@@ -56,7 +56,11 @@ pub fn node_pools(
                 })?;
                 (converted.node_pool, "spec.limits.resources")
             }
-            Some(KarpenterObject::EC2NodeClass(_) | KarpenterObject::KWOKNodeClass(_)) => continue,
+            Some(
+                KarpenterObject::EC2NodeClass(_)
+                | KarpenterObject::KWOKNodeClass(_)
+                | KarpenterObject::NodeOverlay(_),
+            ) => continue,
             Some(KarpenterObject::NodeClaim(_)) | None => {
                 warnings.push(format!(
                     "warning: {}: skipping {} ({}): not a kind simulate reads",

@@ -22,7 +22,7 @@ pub const RUN_LABEL: &str = "sim-live/run";
 pub const KARPENTER_GROUPS: [&str; 3] = ["karpenter.sh", "karpenter.k8s.aws", "karpenter.kwok.sh"];
 /// (group, version, kind, plural) of what `--from-cluster` reads, in the order it reads them.
 pub type Kind = (&'static str, &'static str, &'static str, &'static str);
-pub const KARPENTER_KINDS: [Kind; 4] = [
+pub const KARPENTER_KINDS: [Kind; 5] = [
     ("karpenter.sh", "v1", "NodePool", "nodepools"),
     ("karpenter.sh", "v1alpha5", "Provisioner", "provisioners"),
     ("karpenter.k8s.aws", "v1", "EC2NodeClass", "ec2nodeclasses"),
@@ -32,6 +32,7 @@ pub const KARPENTER_KINDS: [Kind; 4] = [
         "KWOKNodeClass",
         "kwoknodeclasses",
     ),
+    ("karpenter.sh", "v1alpha1", "NodeOverlay", "nodeoverlays"),
 ];
 pub const CORE_KINDS: [Kind; 8] = [
     ("", "v1", "Namespace", "namespaces"),

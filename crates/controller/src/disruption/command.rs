@@ -180,7 +180,7 @@ pub async fn start(
             rollback(&ctx, &record, "its NodePool is gone").await;
             return Ok(());
         };
-        let claim = claims::node_claim(pool, planned);
+        let claim = claims::launched_node_claim(pool, planned, &ctx.launch_prices);
         match claims_api(&ctx)
             .create(&PostParams::default(), &claim)
             .await

@@ -140,6 +140,7 @@ pub(super) async fn fresh_input(
             Err(e) => tracing::warn!(NodePool = %name, error = %e, "listing instance types failed"),
         }
     }
+    crate::nodeoverlay::apply(ctx, &mut catalogs);
     let pdbs: Vec<PodDisruptionBudget> = snapshot
         .pod_disruption_budgets
         .iter()

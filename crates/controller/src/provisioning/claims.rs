@@ -14,6 +14,7 @@ use karpenter_api::v1::{
 use karpenter_providers::kwok::launch::resource_list;
 use karpenter_solver::PlannedNodeClaim;
 
+use crate::nodeoverlay::launch::LaunchPrices;
 use crate::state::legacy;
 
 fn req(key: &str, values: Vec<String>) -> NodeSelectorRequirementWithMinValues {
@@ -23,6 +24,29 @@ fn req(key: &str, values: Vec<String>) -> NodeSelectorRequirementWithMinValues {
         values,
         min_values: None,
     }
+}
+
+/// [`node_claim`] as launched: its options narrowed by the overlaid prices of the catalog it
+/// was planned on, and upstream's `karpenter.sh/{price,capacity}-overlay-applied` annotations
+/// when NodeOverlays changed any of them ([`LaunchPrices`]).
+pub fn launched_node_claim(
+    pool: &NodePool,
+    planned: &PlannedNodeClaim,
+    launch: &LaunchPrices,
+) -> NodeClaim {
+    let mut claim = node_claim(pool, &launch.narrow(pool, planned));
+    // Marked by what the plan weighed (all its options), as upstream marks the template.
+    let mut options = planned.instance_type_options.clone();
+    options.push(planned.instance_type.clone());
+    let marks = launch.annotations(&options);
+    if !marks.is_empty() {
+        claim
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(marks);
+    }
+    claim
 }
 
 /// The NodeClaim for a planned one: `generateName: <nodepool>-`, owned by the NodePool,

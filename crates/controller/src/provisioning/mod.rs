@@ -24,8 +24,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::{PodState, ReasonPool};
-use crate::pods;
 use crate::state::{Snapshot, Trigger};
+use crate::{nodeoverlay, pods};
 use batcher::Batcher;
 use problem::Nomination;
 
@@ -203,7 +203,8 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Each NodePool's instance types (pools whose provider lookup fails sit the round out).
+    /// Each NodePool's instance types (pools whose provider lookup fails sit the round out),
+    /// NodeOverlays applied.
     async fn catalogs(&self, snapshot: &Snapshot) -> BTreeMap<String, Vec<InstanceType>> {
         let mut catalogs = BTreeMap::new();
         for pool in &snapshot.node_pools {
@@ -218,6 +219,7 @@ impl Provisioner {
                 }
             }
         }
+        nodeoverlay::apply(&self.ctx, &mut catalogs);
         catalogs
     }
 
@@ -254,7 +256,10 @@ impl Provisioner {
             .iter()
             .filter_map(|planned| {
                 let pool = pools.get(planned.node_pool.as_str())?;
-                Some((planned, claims::node_claim(pool, planned)))
+                Some((
+                    planned,
+                    claims::launched_node_claim(pool, planned, &ctx.launch_prices),
+                ))
             })
             .collect();
         let mut queue = jobs.into_iter();

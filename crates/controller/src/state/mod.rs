@@ -1,6 +1,6 @@
 //! Cluster state: one watch per kind (Pods, Nodes, NodePools, NodeClaims, DaemonSets,
 //! Namespaces, PersistentVolumeClaims, PersistentVolumes, StorageClasses,
-//! PodDisruptionBudgets, legacy Provisioners), each object stored once (trimmed of what no
+//! PodDisruptionBudgets, legacy Provisioners, and NodeOverlays with the `NodeOverlay` gate), each object stored once (trimmed of what no
 //! loop reads), indexed, and shared by every loop: they read it and write the API, never poll
 //! it for what the state holds.
 //!
@@ -18,6 +18,7 @@
 pub mod index;
 pub mod inflight;
 pub mod legacy;
+mod overlays;
 pub mod stored_pod;
 pub mod sync;
 pub mod watch;
@@ -31,6 +32,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVo
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use karpenter_api::v1::{NodeClaim, NodePool};
+use karpenter_api::v1alpha1::NodeOverlay;
 use karpenter_api::v1alpha5::Provisioner;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
@@ -109,6 +111,9 @@ pub struct ClusterState {
     pub storage_classes: Store<StorageClass>,
     /// All PodDisruptionBudgets.
     pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    /// All NodeOverlays (empty unless started with them, [`ClusterState::start`]).
+    pub node_overlays: Store<NodeOverlay>,
+    node_overlay_changes: tokio::sync::watch::Sender<u64>,
     indexes: Arc<Indexes>,
     created: Arc<Created>,
     gate: SyncGate,
@@ -174,10 +179,12 @@ where
 
 impl ClusterState {
     /// Starts the watches. Returns the state and the tasks driving it (abort them to stop).
-    /// Provisionable pods and removed capacity are reported on `triggers`.
+    /// Provisionable pods and removed capacity are reported on `triggers`. NodeOverlays are
+    /// watched only when `node_overlays` (the `NodeOverlay` feature gate).
     pub fn start(
         client: &Client,
         triggers: UnboundedSender<Trigger>,
+        node_overlays: bool,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let mut tasks = Vec::new();
         let gate = SyncGate::new();
@@ -188,9 +195,22 @@ impl ClusterState {
         let (pods, pod_task) = watch_pods(client, &gate, &indexes, &pod_moves, &triggers);
         let (nodes, node_changes, node_task) = watch_nodes(client, &gate, &indexes, &triggers);
         let (node_claims, node_claim_changes, claim_task) =
-            watch_node_claims(client, &gate, &indexes, &created, triggers);
+            watch_node_claims(client, &gate, &indexes, &created, triggers.clone());
         tasks.extend([pod_task, node_task, claim_task]);
         let provisioners = legacy_provisioners(client, &gate, &mut tasks);
+        let (node_overlay_changes, _) = tokio::sync::watch::channel(0);
+        let overlay_store = if node_overlays {
+            overlays::watch(
+                client,
+                &gate,
+                &mut tasks,
+                node_overlay_changes.clone(),
+                triggers.clone(),
+            )
+        } else {
+            // Never written: no overlays.
+            reflector::store().0
+        };
         let state = Self {
             pods,
             nodes,
@@ -205,6 +225,8 @@ impl ClusterState {
             volumes: plain(client, &gate, &mut tasks),
             storage_classes: plain(client, &gate, &mut tasks),
             pod_disruption_budgets: plain(client, &gate, &mut tasks),
+            node_overlays: overlay_store,
+            node_overlay_changes,
             indexes,
             created,
             gate,
@@ -355,6 +377,12 @@ impl ClusterState {
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect()
+    }
+
+    /// Counts NodeOverlay changes (created, changed, deleted, re-listed); wakes whoever waits
+    /// on it after each.
+    pub fn node_overlay_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.node_overlay_changes.subscribe()
     }
 
     /// Every pod that arrives on or leaves a node from now on (lossy if not read promptly).

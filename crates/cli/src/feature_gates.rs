@@ -1,0 +1,129 @@
+//! `--feature-gates` / `FEATURE_GATES`: upstream's `Name=bool,...` format, the gates this
+//! controller implements, and upstream's others accepted at their defaults only.
+
+/// The feature gates this controller acts on (see [`parse_feature_gates`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeatureGates {
+    /// `SpotToSpotConsolidation`: consolidation may replace spot with spot.
+    pub spot_to_spot_consolidation: bool,
+    /// `NodeOverlay`: NodeOverlays change the catalog's prices and capacity.
+    pub node_overlay: bool,
+}
+
+/// The gates this controller implements.
+const IMPLEMENTED_GATES: [&str; 2] = ["SpotToSpotConsolidation", "NodeOverlay"];
+
+/// Upstream's gates that this controller does not implement, with their upstream defaults:
+/// naming one at its default is accepted (charts set them all), anything else is an error, so
+/// a gate never silently does nothing.
+const UNIMPLEMENTED_GATES: [(&str, bool); 4] = [
+    ("NodeRepair", false),
+    ("ReservedCapacity", true),
+    ("StaticCapacity", false),
+    ("CapacityBuffer", false),
+];
+
+/// Parses `Name=bool,Name=bool` (spaces around items allowed, empty items skipped); an
+/// unknown gate, a value other than `true`/`false`, or an unimplemented gate away from its
+/// default is an error naming the gate.
+pub fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
+    let mut gates = FeatureGates::default();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("feature gate {item:?} is not Name=true|false"))?;
+        let (name, value) = (name.trim(), value.trim());
+        let on = match value.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(format!(
+                    "feature gate {name}: {value:?} is not true or false"
+                ));
+            }
+        };
+        if name == "SpotToSpotConsolidation" {
+            gates.spot_to_spot_consolidation = on;
+        } else if name == "NodeOverlay" {
+            gates.node_overlay = on;
+        } else if let Some((_, default)) = UNIMPLEMENTED_GATES.iter().find(|(g, _)| *g == name) {
+            if on != *default {
+                return Err(format!(
+                    "feature gate {name}={on} is not supported (only its default, {default})"
+                ));
+            }
+        } else {
+            return Err(format!(
+                "unknown feature gate {name:?} (known: {}, {})",
+                IMPLEMENTED_GATES.join(", "),
+                UNIMPLEMENTED_GATES.map(|(g, _)| g).join(", ")
+            ));
+        }
+    }
+    Ok(gates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_gates() {
+        let spot = |on| FeatureGates {
+            spot_to_spot_consolidation: on,
+            node_overlay: false,
+        };
+        assert_eq!(parse_feature_gates(""), Ok(FeatureGates::default()));
+        assert_eq!(
+            parse_feature_gates("SpotToSpotConsolidation=true"),
+            Ok(spot(true))
+        );
+        assert_eq!(
+            parse_feature_gates(" SpotToSpotConsolidation = True ,"),
+            Ok(spot(true))
+        );
+        assert_eq!(
+            parse_feature_gates("SpotToSpotConsolidation=false"),
+            Ok(spot(false))
+        );
+        // The last mention wins, as with upstream's map.
+        assert_eq!(
+            parse_feature_gates("SpotToSpotConsolidation=true,SpotToSpotConsolidation=false"),
+            Ok(spot(false))
+        );
+        // Upstream's chart default: every gate named, all at their defaults.
+        assert_eq!(
+            parse_feature_gates(
+                "NodeRepair=false,ReservedCapacity=true,SpotToSpotConsolidation=true,\
+                 NodeOverlay=false,StaticCapacity=false,CapacityBuffer=false"
+            ),
+            Ok(spot(true))
+        );
+        assert_eq!(
+            parse_feature_gates("NodeOverlay=true"),
+            Ok(FeatureGates {
+                spot_to_spot_consolidation: false,
+                node_overlay: true,
+            })
+        );
+        assert_eq!(
+            parse_feature_gates("NodeOverlay=true,SpotToSpotConsolidation=true,NodeOverlay=false"),
+            Ok(spot(true))
+        );
+    }
+
+    #[test]
+    fn feature_gate_errors_name_the_gate() {
+        let err = |s: &str| parse_feature_gates(s).err().unwrap_or_default();
+        assert!(err("SpotToSpot=true").contains("\"SpotToSpot\""));
+        assert!(err("NodeRepair=true").contains("NodeRepair"));
+        assert!(err("ReservedCapacity=false").contains("ReservedCapacity"));
+        assert!(err("SpotToSpotConsolidation=yes").contains("SpotToSpotConsolidation"));
+        assert!(err("SpotToSpotConsolidation").contains("SpotToSpotConsolidation"));
+        assert!(err("NodeOverlay=maybe").contains("NodeOverlay"));
+        assert!(
+            err("Overlay=true").contains("NodeOverlay"),
+            "the known gates are listed"
+        );
+    }
+}

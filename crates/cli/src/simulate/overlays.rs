@@ -1,0 +1,49 @@
+//! NodeOverlays in the input: applied to the catalog before solving. simulate has no feature
+//! gates: the user gave the overlays, so they apply (the controller needs `NodeOverlay=true`).
+//! An overlay left out for a conflict is a warning naming the overlay it conflicts with.
+
+use karpenter_api::read::{KarpenterObject, object_from_value};
+use karpenter_api::solver_input;
+use karpenter_solver::InstanceType;
+use karpenter_solver::overlay::apply_overlays;
+
+use super::convert::ConvertError;
+use super::manifests::Manifests;
+
+/// Applies every NodeOverlay of `manifests` to `catalog`; a malformed overlay is an error
+/// naming its document and field.
+pub fn apply(
+    manifests: &Manifests,
+    catalog: &mut [InstanceType],
+    warnings: &mut Vec<String>,
+) -> Result<(), ConvertError> {
+    let mut overlays = Vec::new();
+    for doc in manifests
+        .karpenter
+        .iter()
+        .filter(|d| d.kind == "NodeOverlay")
+    {
+        let object = object_from_value(doc.value.clone()).map_err(|e| ConvertError::Object {
+            source_doc: doc.source.clone(),
+            message: e.to_string(),
+        })?;
+        let Some(KarpenterObject::NodeOverlay(o)) = object else {
+            continue;
+        };
+        let overlay = solver_input::overlay(&o).map_err(|e| ConvertError::Object {
+            source_doc: doc.source.clone(),
+            message: e.to_string(),
+        })?;
+        overlays.push(overlay);
+    }
+    if overlays.is_empty() {
+        return Ok(());
+    }
+    let evaluation = apply_overlays(catalog, &overlays);
+    for (name, conflict) in &evaluation.conflicts {
+        warnings.push(format!(
+            "warning: NodeOverlay {name}: not applied: {conflict}"
+        ));
+    }
+    Ok(())
+}
