@@ -594,3 +594,43 @@ fn scale_down_blocked_nodes_are_kept_by_emptiness_and_consolidation_but_not_drif
         summary(&p)
     );
 }
+
+#[test]
+fn node_groups_keep_their_minimum_through_emptiness_and_consolidation() {
+    // Four empty nodes; g1..g3 form a group that may lose one node, x is in no group. Emptiness
+    // removes x and exactly one of the group, and the plan says why it cut the command.
+    let mut f = fleet();
+    for n in ["g1", "g2", "g3", "x"] {
+        f.node(n, DEFAULT, Z1, "on-demand", "default", vec![]);
+    }
+    f.dp.node_groups = vec![NodeGroup {
+        name: "MachineDeployment ns/md (min size 2)".into(),
+        nodes: ["g1", "g2", "g3"].iter().map(|n| n.to_string()).collect(),
+        removable: 1,
+    }];
+    let p = f.plan(100);
+    check_commands(&f.dp, &p).expect("valid commands");
+    let gone: Vec<String> = p.commands.iter().flat_map(|c| c.nodes.clone()).collect();
+    assert_eq!(gone.len(), 2, "{:?}", summary(&p));
+    assert!(gone.contains(&"x".to_string()), "{gone:?}");
+    assert_eq!(
+        gone.iter().filter(|n| n.starts_with('g')).count(),
+        1,
+        "{gone:?}"
+    );
+    assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+
+    // One of the group already leaving uses up its room: the others are blocked, and named so.
+    f.dp.nodes[0].disrupting = true;
+    let p = f.plan(100);
+    let gone: Vec<String> = p.commands.iter().flat_map(|c| c.nodes.clone()).collect();
+    assert_eq!(gone, ["x"], "{:?}", summary(&p));
+    for n in ["g2", "g3"] {
+        assert!(
+            p.blocked.iter().any(|b| b.node == n
+                && b.reason == "MachineDeployment ns/md (min size 2) is at its minimum size"),
+            "{:?}",
+            p.blocked
+        );
+    }
+}

@@ -195,6 +195,7 @@ pub fn problem(
         pods,
         policies: pools.iter().map(shared::pool_policy).collect(),
         pdbs,
+        node_groups: Vec::new(),
     })
 }
 

@@ -26,7 +26,9 @@ use karpenter_api::solver_input::{self as input};
 use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
 use karpenter_api::v1::{NodeClaim, find_condition};
 use karpenter_providers::NodeGroupFloor;
-use karpenter_solver::disruption::{DisruptionProblem, DoNotDisrupt, Drift, NodeState, PodState};
+use karpenter_solver::disruption::{
+    DisruptionProblem, DoNotDisrupt, Drift, NodeGroup, NodeState, PodState,
+};
 use karpenter_solver::{InstanceType, PodView};
 
 use crate::pods::{is_daemon_set_pod, is_terminal};
@@ -49,21 +51,6 @@ pub struct Input {
     pub claims: BTreeMap<String, String>,
     /// Conversion warnings (invalid annotations), for the log.
     pub warnings: Vec<String>,
-    /// The provider's node groups with a minimum size, as this round sees them.
-    pub floors: Vec<Floor>,
-}
-
-/// A node group with a minimum size ([`NodeGroupFloor`]) in a round: its managed nodes that
-/// are not leaving yet, and how many of them scale-down may still remove (the floor's
-/// `removable` less its nodes already leaving).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Floor {
-    /// The group, as messages name it.
-    pub group: String,
-    /// Node names.
-    pub nodes: BTreeSet<String>,
-    /// How many of `nodes` emptiness and consolidation may remove.
-    pub removable: usize,
 }
 
 fn condition_true(claim: &NodeClaim, type_: &str) -> bool {
@@ -228,7 +215,7 @@ pub fn build(
         out.claims.insert(name, claim_name);
     }
 
-    out.floors = apply_floors(&mut nodes, &out.claims, floors);
+    let node_groups = node_groups(&out.claims, floors);
 
     // In-flight NodeClaims (the round made them nodes named after the claim): uninitialized.
     let managed: HashSet<String> = nodes.iter().map(|n: &NodeState| n.name.clone()).collect();
@@ -306,50 +293,28 @@ pub fn build(
         pods,
         policies,
         pdbs,
+        node_groups,
     };
     Ok(out)
 }
 
-/// Each floor's nodes in this round; when a group has nothing left to remove (its nodes
-/// already leaving count against it), its other nodes are blocked for scale-down.
-fn apply_floors(
-    nodes: &mut [NodeState],
-    claims: &BTreeMap<String, String>,
-    floors: &[NodeGroupFloor],
-) -> Vec<Floor> {
+/// The provider's node groups with a minimum size ([`NodeGroupFloor`], by NodeClaim) as the
+/// planner's [`NodeGroup`]s (by node); the planner keeps them at their minimum.
+fn node_groups(claims: &BTreeMap<String, String>, floors: &[NodeGroupFloor]) -> Vec<NodeGroup> {
     let node_of: HashMap<&str, &str> = claims
         .iter()
         .map(|(node, claim)| (claim.as_str(), node.as_str()))
         .collect();
-    let leaving: HashSet<String> = nodes
+    floors
         .iter()
-        .filter(|n| n.disrupting)
-        .map(|n| n.name.clone())
-        .collect();
-    let mut out = Vec::new();
-    for f in floors {
-        let members: BTreeSet<String> = f
-            .node_claims
-            .iter()
-            .filter_map(|c| node_of.get(c.as_str()).map(|n| n.to_string()))
-            .collect();
-        let gone = members.iter().filter(|n| leaving.contains(*n)).count();
-        let staying: BTreeSet<String> = members
-            .into_iter()
-            .filter(|n| !leaving.contains(n))
-            .collect();
-        let removable = f.removable.saturating_sub(gone);
-        if removable == 0 {
-            let why = format!("{} is at its minimum size", f.group);
-            for n in nodes.iter_mut().filter(|n| staying.contains(&n.name)) {
-                n.scale_down_blocked = Some(why.clone());
-            }
-        }
-        out.push(Floor {
-            group: f.group.clone(),
-            nodes: staying,
-            removable,
-        });
-    }
-    out
+        .map(|f| NodeGroup {
+            name: f.group.clone(),
+            nodes: f
+                .node_claims
+                .iter()
+                .filter_map(|c| node_of.get(c.as_str()).map(|n| n.to_string()))
+                .collect(),
+            removable: f.removable,
+        })
+        .collect()
 }

@@ -13,12 +13,12 @@
 //!   taint from Nodes that carry it without a command or a deletion (a crash between
 //!   tainting and recording).
 //! - Node groups' minimum sizes ([`karpenter_providers::CloudProvider::node_group_floors`]):
-//!   emptiness and consolidation never take a group below its minimum ([`floors`]).
+//!   emptiness and consolidation never take a group below its minimum (the planner's
+//!   [`karpenter_solver::disruption::NodeGroup`]s).
 //! - Drift is read from the NodeClaims' `Drifted` condition, which [`crate::drift`] keeps
 //!   (also when disruption is off).
 
 pub mod command;
-pub mod floors;
 pub mod input;
 mod round;
 mod validation;

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::command::{self, record_of};
 use super::input::{self, Skip};
-use super::{Shared, floors, lock, validation};
+use super::{Shared, lock, validation};
 use crate::context::Context;
 use crate::drift::hash;
 use crate::error::{Error, Result};
@@ -71,7 +71,6 @@ pub async fn run(
         tracing::debug!(warning = %w, "disruption input");
     }
     let claims = input.claims;
-    let group_floors = input.floors;
     let opts = options(ctx);
     let problem = input.problem;
     let started = std::time::Instant::now();
@@ -84,12 +83,11 @@ pub async fn run(
         .disruption_evaluation_duration
         .observe(started.elapsed().as_secs_f64());
     report(ctx, &planned, memory).await;
-    let (commands, notes) = floors::limit(planned.commands, &group_floors);
-    for n in notes {
+    for n in &planned.notes {
         tracing::info!(note = %n, "disruption keeps a node group at its minimum size");
     }
     let mut graceful = Vec::new();
-    for c in commands {
+    for c in planned.commands {
         if matches!(c.reason, Reason::Drifted | Reason::Expired) {
             start_now(ctx, shared, tasks, c, &claims);
         } else if let Some(key) = register(shared, &c, &claims) {

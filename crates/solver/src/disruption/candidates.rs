@@ -106,6 +106,7 @@ pub(crate) fn evaluate(
     let now = opts.now;
     let mut cands = Vec::new();
     let mut blocked = Vec::new();
+    let floors = super::floors::Floors::new(input);
     for ns in &input.nodes {
         let Some(id) = work.id(&ns.name) else {
             continue;
@@ -174,7 +175,11 @@ pub(crate) fn evaluate(
         } else {
             None
         };
-        let graceful = match (&node_block, &ns.scale_down_blocked, &pod_block) {
+        let scale_down_blocked = ns
+            .scale_down_blocked
+            .clone()
+            .or_else(|| floors.blocked(&ns.name));
+        let graceful = match (&node_block, &scale_down_blocked, &pod_block) {
             (Some(b), _, _) | (None, Some(b), _) | (None, None, Some(b)) => Err(b.clone()),
             (None, None, None) => Ok(()),
         };

@@ -26,6 +26,7 @@ mod budget;
 mod candidates;
 mod consolidation;
 pub(crate) mod duration;
+pub(crate) mod floors;
 mod methods;
 mod model;
 mod state;
@@ -37,8 +38,8 @@ pub use budget::{budget_allows, parse_nodes, window_active};
 pub use duration::parse_go_duration;
 pub use model::{
     Allowed, Blocked, Budget, Command, ConsolidationPolicy, DO_NOT_DISRUPT, DisruptionError,
-    DisruptionOptions, DisruptionPlan, DisruptionProblem, DoNotDisrupt, Drift, NodeState,
-    POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason,
+    DisruptionOptions, DisruptionPlan, DisruptionProblem, DoNotDisrupt, Drift, NodeGroup,
+    NodeState, POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason,
 };
 
 pub use validation::Validation;
@@ -86,11 +87,13 @@ fn run_planner(
     let mut planner = Planner::new(input, cluster, opts);
     planner.run()?;
     let allowed = planner.initial_allowed;
+    let (commands, notes) = floors::Floors::new(input).limit(planner.commands);
     Ok((
         DisruptionPlan {
-            commands: planner.commands,
+            commands,
             allowed,
             blocked: planner.blocked,
+            notes,
         },
         planner.work.simulations,
     ))

@@ -2,6 +2,7 @@
 //! model ([`Problem`] carries the catalog, NodePools, DaemonSets and every node with its pods).
 //! Times are plain seconds (e.g. Unix seconds): the planner has no clock.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use thiserror::Error;
@@ -253,6 +254,24 @@ pub struct DisruptionProblem {
     pub policies: Vec<PoolPolicy>,
     /// PodDisruptionBudgets.
     pub pdbs: Vec<Pdb>,
+    /// Node groups the provider keeps at a minimum size: emptiness and consolidation never take
+    /// one below it (a node of a group with no room left is blocked; a command that would go
+    /// past the room left is cut, or dropped for consolidation); drift and expiration are not
+    /// limited (they replace their nodes).
+    pub node_groups: Vec<NodeGroup>,
+}
+
+/// A group of managed nodes with a minimum size, e.g. a Cluster API MachineDeployment with
+/// Cluster Autoscaler's `cluster-api-autoscaler-node-group-min-size` annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeGroup {
+    /// How messages name the group.
+    pub name: String,
+    /// Its managed nodes (names), those already disrupting included.
+    pub nodes: BTreeSet<String>,
+    /// How many of `nodes` may go before the group is at its minimum; the planner subtracts
+    /// the ones already disrupting.
+    pub removable: usize,
 }
 
 /// Planner knobs.
@@ -332,6 +351,8 @@ pub struct DisruptionPlan {
     pub allowed: Vec<Allowed>,
     /// Managed nodes excluded from voluntary disruption, and why.
     pub blocked: Vec<Blocked>,
+    /// Commands cut or dropped to keep node groups at their minimum size, a line each.
+    pub notes: Vec<String>,
 }
 
 impl DisruptionPlan {
