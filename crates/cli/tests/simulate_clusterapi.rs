@@ -258,3 +258,91 @@ fn other_catalogs_skip_cluster_api_documents_with_warnings() -> TestResult {
     );
     Ok(())
 }
+
+/// A Machine the clusterapi provider launched for a NodeClaim of `md`, running as Node `name`.
+fn machine_with_node(name: &str, md: &str) -> String {
+    format!(
+        r#"---
+apiVersion: cluster.x-k8s.io/v1beta2
+kind: Machine
+metadata:
+  name: {name}
+  labels: {{clusterapi.karpenter.sh/machine-deployment: {md}, cluster.x-k8s.io/cluster-name: w1}}
+spec: {{clusterName: w1, bootstrap: {{dataSecretName: b}}, infrastructureRef: {{apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachine, name: {name}}}}}
+status: {{nodeRef: {{name: {name}}}}}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  creationTimestamp: "2026-01-01T00:00:00Z"
+  labels: {{karpenter.sh/nodepool: default, node.kubernetes.io/instance-type: c2, topology.kubernetes.io/zone: zone-b, karpenter.sh/capacity-type: on-demand}}
+status:
+  allocatable: {{cpu: "2", memory: 4Gi, pods: "110"}}
+  capacity: {{cpu: "2", memory: 4Gi, pods: "110"}}
+"#
+    )
+}
+
+/// A NodePool whose budget lets every node go at once (the default 10% would allow one).
+const POOL_ALL_AT_ONCE: &str = r#"---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: default}
+spec:
+  disruption: {budgets: [{nodes: "100%"}]}
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.cluster.x-k8s.io, kind: ClusterAPINodeClass, name: default}
+      requirements: [{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}]
+"#;
+
+/// Three empty nodes of MachineDeployment c2-b, whose min size is 2: its size is 3 (replicas 0
+/// plus our 3 Machines), so emptiness may remove exactly one of them, and says it cut the
+/// rest (the controller's rule, from the same planner). Without the min size all three go.
+#[test]
+fn emptiness_keeps_a_machine_deployment_at_its_min_size() -> TestResult {
+    let nodes = ["n1", "n2", "n3"]
+        .map(|n| machine_with_node(n, "c2-b"))
+        .concat();
+    let with_min = |min: &str| {
+        let extra = if min.is_empty() {
+            String::new()
+        } else {
+            format!(r#", cluster.x-k8s.io/cluster-api-autoscaler-node-group-min-size: "{min}""#)
+        };
+        [
+            md("c2-b", &shape("c2", "zone-b", "2", "4Gi", "0.08", &extra)),
+            POOL_ALL_AT_ONCE.to_string(),
+            nodes.clone(),
+        ]
+        .concat()
+    };
+    let removed = |text: &str| -> Result<(Vec<String>, String), Box<dyn std::error::Error>> {
+        let out = simulate(
+            &["-f", "-", "--catalog", "clusterapi", "-o", "json"],
+            Some(text),
+        )?;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let nodes = v["disruptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|d| common::strings(&d["nodes"]))
+            .collect();
+        Ok((nodes, stderr))
+    };
+    let (all, _) = removed(&with_min(""))?;
+    assert_eq!(all.len(), 3, "{all:?}");
+    let (one, stderr) = removed(&with_min("2"))?;
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert!(
+        stderr.contains("MachineDeployment default/c2-b (min size 2)")
+            && stderr.contains("at its minimum size"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("skipping Machine"), "{stderr}");
+    Ok(())
+}

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use karpenter_api::v1;
 use karpenter_clusterapi::catalog;
+use karpenter_clusterapi::scale::node_claim_name;
 use karpenter_clusterapi::shape::MEMBER_LABEL;
+use karpenter_solver::disruption::NodeGroup;
 use karpenter_solver::{InstanceType, Problem, TaintEffect};
 use kube::ResourceExt;
 use kube::api::DynamicObject;
@@ -133,4 +135,45 @@ pub fn apply(
     }
     problem.instance_types = union;
     Ok(())
+}
+
+/// The node groups with a minimum size (Cluster Autoscaler's min-size annotation) of the
+/// input's MachineDeployments, by node: the planner keeps each at its minimum, as the
+/// controller does (same [`catalog::floors`]). A group's nodes are its Machines'
+/// `status.nodeRef.name`; Machines that have no node yet count toward its size all the same.
+pub fn node_groups(
+    machine_deployments: &[Sourced<DynamicObject>],
+    machines: &[Sourced<DynamicObject>],
+) -> Vec<NodeGroup> {
+    let with_namespace = |objects: &[Sourced<DynamicObject>]| -> Vec<DynamicObject> {
+        objects
+            .iter()
+            .map(|o| {
+                let mut o = o.object.clone();
+                o.metadata.namespace.get_or_insert_with(|| "default".into());
+                o
+            })
+            .collect()
+    };
+    let (shapes, _) = catalog::shapes(&with_namespace(machine_deployments));
+    let machines = with_namespace(machines);
+    let node_of: HashMap<String, String> = machines
+        .iter()
+        .filter_map(|m| {
+            let node = m.data.pointer("/status/nodeRef/name")?.as_str()?;
+            Some((node_claim_name(m), node.to_owned()))
+        })
+        .collect();
+    catalog::floors(&shapes, &machines)
+        .into_iter()
+        .map(|f| NodeGroup {
+            name: f.group,
+            nodes: f
+                .node_claims
+                .iter()
+                .filter_map(|c| node_of.get(c).cloned())
+                .collect(),
+            removable: f.removable,
+        })
+        .collect()
 }

@@ -156,6 +156,9 @@ pub struct Manifests {
     pub storage_classes: Vec<Sourced<StorageClass>>,
     /// Cluster API MachineDeployments (any version; read by `--catalog clusterapi`).
     pub machine_deployments: Vec<Sourced<DynamicObject>>,
+    /// Cluster API Machines (with `--catalog clusterapi`: which nodes belong to which
+    /// MachineDeployment, for the node groups' minimum sizes).
+    pub machines: Vec<Sourced<DynamicObject>>,
     /// Skip lines for the other Cluster API kinds (templates, Clusters, ...): warnings, except
     /// with `--catalog clusterapi`, where they come with the MachineDeployments.
     pub cluster_api_skipped: Vec<String>,
@@ -404,6 +407,10 @@ fn add_document(
             object: typed(source, &object, prefix, value)?,
         }),
         ("cluster.x-k8s.io", "MachineDeployment") => m.machine_deployments.push(Sourced {
+            origin: origin(""),
+            object: typed(source, &object, prefix, value)?,
+        }),
+        ("cluster.x-k8s.io", "Machine") => m.machines.push(Sourced {
             origin: origin(""),
             object: typed(source, &object, prefix, value)?,
         }),

@@ -125,6 +125,12 @@ pub fn run(config: &Config) -> Result<()> {
                 manifests.machine_deployments.len()
             ));
         }
+        if !manifests.machines.is_empty() {
+            warnings.push(format!(
+                "warning: skipping {} Machine(s): read only with --catalog clusterapi (node groups' minimum sizes)",
+                manifests.machines.len()
+            ));
+        }
     }
     overlays::apply(
         &manifests,
@@ -171,12 +177,17 @@ pub fn run(config: &Config) -> Result<()> {
     let mut notes = Vec::new();
     let mut disruption_plan = None;
     if let Some(mut dp) = disruption::problem(&manifests, &converted, &plan, now, &mut notes) {
+        if from_machine_deployments {
+            dp.node_groups =
+                clusterapi::node_groups(&manifests.machine_deployments, &manifests.machines);
+        }
         if config.ignore_budgets {
             // An empty budget list limits nothing (the planner's contract).
             dp.policies.iter_mut().for_each(|p| p.budgets.clear());
         }
         let planned =
             disruption::plan(&dp, now).context("the disruption planner refused the input")?;
+        notes.extend(planned.notes.iter().map(|n| format!("note: {n}")));
         report.disruptions = output::disruptions(&planned);
         report.protected = planned
             .blocked
