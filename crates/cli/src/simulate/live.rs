@@ -69,7 +69,7 @@ const fn kind(
 
 /// Every kind read, in the order the inputs are built (and the snapshot written): the
 /// Karpenter objects first, as a user's files usually have them.
-const KINDS: [Kind; 14] = [
+const KINDS: [Kind; 15] = [
     kind(
         "karpenter.sh",
         "v1",
@@ -110,6 +110,14 @@ const KINDS: [Kind; 14] = [
         "v1beta2",
         "MachineDeployment",
         "machinedeployments",
+        Need::ClusterApi,
+    ),
+    // Which nodes belong to which MachineDeployment (its min size, for disruption).
+    kind(
+        "cluster.x-k8s.io",
+        "v1beta2",
+        "Machine",
+        "machines",
         Need::ClusterApi,
     ),
     kind("", "v1", "Namespace", "namespaces", Need::Always),
@@ -154,7 +162,7 @@ pub struct Target {
     pub kubeconfig: Option<PathBuf>,
     /// A context of the kubeconfig instead of its current one.
     pub context: Option<String>,
-    /// Also read Cluster API MachineDeployments (`--catalog clusterapi`).
+    /// Also read Cluster API MachineDeployments and Machines (`--catalog clusterapi`).
     pub cluster_api: bool,
     /// Objects per list request ([`PAGE`]; tests make it small to exercise continue tokens).
     pub page_size: u32,
