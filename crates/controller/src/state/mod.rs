@@ -545,25 +545,45 @@ fn legacy_provisioners(
     reader
 }
 
-/// Whether the API server serves `karpenter.sh/v1alpha5` Provisioners to us (errors other
-/// than "not found" and "forbidden" count as yes, so a flaky API server cannot make us skip
-/// them).
+/// Whether the API server serves `karpenter.sh/v1alpha5` Provisioners to us.
 async fn serves_provisioners(client: &Client) -> bool {
-    let api = Api::<Provisioner>::all(client.clone());
-    match api.list(&kube::api::ListParams::default().limit(1)).await {
-        Ok(_) => true,
-        Err(kube::Error::Api(e)) if e.code == 404 => {
+    match served::<Provisioner>(client).await {
+        Served::Yes => true,
+        Served::NotFound => {
             tracing::info!(
                 "karpenter.sh/v1alpha5 Provisioners are not served; not waiting for them to sync"
             );
             false
         }
-        Err(kube::Error::Api(e)) if e.code == 403 => {
+        Served::Forbidden => {
             tracing::warn!(
                 "not allowed to list karpenter.sh/v1alpha5 Provisioners; they are ignored until RBAC allows it"
             );
             false
         }
-        Err(_) => true,
+    }
+}
+
+/// Whether the API server serves an optional kind (a CRD that may not be installed) to us.
+pub(super) enum Served {
+    /// Listed, or an error other than "not found" and "forbidden": a flaky API server must
+    /// not make a loop skip the kind.
+    Yes,
+    /// The kind is not served (no CRD).
+    NotFound,
+    /// RBAC does not allow listing it.
+    Forbidden,
+}
+
+/// Lists one object of `K` to see whether it is [`Served`].
+pub(super) async fn served<K>(client: &Client) -> Served
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api = Api::<K>::all(client.clone());
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => Served::NotFound,
+        Err(kube::Error::Api(e)) if e.code == 403 => Served::Forbidden,
+        _ => Served::Yes,
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use super::sync::SyncGate;
-use super::{Trigger, store, watch};
+use super::{Served, Trigger, store, watch};
 
 /// Starts the watch; returns its store.
 pub(super) fn watch(
@@ -58,24 +58,21 @@ pub(super) fn watch(
     reader
 }
 
-/// Whether the API server serves `karpenter.sh/v1alpha1` NodeOverlays to us (errors other than
-/// "not found" and "forbidden" count as yes, so a flaky API server cannot make us skip them).
+/// Whether the API server serves `karpenter.sh/v1alpha1` NodeOverlays to us.
 async fn served(client: &Client) -> bool {
-    let api = Api::<NodeOverlay>::all(client.clone());
-    match api.list(&kube::api::ListParams::default().limit(1)).await {
-        Ok(_) => true,
-        Err(kube::Error::Api(e)) if e.code == 404 => {
+    match super::served::<NodeOverlay>(client).await {
+        Served::Yes => true,
+        Served::NotFound => {
             tracing::warn!(
                 "the NodeOverlay feature gate is on but karpenter.sh/v1alpha1 NodeOverlays are not served (is the CRD installed?); going on without overlays"
             );
             false
         }
-        Err(kube::Error::Api(e)) if e.code == 403 => {
+        Served::Forbidden => {
             tracing::warn!(
                 "not allowed to list karpenter.sh/v1alpha1 NodeOverlays; they are ignored until RBAC allows it"
             );
             false
         }
-        Err(_) => true,
     }
 }
