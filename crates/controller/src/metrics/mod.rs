@@ -81,7 +81,7 @@ pub struct Moves {
     pub decision: String,
     /// NodePool of the command's first node.
     pub nodepool: String,
-    /// `WhenEmpty` or `WhenEmptyOrUnderutilized`.
+    /// `WhenEmpty`, `WhenEmptyOrUnderutilized` or `Balanced`.
     pub policy: String,
 }
 
