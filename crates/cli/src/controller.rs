@@ -84,8 +84,9 @@ pub struct ControllerArgs {
     #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
     /// Feature gates, upstream's format: `Name=true,Name=false`. `SpotToSpotConsolidation`
-    /// (default false) lets consolidation replace spot nodes with cheaper spot nodes; upstream's
-    /// other gates are accepted at their defaults only (they are not implemented).
+    /// (default false) lets consolidation replace spot nodes with cheaper spot nodes; `NodeRepair`
+    /// (default false) replaces unhealthy nodes; upstream's other gates are accepted at their
+    /// defaults only (they are not implemented).
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: FeatureGates,
     /// Do not run the disruption loop (no emptiness, consolidation, drift or expiration).
@@ -98,13 +99,14 @@ pub struct ControllerArgs {
 pub struct FeatureGates {
     /// `SpotToSpotConsolidation`: consolidation may replace spot with spot.
     pub spot_to_spot_consolidation: bool,
+    /// `NodeRepair`: replace nodes the provider's repair policies call unhealthy.
+    pub node_repair: bool,
 }
 
 /// Upstream's gates that this controller does not implement, with their upstream defaults:
 /// naming one at its default is accepted (charts set them all), anything else is an error, so
 /// a gate never silently does nothing.
-const UNIMPLEMENTED_GATES: [(&str, bool); 5] = [
-    ("NodeRepair", false),
+const UNIMPLEMENTED_GATES: [(&str, bool); 4] = [
     ("ReservedCapacity", true),
     ("NodeOverlay", false),
     ("StaticCapacity", false),
@@ -132,6 +134,8 @@ fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
         };
         if name == "SpotToSpotConsolidation" {
             gates.spot_to_spot_consolidation = on;
+        } else if name == "NodeRepair" {
+            gates.node_repair = on;
         } else if let Some((_, default)) = UNIMPLEMENTED_GATES.iter().find(|(g, _)| *g == name) {
             if on != *default {
                 return Err(format!(
@@ -140,7 +144,7 @@ fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
             }
         } else {
             return Err(format!(
-                "unknown feature gate {name:?} (known: SpotToSpotConsolidation, {})",
+                "unknown feature gate {name:?} (known: SpotToSpotConsolidation, NodeRepair, {})",
                 UNIMPLEMENTED_GATES.map(|(g, _)| g).join(", ")
             ));
         }
@@ -233,6 +237,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         leader_election,
         disruption: !args.disable_disruption,
         spot_to_spot_consolidation: args.feature_gates.spot_to_spot_consolidation,
+        node_repair: args.feature_gates.node_repair,
         ..Options::default()
     };
     let client = clients.client.clone();
@@ -542,6 +547,7 @@ mod tests {
     fn feature_gates() {
         let spot = |on| FeatureGates {
             spot_to_spot_consolidation: on,
+            node_repair: false,
         };
         assert_eq!(parse_feature_gates(""), Ok(FeatureGates::default()));
         assert_eq!(
@@ -569,13 +575,20 @@ mod tests {
             ),
             Ok(spot(true))
         );
+        assert_eq!(
+            parse_feature_gates("NodeRepair=true"),
+            Ok(FeatureGates {
+                spot_to_spot_consolidation: false,
+                node_repair: true,
+            })
+        );
     }
 
     #[test]
     fn feature_gate_errors_name_the_gate() {
         let err = |s: &str| parse_feature_gates(s).err().unwrap_or_default();
         assert!(err("SpotToSpot=true").contains("\"SpotToSpot\""));
-        assert!(err("NodeRepair=true").contains("NodeRepair"));
+        assert!(err("NodeRepair=maybe").contains("NodeRepair"));
         assert!(err("ReservedCapacity=false").contains("ReservedCapacity"));
         assert!(err("SpotToSpotConsolidation=yes").contains("SpotToSpotConsolidation"));
         assert!(err("SpotToSpotConsolidation").contains("SpotToSpotConsolidation"));

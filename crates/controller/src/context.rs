@@ -50,6 +50,15 @@ pub struct Options {
     /// Replace spot nodes with cheaper spot nodes (upstream feature gate
     /// `SpotToSpotConsolidation`, off by default).
     pub spot_to_spot_consolidation: bool,
+    /// Replace nodes whose conditions match the provider's repair policies (upstream feature
+    /// gate `NodeRepair`, off by default).
+    pub node_repair: bool,
+    /// How often node repair looks at every Node (upstream reacts to Node updates and requeues
+    /// at the toleration's end; a scan every 10 s is at most that late).
+    pub repair_poll_period: Duration,
+    /// How long a Node held back by the 20% rule waits before it is looked at again (upstream
+    /// 5 min).
+    pub repair_blocked_retry: Duration,
     /// Identity of this replica in events.
     pub instance: Option<String>,
     /// Leader election; `None` acts at once (`--disable-leader-election`, tests).
@@ -70,6 +79,9 @@ impl Default for Options {
             disruption_validation_period: Duration::from_secs(15),
             disruption_replacement_timeout: Duration::from_secs(10 * 60),
             spot_to_spot_consolidation: false,
+            node_repair: false,
+            repair_poll_period: Duration::from_secs(10),
+            repair_blocked_retry: Duration::from_secs(5 * 60),
             instance: None,
             leader_election: None,
         }
