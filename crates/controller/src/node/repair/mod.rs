@@ -12,7 +12,7 @@
 
 pub mod health;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
@@ -52,7 +52,7 @@ pub async fn run(ctx: Arc<Context>) {
     if ctx.state.wait_until_ready().await.is_err() {
         return;
     }
-    let mut blocked: HashMap<String, Instant> = HashMap::new();
+    let mut seen = Seen::default();
     let mut tick = tokio::time::interval(ctx.options.repair_poll_period);
     loop {
         tick.tick().await;
@@ -60,42 +60,57 @@ pub async fn run(ctx: Arc<Context>) {
         if ctx.state.wait_until_synced().await.is_err() {
             return;
         }
-        pass(&ctx, &policies, &mut blocked, Timestamp::now()).await;
+        pass(&ctx, &policies, &mut seen, Timestamp::now()).await;
     }
 }
 
-/// One look at every managed Node at `now`. `blocked` holds the Nodes held back by the 20% rule
-/// and when to look at them again.
-async fn pass(
-    ctx: &Context,
-    policies: &[RepairPolicy],
-    blocked: &mut HashMap<String, Instant>,
-    now: Timestamp,
-) {
+/// What earlier passes did, so a pass does not repeat it.
+#[derive(Default)]
+struct Seen {
+    /// Nodes held back by the 20% rule, and when to look at them again.
+    blocked: HashMap<String, Instant>,
+    /// NodeClaims deleted by repair, until the state shows them deleting or gone (a watch
+    /// lagging by a tick would otherwise have them deleted and counted twice).
+    repaired: HashSet<String>,
+}
+
+/// One look at every managed Node at `now`.
+async fn pass(ctx: &Context, policies: &[RepairPolicy], seen: &mut Seen, now: Timestamp) {
     let nodes = ctx.state.nodes.state();
     let retry_at = Instant::now();
-    blocked.retain(|name, until| *until > retry_at && ctx.state.node(name).is_some());
+    seen.blocked
+        .retain(|name, until| *until > retry_at && ctx.state.node(name).is_some());
+    seen.repaired.retain(|claim| {
+        ctx.state
+            .node_claim(claim)
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_none())
+    });
     for node in &nodes {
         let name = node.name_any();
-        if blocked.contains_key(&name) {
+        if seen.blocked.contains_key(&name) {
             continue;
         }
         // Only Nodes of a NodeClaim Karpenter manages; one already going away is left alone.
         let Some(claim) = ctx.state.node_claim_for_node(&name) else {
             continue;
         };
-        if claim.metadata.deletion_timestamp.is_some() || node.metadata.deletion_timestamp.is_some()
+        if claim.metadata.deletion_timestamp.is_some()
+            || node.metadata.deletion_timestamp.is_some()
+            || seen.repaired.contains(&claim.name_any())
         {
             continue;
         }
         let pool = claim.labels().get(NODE_POOL_LABEL).map(String::as_str);
         match health::decide(node, pool, &nodes, policies, now) {
             Verdict::Healthy | Verdict::Tolerated(_) => {}
-            Verdict::Repair(u) => {
-                if let Err(e) = repair(ctx, node, &claim, &u, now).await {
+            Verdict::Repair(u) => match repair(ctx, node, &claim, &u, now).await {
+                Ok(()) => {
+                    seen.repaired.insert(claim.name_any());
+                }
+                Err(e) => {
                     tracing::warn!(Node = %name, NodeClaim = %claim.name_any(), error = %e, "repairing an unhealthy node failed");
                 }
-            }
+            },
             Verdict::Blocked {
                 unhealthy,
                 scope,
@@ -111,7 +126,8 @@ async fn pass(
                     "node repair blocked: too many unhealthy nodes"
                 );
                 publish_blocked(ctx, node, &scope).await;
-                blocked.insert(name, retry_at + ctx.options.repair_blocked_retry);
+                seen.blocked
+                    .insert(name, retry_at + ctx.options.repair_blocked_retry);
             }
         }
     }
