@@ -81,7 +81,8 @@ pub mod msg {
     /// Transition rules.
     pub const IMMUTABLE: &str = "is immutable";
     /// Consolidation policy enum.
-    pub const CONSOLIDATION_POLICY: &str = "must be one of WhenEmpty, WhenEmptyOrUnderutilized";
+    pub const CONSOLIDATION_POLICY: &str =
+        "must be one of WhenEmpty, WhenEmptyOrUnderutilized, Balanced";
     /// Budget reasons.
     pub const BUDGET_REASONS: &str = "must be a subset of Underutilized, Empty, Drifted";
 }

@@ -87,8 +87,9 @@ pub struct ControllerArgs {
     pub leader_election_namespace: Option<String>,
     /// Feature gates, upstream's format: `Name=true,Name=false`. `SpotToSpotConsolidation`
     /// (default false) lets consolidation replace spot nodes with cheaper spot nodes;
-    /// `NodeOverlay` (default false) applies NodeOverlays to the catalog; upstream's other gates
-    /// are accepted at their defaults only (they are not implemented).
+    /// `NodeOverlay` (default false) applies NodeOverlays to the catalog; `NodeRepair` (default
+    /// false) replaces unhealthy nodes; upstream's other gates are accepted at their defaults
+    /// only (they are not implemented).
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: FeatureGates,
     /// Do not run the disruption loop (no emptiness, consolidation, drift or expiration).
@@ -182,6 +183,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         disruption: !args.disable_disruption,
         spot_to_spot_consolidation: args.feature_gates.spot_to_spot_consolidation,
         node_overlay: args.feature_gates.node_overlay,
+        node_repair: args.feature_gates.node_repair,
         ..Options::default()
     };
     let client = clients.client.clone();

@@ -8,16 +8,17 @@ pub struct FeatureGates {
     pub spot_to_spot_consolidation: bool,
     /// `NodeOverlay`: NodeOverlays change the catalog's prices and capacity.
     pub node_overlay: bool,
+    /// `NodeRepair`: replace nodes the provider's repair policies call unhealthy.
+    pub node_repair: bool,
 }
 
 /// The gates this controller implements.
-const IMPLEMENTED_GATES: [&str; 2] = ["SpotToSpotConsolidation", "NodeOverlay"];
+const IMPLEMENTED_GATES: [&str; 3] = ["SpotToSpotConsolidation", "NodeOverlay", "NodeRepair"];
 
 /// Upstream's gates that this controller does not implement, with their upstream defaults:
 /// naming one at its default is accepted (charts set them all), anything else is an error, so
 /// a gate never silently does nothing.
-const UNIMPLEMENTED_GATES: [(&str, bool); 4] = [
-    ("NodeRepair", false),
+const UNIMPLEMENTED_GATES: [(&str, bool); 3] = [
     ("ReservedCapacity", true),
     ("StaticCapacity", false),
     ("CapacityBuffer", false),
@@ -46,6 +47,8 @@ pub fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
             gates.spot_to_spot_consolidation = on;
         } else if name == "NodeOverlay" {
             gates.node_overlay = on;
+        } else if name == "NodeRepair" {
+            gates.node_repair = on;
         } else if let Some((_, default)) = UNIMPLEMENTED_GATES.iter().find(|(g, _)| *g == name) {
             if on != *default {
                 return Err(format!(
@@ -71,7 +74,7 @@ mod tests {
     fn feature_gates() {
         let spot = |on| FeatureGates {
             spot_to_spot_consolidation: on,
-            node_overlay: false,
+            ..FeatureGates::default()
         };
         assert_eq!(parse_feature_gates(""), Ok(FeatureGates::default()));
         assert_eq!(
@@ -102,8 +105,16 @@ mod tests {
         assert_eq!(
             parse_feature_gates("NodeOverlay=true"),
             Ok(FeatureGates {
-                spot_to_spot_consolidation: false,
                 node_overlay: true,
+                ..FeatureGates::default()
+            })
+        );
+        assert_eq!(
+            parse_feature_gates("NodeRepair=true,NodeOverlay=true"),
+            Ok(FeatureGates {
+                node_overlay: true,
+                node_repair: true,
+                ..FeatureGates::default()
             })
         );
         assert_eq!(
@@ -116,7 +127,8 @@ mod tests {
     fn feature_gate_errors_name_the_gate() {
         let err = |s: &str| parse_feature_gates(s).err().unwrap_or_default();
         assert!(err("SpotToSpot=true").contains("\"SpotToSpot\""));
-        assert!(err("NodeRepair=true").contains("NodeRepair"));
+        assert!(err("StaticCapacity=true").contains("StaticCapacity"));
+        assert!(err("NodeRepair=maybe").contains("NodeRepair"));
         assert!(err("ReservedCapacity=false").contains("ReservedCapacity"));
         assert!(err("SpotToSpotConsolidation=yes").contains("SpotToSpotConsolidation"));
         assert!(err("SpotToSpotConsolidation").contains("SpotToSpotConsolidation"));

@@ -54,6 +54,15 @@ pub struct Options {
     /// Apply NodeOverlays to the catalog and write their status (upstream feature gate
     /// `NodeOverlay`, off by default).
     pub node_overlay: bool,
+    /// Replace nodes whose conditions match the provider's repair policies (upstream feature
+    /// gate `NodeRepair`, off by default).
+    pub node_repair: bool,
+    /// How often node repair looks at every Node (upstream reacts to Node updates and requeues
+    /// at the toleration's end; a scan every 10 s is at most that late).
+    pub repair_poll_period: Duration,
+    /// How long a Node held back by the 20% rule waits before it is looked at again (upstream
+    /// 5 min).
+    pub repair_blocked_retry: Duration,
     /// Identity of this replica in events.
     pub instance: Option<String>,
     /// Leader election; `None` acts at once (`--disable-leader-election`, tests).
@@ -75,6 +84,9 @@ impl Default for Options {
             disruption_replacement_timeout: Duration::from_secs(10 * 60),
             spot_to_spot_consolidation: false,
             node_overlay: false,
+            node_repair: false,
+            repair_poll_period: Duration::from_secs(10),
+            repair_blocked_retry: Duration::from_secs(5 * 60),
             instance: None,
             leader_election: None,
         }

@@ -204,6 +204,9 @@ async fn supervise(
                 nodeoverlay::status::run(ctx.clone()),
             ));
         }
+        if ctx.options.node_repair {
+            writers.push(spawn_as("node.health", node::repair::run(ctx.clone())));
+        }
         // Like upstream's metrics controllers, only the leader reports the cluster's gauges
         // (replicas would otherwise report every node twice).
         writers.push(spawn_as(

@@ -92,6 +92,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
             "settings.clusterCIDR=10.100.0.0/16",
             "settings.interruptionQueue=demo-queue",
             "settings.featureGates.nodeOverlay=true",
+            "settings.featureGates.nodeRepair=true",
         ],
     )?;
     let env = aws
@@ -114,7 +115,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
     assert_eq!(env_value("INTERRUPTION_QUEUE"), Some("demo-queue".into()));
     assert_eq!(
         env_value("FEATURE_GATES"),
-        Some("SpotToSpotConsolidation=false,NodeOverlay=true".into())
+        Some("SpotToSpotConsolidation=false,NodeOverlay=true,NodeRepair=true".into())
     );
     let aws_rules = aws
         .iter()

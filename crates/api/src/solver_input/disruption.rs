@@ -14,8 +14,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use karpenter_solver::disruption::{
-    Budget, ConsolidationPolicy, DO_NOT_DISRUPT, DoNotDisrupt, Drift, NodeState, POD_DELETION_COST,
-    Pdb, PodState, PoolPolicy, Reason, parse_go_duration,
+    Budget, ConsolidationPolicy, DISRUPTION_COST, DO_NOT_DISRUPT, DoNotDisrupt, Drift, NodeState,
+    POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason, parse_go_duration,
 };
 use karpenter_solver::labels::{CAPACITY_TYPE, INSTANCE_TYPE, NODEPOOL, ZONE};
 use karpenter_solver::{
@@ -41,7 +41,10 @@ pub fn pool_policy(np: &v1::NodePool) -> PoolPolicy {
     let never = |s: &str| s.trim() == "Never";
     p.consolidation_policy = match d.consolidation_policy {
         v1::nodepool::ConsolidationPolicy::WhenEmpty => ConsolidationPolicy::WhenEmpty,
-        _ => ConsolidationPolicy::WhenEmptyOrUnderutilized,
+        v1::nodepool::ConsolidationPolicy::WhenEmptyOrUnderutilized => {
+            ConsolidationPolicy::WhenEmptyOrUnderutilized
+        }
+        v1::nodepool::ConsolidationPolicy::Balanced => ConsolidationPolicy::Balanced,
     };
     p.consolidate_after = if never(&d.consolidate_after) {
         None
@@ -111,11 +114,17 @@ pub fn pod_state(
     warnings: &mut Vec<String>,
 ) -> PodState {
     let md = pod.metadata();
-    let deletion_cost = match annotation(md, POD_DELETION_COST) {
+    // Upstream reads its own annotation first; an invalid one is ignored, not replaced by the
+    // other (both are int32, like the ReplicaSet controller's).
+    let (name, value) = match annotation(md, DISRUPTION_COST) {
+        Some(v) => (DISRUPTION_COST, Some(v)),
+        None => (POD_DELETION_COST, annotation(md, POD_DELETION_COST)),
+    };
+    let deletion_cost = match value {
         None => 0,
-        Some(v) => v.trim().parse().unwrap_or_else(|_| {
+        Some(v) => v.trim().parse::<i32>().map(i64::from).unwrap_or_else(|_| {
             warnings.push(format!(
-                "warning: pod {key}: {POD_DELETION_COST} {v:?} is not an integer; ignored"
+                "warning: pod {key}: {name} {v:?} is not a 32-bit integer; ignored"
             ));
             0
         }),
@@ -309,6 +318,36 @@ mod tests {
         p.labels.insert("app".into(), "a".into());
         let pods = vec![p.clone(), p.clone(), p];
         assert_eq!(pdb(&o, &pods).disruptions_allowed, 2, "50% of 3 rounded up");
+    }
+
+    #[test]
+    fn disruption_cost_annotation_wins_over_pod_deletion_cost() {
+        let cost = |annotations: serde_json::Value| {
+            let p: k8s::Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "annotations": annotations},
+            }))
+            .unwrap();
+            let mut warnings = Vec::new();
+            (
+                pod_state(&p, "ns/p".into(), 0, &mut warnings).deletion_cost,
+                warnings.len(),
+            )
+        };
+        assert_eq!(cost(serde_json::json!({POD_DELETION_COST: "7"})), (7, 0));
+        assert_eq!(
+            cost(serde_json::json!({POD_DELETION_COST: "7", DISRUPTION_COST: "-3"})),
+            (-3, 0)
+        );
+        // An invalid karpenter.sh/disruption-cost is ignored, not replaced by the other one.
+        assert_eq!(
+            cost(serde_json::json!({POD_DELETION_COST: "7", DISRUPTION_COST: "lots"})),
+            (0, 1)
+        );
+        // Both are int32.
+        assert_eq!(
+            cost(serde_json::json!({DISRUPTION_COST: "4294967296"})),
+            (0, 1)
+        );
     }
 
     #[test]

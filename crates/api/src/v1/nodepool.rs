@@ -180,6 +180,10 @@ pub enum ConsolidationPolicy {
     /// Empty nodes and nodes whose pods fit elsewhere or on a cheaper replacement.
     #[default]
     WhenEmptyOrUnderutilized,
+    /// Like `WhenEmptyOrUnderutilized`, but a consolidation must save enough for the pods it
+    /// moves: its share of the NodePool's cost over its share of the NodePool's disruption cost
+    /// is at least 1/2 (upstream's `BalancedK = 2`). Empty nodes are removed as usual.
+    Balanced,
 }
 
 /// Disruption settings of a NodePool.
@@ -198,7 +202,7 @@ pub struct Disruption {
     /// Which nodes are candidates for consolidation.
     #[serde(default)]
     #[schemars(transform = AddRules(vec![rules::rule(
-        "self in ['WhenEmpty', 'WhenEmptyOrUnderutilized']",
+        "self in ['WhenEmpty', 'WhenEmptyOrUnderutilized', 'Balanced']",
         "spec.disruption.consolidationPolicy",
         msg::CONSOLIDATION_POLICY,
     )]))]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use karpenter_api::ec2::{AWS_GROUP, EC2NodeClass, EC2NodeClassStatus};
 use karpenter_api::v1::{NodeClaim, NodeClassReference, NodePool};
-use karpenter_providers::{CloudProvider, CloudProviderError};
+use karpenter_providers::{CloudProvider, CloudProviderError, RepairPolicy};
 use karpenter_solver::InstanceType;
 use karpenter_solver::labels::ARCH;
 use kube::api::{Patch, PatchParams};
@@ -401,6 +401,17 @@ impl CloudProvider for AwsCloudProvider {
             });
         }
         out
+    }
+
+    fn repair_policies(&self) -> Vec<RepairPolicy> {
+        crate::repair::REPAIR_POLICIES
+            .iter()
+            .map(|(condition, status, toleration)| RepairPolicy {
+                condition_type: (*condition).to_string(),
+                condition_status: (*status).to_string(),
+                toleration: *toleration,
+            })
+            .collect()
     }
 
     fn name(&self) -> &str {

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use karpenter_solver::disruption::{
-    Command, ConsolidationPolicy, DisruptionError, DisruptionOptions, DisruptionProblem, Drift,
-    Validation, validate_command, validate_command_taking,
+    Command, DisruptionError, DisruptionOptions, DisruptionProblem, Drift, Validation,
+    validate_command, validate_command_taking,
 };
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -233,10 +233,7 @@ fn count_moves(ctx: &Context, cmd: &Command, problem: &DisruptionProblem) {
         .policies
         .iter()
         .find(|p| p.name == pool)
-        .map(|p| match p.consolidation_policy {
-            ConsolidationPolicy::WhenEmpty => "WhenEmpty",
-            ConsolidationPolicy::WhenEmptyOrUnderutilized => "WhenEmptyOrUnderutilized",
-        })
+        .map(|p| p.consolidation_policy.as_str())
         .unwrap_or_default();
     ctx.metrics
         .consolidation_moves

@@ -42,6 +42,19 @@ pub struct Pool {
     pub nodepool: String,
 }
 
+/// `{condition, nodepool, capacity_type, image_id}` of a node repair.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnhealthyDisrupted {
+    /// The repair policy's condition type, snake case (`ready`).
+    pub condition: String,
+    /// NodePool.
+    pub nodepool: String,
+    /// Capacity type of the node.
+    pub capacity_type: String,
+    /// The NodeClaim's image.
+    pub image_id: String,
+}
+
 /// `{phase}` (a basic `karpenter_pods_state`: pods per phase rather than one series per pod).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PodState {
@@ -81,7 +94,7 @@ pub struct Moves {
     pub decision: String,
     /// NodePool of the command's first node.
     pub nodepool: String,
-    /// `WhenEmpty` or `WhenEmptyOrUnderutilized`.
+    /// `WhenEmpty`, `WhenEmptyOrUnderutilized` or `Balanced`.
     pub policy: String,
 }
 
@@ -94,6 +107,8 @@ pub struct Metrics {
     pub nodeclaims_terminated: Family<Pool, Counter>,
     /// `karpenter_nodeclaims_disrupted_total{reason,nodepool}` (launch failures, timeouts, GC).
     pub nodeclaims_disrupted: Family<ReasonPool, Counter>,
+    /// `karpenter_nodeclaims_unhealthy_disrupted_total{condition,nodepool,capacity_type,image_id}`.
+    pub nodeclaims_unhealthy_disrupted: Family<UnhealthyDisrupted, Counter>,
     /// `karpenter_nodes_created_total{nodepool}`.
     pub nodes_created: Family<Pool, Counter>,
     /// `karpenter_nodes_terminated_total{nodepool}`.
@@ -185,6 +200,7 @@ impl Metrics {
             nodeclaims_created: Family::default(),
             nodeclaims_terminated: Family::default(),
             nodeclaims_disrupted: Family::default(),
+            nodeclaims_unhealthy_disrupted: Family::default(),
             nodes_created: Family::default(),
             nodes_terminated: Family::default(),
             pods_state: Family::default(),
@@ -239,6 +255,11 @@ impl Metrics {
             "nodeclaims_disrupted",
             "NodeClaims deleted by the controller, by reason",
             self.nodeclaims_disrupted.clone(),
+        );
+        r.register(
+            "nodeclaims_unhealthy_disrupted",
+            "NodeClaims deleted by node repair, by condition",
+            self.nodeclaims_unhealthy_disrupted.clone(),
         );
         r.register(
             "nodes_created",

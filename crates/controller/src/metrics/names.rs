@@ -63,6 +63,11 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
         &["reason", "nodepool"],
     ),
     (
+        "karpenter_nodeclaims_unhealthy_disrupted_total",
+        "counter",
+        &["condition", "nodepool", "capacity_type", "image_id"],
+    ),
+    (
         "karpenter_nodeclaims_termination_duration_seconds",
         "histogram",
         &["nodepool"],
@@ -218,6 +223,14 @@ fn names_types_and_labels_match_upstream() {
     m.nodeclaims_created.get_or_create(&rp()).inc();
     m.nodeclaims_terminated.get_or_create(&pool()).inc();
     m.nodeclaims_disrupted.get_or_create(&rp()).inc();
+    m.nodeclaims_unhealthy_disrupted
+        .get_or_create(&UnhealthyDisrupted {
+            condition: "ready".into(),
+            nodepool: "p".into(),
+            capacity_type: "spot".into(),
+            image_id: "i".into(),
+        })
+        .inc();
     m.nodeclaims_termination_duration
         .get_or_create(&pool())
         .observe(1.0);

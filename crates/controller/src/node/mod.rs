@@ -1,3 +1,4 @@
 //! Node control loops.
 
+pub mod repair;
 pub mod termination;

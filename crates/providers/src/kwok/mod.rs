@@ -6,4 +6,4 @@ pub mod provider;
 
 pub use catalog::catalog;
 pub use launch::{MANAGED_LABEL, PROVIDER_ID_PREFIX};
-pub use provider::KwokProvider;
+pub use provider::{KWOK_UNHEALTHY_CONDITION, KwokProvider, repair_policies};

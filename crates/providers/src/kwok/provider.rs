@@ -2,7 +2,7 @@
 //! kubelet for. Creating the Node launches the instance; deleting it terminates it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Node;
@@ -16,7 +16,7 @@ use super::launch::{
     KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE, build_node, claim_requirements, instance_view,
     is_instance, launched, node_name, parse_resource_list, select,
 };
-use crate::cloudprovider::{CloudProvider, CloudProviderError, UnavailableOfferings};
+use crate::cloudprovider::{CloudProvider, CloudProviderError, RepairPolicy, UnavailableOfferings};
 
 /// Kind of the kwok NodeClass.
 pub const KWOK_NODE_CLASS_KIND: &str = "KWOKNodeClass";
@@ -208,7 +208,31 @@ impl CloudProvider for KwokProvider {
         Ok(None)
     }
 
+    fn repair_policies(&self) -> Vec<RepairPolicy> {
+        repair_policies()
+    }
+
     fn name(&self) -> &str {
         "kwok"
     }
+}
+
+/// The condition upstream's kwok provider uses to simulate an unhealthy node (kwok keeps nodes
+/// Ready, and its stages would undo a `Ready=False` patch): set it `True` on a Node and the
+/// node is repaired after 30 s.
+pub const KWOK_UNHEALTHY_CONDITION: &str = "KWOKUnhealthy";
+
+/// Upstream's kwok repair policies: `Ready` `False` or `Unknown` for 10 minutes, and the
+/// simulated fault [`KWOK_UNHEALTHY_CONDITION`] `True` for 30 seconds.
+pub fn repair_policies() -> Vec<RepairPolicy> {
+    let policy = |condition: &str, status: &str, secs: u64| RepairPolicy {
+        condition_type: condition.to_string(),
+        condition_status: status.to_string(),
+        toleration: Duration::from_secs(secs),
+    };
+    vec![
+        policy("Ready", "False", 10 * 60),
+        policy("Ready", "Unknown", 10 * 60),
+        policy(KWOK_UNHEALTHY_CONDITION, "True", 30),
+    ]
 }

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 
 use crate::model::PodView;
 
+use super::model::DO_NOT_DISRUPT;
 use super::model::{
     Blocked, DisruptionOptions, DisruptionProblem, Drift, Pdb, PodState, PoolPolicy,
 };
-use super::model::{ConsolidationPolicy, DO_NOT_DISRUPT};
 use super::state::Work;
 
 /// Upstream `PerNodeBaseDisruptionCost`.
-const BASE_COST: f64 = 1.0;
+pub(crate) const BASE_COST: f64 = 1.0;
 
 /// A managed node with everything the methods need to pick and rank it.
 #[derive(Debug, Clone)]
@@ -29,6 +29,9 @@ pub(crate) struct Cand {
     pub empty: bool,
     /// Price / reschedule disruption cost: higher goes first.
     pub ratio: f64,
+    /// Upstream `RescheduleDisruptionCost`: 1 + Σ max(0, eviction cost) of the pods that would
+    /// move (not DaemonSet pods); what a `Balanced` score charges for disrupting the node.
+    pub reschedule_cost: f64,
     /// Σ eviction cost × lifetime remaining (upstream's older ranking, used for ties).
     pub legacy_cost: f64,
     /// `consolidateAfter` is not Never and has elapsed since the last pod event.
@@ -45,7 +48,9 @@ pub(crate) struct Cand {
 impl Cand {
     /// Eligible for consolidation (not emptiness: empty nodes are emptiness' business).
     pub fn consolidation_ok(&self) -> bool {
-        self.policy.consolidation_policy == ConsolidationPolicy::WhenEmptyOrUnderutilized
+        self.policy
+            .consolidation_policy
+            .consolidates_underutilized()
             && self.consolidatable
             && !self.empty
             && self.price.is_some()
@@ -208,6 +213,7 @@ pub(crate) fn evaluate(
             created: ns.created,
             empty: cost <= BASE_COST,
             ratio: ns.price.unwrap_or(0.0) / cost,
+            reschedule_cost: cost,
             legacy_cost: all_cost * lifetime,
             consolidatable,
             graceful,

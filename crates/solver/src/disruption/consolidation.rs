@@ -8,6 +8,7 @@ use crate::model::PlannedNodeClaim;
 use crate::requirements::{NodeSelectorRequirement, Operator};
 
 use super::Planner;
+use super::balanced;
 use super::candidates::rank;
 use super::model::{DisruptionError, Reason};
 use super::state::Sim;
@@ -49,7 +50,8 @@ impl Planner<'_> {
     }
 
     /// Checks removing candidates `idx` (indices into `cands`): all their pods must be placed,
-    /// with no new node (delete) or one whose launch price is strictly below theirs (replace).
+    /// with no new node (delete) or one whose launch price is strictly below theirs (replace),
+    /// and every `Balanced` NodePool among them must approve the move's score.
     pub(crate) fn consolidate(
         &mut self,
         idx: &[usize],
@@ -62,7 +64,10 @@ impl Planner<'_> {
             return Ok(None);
         }
         match sim.plan.node_claims.len() {
-            0 => return Ok(Some((sim, Vec::new()))),
+            0 => {
+                let ok = balanced::approve_move(&self.cands, idx, total, &self.totals);
+                return Ok(ok.then(|| (sim, Vec::new())));
+            }
             1 => {}
             _ => return Ok(None),
         }
@@ -109,6 +114,9 @@ impl Planner<'_> {
             options.truncate(self.opts.min_spot_options.max(1));
         }
         if !options.iter().any(|(_, it)| *it == claim.instance_type) {
+            return Ok(None);
+        }
+        if !balanced::approve_move(&self.cands, idx, total - claim.price, &self.totals) {
             return Ok(None);
         }
         claim.instance_type_options = options.into_iter().map(|(_, it)| it).collect();
@@ -178,6 +186,11 @@ impl Planner<'_> {
                 .allowed(&self.cands[i].pool, Reason::Underutilized)
                 == 0
             {
+                continue;
+            }
+            // Not even deleting it outright would pass its NodePool's balanced score.
+            if !balanced::can_pass(&self.cands[i], &self.totals) {
+                self.failed.insert(self.cands[i].id);
                 continue;
             }
             match self.consolidate(&[i], true)? {

@@ -12,6 +12,9 @@
 //! 5. **Single-node consolidation**: the first candidate (round-robin across NodePools) that can
 //!    be deleted or replaced by one strictly cheaper node.
 //!
+//! Consolidation acts on `WhenEmptyOrUnderutilized` and `Balanced` NodePools; for `Balanced`
+//! ones a move must also pass the balanced score (see `balanced`).
+//!
 //! "Fits" is always a provisioning [`crate::solve`] on the cluster without the candidates. Each
 //! command is applied to a working copy of the cluster before the next is sought, so the
 //! commands are consistent with each other and with the budgets (per NodePool and reason,
@@ -22,6 +25,7 @@
 //! later commands only move pods onto nodes (less room) and add replacements that cannot take
 //! pods yet, so they could only fail again (topology may rarely differ; the next call sees it).
 
+mod balanced;
 mod budget;
 mod candidates;
 mod consolidation;
@@ -37,9 +41,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub use budget::{budget_allows, parse_nodes, window_active};
 pub use duration::parse_go_duration;
 pub use model::{
-    Allowed, Blocked, Budget, Command, ConsolidationPolicy, DO_NOT_DISRUPT, DisruptionError,
-    DisruptionOptions, DisruptionPlan, DisruptionProblem, DoNotDisrupt, Drift, NodeGroup,
-    NodeState, POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason,
+    Allowed, BALANCED_K, Blocked, Budget, Command, ConsolidationPolicy, DISRUPTION_COST,
+    DO_NOT_DISRUPT, DisruptionError, DisruptionOptions, DisruptionPlan, DisruptionProblem,
+    DoNotDisrupt, Drift, NodeGroup, NodeState, POD_DELETION_COST, Pdb, PodState, PoolPolicy,
+    Reason,
 };
 
 pub use validation::Validation;
@@ -193,6 +198,8 @@ pub(crate) struct Planner<'a> {
     pub failed: HashSet<usize>,
     pub drift_failed: HashSet<usize>,
     pub multi_done: bool,
+    /// Per-NodePool cost and disruption cost at the start (the `Balanced` score's denominators).
+    pub totals: HashMap<String, balanced::PoolTotals>,
 }
 
 impl<'a> Planner<'a> {
@@ -210,6 +217,7 @@ impl<'a> Planner<'a> {
         let pod_state: HashMap<String, &PodState> =
             input.pods.iter().map(|p| (p.key.clone(), p)).collect();
         let (cands, blocked) = candidates::evaluate(input, &mut work, opts, &pod_state);
+        let totals = balanced::pool_totals(&cands);
         let mut counts: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
         for np in &work.problem.node_pools {
             counts.entry(np.name.as_str()).or_default();
@@ -256,6 +264,7 @@ impl<'a> Planner<'a> {
             failed: HashSet::new(),
             drift_failed: HashSet::new(),
             multi_done: false,
+            totals,
         }
     }
 

@@ -15,6 +15,9 @@ use crate::selector::LabelSelector;
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 /// The pod annotation that ranks pods for deletion (`controller.kubernetes.io/pod-deletion-cost`).
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// Karpenter's own pod annotation for the same ranking (upstream v1.15); it wins over
+/// [`POD_DELETION_COST`] when both are set.
+pub const DISRUPTION_COST: &str = "karpenter.sh/disruption-cost";
 
 /// Why nodes are disrupted (budgets are per reason; expiration is forceful and has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,7 +68,34 @@ pub enum ConsolidationPolicy {
     /// Empty nodes are removed and underused ones consolidated (the default).
     #[default]
     WhenEmptyOrUnderutilized,
+    /// Empty nodes are removed; a consolidation must also pass the balanced score
+    /// ([`BALANCED_K`]): its share of the NodePool's cost saved, over its share of the NodePool's
+    /// disruption cost, is at least `1 / BALANCED_K`.
+    Balanced,
 }
+
+impl ConsolidationPolicy {
+    /// Whether consolidation (not only emptiness) may act on the NodePool's nodes.
+    pub fn consolidates_underutilized(self) -> bool {
+        matches!(
+            self,
+            ConsolidationPolicy::WhenEmptyOrUnderutilized | ConsolidationPolicy::Balanced
+        )
+    }
+
+    /// The NodePool field's value (`WhenEmpty`, `WhenEmptyOrUnderutilized`, `Balanced`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsolidationPolicy::WhenEmpty => "WhenEmpty",
+            ConsolidationPolicy::WhenEmptyOrUnderutilized => "WhenEmptyOrUnderutilized",
+            ConsolidationPolicy::Balanced => "Balanced",
+        }
+    }
+}
+
+/// Upstream's `BalancedK`: a `Balanced` consolidation is approved when its score is at least
+/// `1 / BALANCED_K` (0.5), i.e. it may disrupt up to twice its share of the savings.
+pub const BALANCED_K: u32 = 2;
 
 /// One `spec.disruption.budgets[]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +250,7 @@ pub struct PodState {
     pub daemon_set: bool,
     /// `karpenter.sh/do-not-disrupt` (a duration counts from `created`).
     pub do_not_disrupt: DoNotDisrupt,
-    /// `controller.kubernetes.io/pod-deletion-cost`.
+    /// `karpenter.sh/disruption-cost`, else `controller.kubernetes.io/pod-deletion-cost`.
     pub deletion_cost: i64,
     /// `spec.priority`.
     pub priority: i32,

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::Planner;
 use super::candidates::Cand;
-use super::model::{Blocked, Command, ConsolidationPolicy, DisruptionError, Reason};
+use super::model::{Blocked, Command, DisruptionError, Reason};
 use super::state::Sim;
 
 /// What validation made of a command.
@@ -41,8 +41,7 @@ impl Planner<'_> {
         match reason {
             Reason::Empty if !c.empty => Some("it is no longer empty".to_string()),
             Reason::Underutilized
-                if c.policy.consolidation_policy
-                    != ConsolidationPolicy::WhenEmptyOrUnderutilized =>
+                if !c.policy.consolidation_policy.consolidates_underutilized() =>
             {
                 Some("its NodePool no longer consolidates underutilized nodes".to_string())
             }

@@ -1,0 +1,227 @@
+//! e2e: node repair (gate `NodeRepair`). kwok keeps its Nodes `Ready` (its stages flip a
+//! patched `Ready=False` straight back), so the tests use upstream's simulated fault instead:
+//! the Node condition `KWOKUnhealthy=True` (kwok's heartbeat keeps extra conditions), which the
+//! kwok provider tolerates for 30 s. The condition is written with a `lastTransitionTime` an
+//! hour ago, so the toleration is already over and no test waits for it.
+//!
+//! - One unhealthy Node of one (1 ≤ ceil(20% × 1) = 1): its NodeClaim is deleted, and its pod
+//!   runs again on a new Node.
+//! - Then two unhealthy Nodes of three (2 > ceil(20% × 3) = 1): neither is repaired and
+//!   `NodeRepairBlocked` is published on the NodePool; once one recovers (1 of 3), the other is
+//!   repaired.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use common::{Env, pod_running, test_options};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use karpenter_api::v1::{NodeClaim, NodePool};
+use karpenter_controller::Options;
+use karpenter_controller::metrics::UnhealthyDisrupted;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn repair_options() -> Options {
+    Options {
+        node_repair: true,
+        repair_poll_period: Duration::from_secs(1),
+        // Short, so the blocked Node is looked at again soon after the other recovers.
+        repair_blocked_retry: Duration::from_secs(2),
+        ..test_options()
+    }
+}
+
+/// When a condition set by the test turned.
+enum Since {
+    /// Now: a `True` condition is within its 30 s toleration.
+    Now,
+    /// An hour ago: a `True` condition is past its toleration.
+    HourAgo,
+}
+
+/// Sets `KWOKUnhealthy=True` on the Node, turned at `since`.
+async fn set_unhealthy(env: &Env, node: &str, since: Since) -> Result<()> {
+    set_condition(env, node, "True", since).await
+}
+
+/// Sets `KWOKUnhealthy=False` on the Node.
+async fn set_healthy(env: &Env, node: &str) -> Result<()> {
+    set_condition(env, node, "False", Since::Now).await
+}
+
+async fn set_condition(env: &Env, node: &str, status: &str, since: Since) -> Result<()> {
+    let now = Timestamp::now();
+    let since = match since {
+        Since::Now => now,
+        Since::HourAgo => now.checked_sub(SignedDuration::from_hours(1))?,
+    };
+    let patch = json!({"status": {"conditions": [{
+        "type": "KWOKUnhealthy",
+        "status": status,
+        "reason": "E2E",
+        "message": "set by e2e_repair",
+        "lastHeartbeatTime": now.to_string(),
+        "lastTransitionTime": since.to_string(),
+    }]}});
+    Api::<Node>::all(env.client.clone())
+        .patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn node_of(env: &Env, app: &str) -> Result<String> {
+    env.app_pods(app)
+        .await?
+        .into_iter()
+        .find_map(|p| p.spec.and_then(|s| s.node_name))
+        .with_context(|| format!("no pod of {app} is bound"))
+}
+
+/// The NodeClaim of a Node (kwok names the Node after its NodeClaim; checked by providerID).
+async fn claim_of(env: &Env, node: &str) -> Result<NodeClaim> {
+    let n = Api::<Node>::all(env.client.clone()).get(node).await?;
+    let pid = n
+        .spec
+        .and_then(|s| s.provider_id)
+        .context("no providerID")?;
+    env.node_claims()
+        .await?
+        .into_iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(pid.as_str()))
+        .with_context(|| format!("no NodeClaim for node {node}"))
+}
+
+/// Whether the NodeClaim is gone or being deleted.
+async fn claim_going(env: &Env, name: &str) -> Result<bool> {
+    Ok(Api::<NodeClaim>::all(env.client.clone())
+        .get_opt(name)
+        .await?
+        .is_none_or(|c| c.metadata.deletion_timestamp.is_some()))
+}
+
+fn repaired(env: &Env, condition: &str) -> u64 {
+    let pool = env.pool.clone();
+    env.controller
+        .context
+        .metrics
+        .nodeclaims_unhealthy_disrupted
+        .get_or_create(&UnhealthyDisrupted {
+            condition: condition.into(),
+            nodepool: pool,
+            capacity_type: "on-demand".into(),
+            image_id: String::new(),
+        })
+        .get()
+}
+
+/// One test, the two cases in turn: every controller manages every NodePool, so two tests
+/// running at once in this binary would repair each other's nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unhealthy_nodes_are_replaced_unless_too_many() -> Result<()> {
+    let Some(env) = Env::start_with(repair_options()).await? else {
+        return Ok(());
+    };
+    let result = async {
+        replaced(&env).await?;
+        blocked(&env).await
+    }
+    .await;
+    let cleaned = env.cleanup().await;
+    result.and(cleaned)
+}
+
+async fn replaced(env: &Env) -> Result<()> {
+    // A Deployment, so the pod comes back after its node is drained.
+    Api::<Deployment>::namespaced(env.client.clone(), env.ns())
+        .create(&PostParams::default(), &env.deployment("one", 1, "500m"))
+        .await?;
+    env.wait_running("one", 1).await?;
+    let node = node_of(env, "one").await?;
+    let claim = claim_of(env, &node).await?.name_any();
+    set_unhealthy(env, &node, Since::HourAgo).await?;
+    env.cluster
+        .wait_for(DEADLINE, "the pod running on a new node", || async {
+            let going = claim_going(env, &claim).await?;
+            let pods = env.app_pods("one").await?;
+            let moved = pods.len() == 1
+                && pods.iter().all(pod_running)
+                && node_of(env, "one").await.ok().is_some_and(|n| n != node);
+            Ok::<_, anyhow::Error>((going && moved).then_some(()))
+        })
+        .await?;
+    assert_eq!(repaired(env, "kwok_unhealthy"), 1);
+    Ok(())
+}
+
+/// After [`replaced`]: the pool has one healthy node (the replacement), and gets two more.
+async fn blocked(env: &Env) -> Result<()> {
+    // Nodes of at most 4 cpu: two pods of 3 cpu need two new ones.
+    Api::<NodePool>::all(env.client.clone())
+        .patch(
+            &env.pool,
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(json!([{
+                "op": "add",
+                "path": "/spec/template/spec/requirements/-",
+                "value": {"key": "karpenter.kwok.sh/instance-cpu", "operator": "Lt", "values": ["5"]}
+            }]))?),
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), env.ns());
+    for app in ["a", "b"] {
+        pods.create(&PostParams::default(), &env.pod(app, "3"))
+            .await?;
+    }
+    env.wait_running("a", 1).await?;
+    env.wait_running("b", 1).await?;
+    let (node_a, node_b) = (node_of(env, "a").await?, node_of(env, "b").await?);
+    assert_ne!(node_a, node_b);
+    let (claim_a, claim_b) = (
+        claim_of(env, &node_a).await?.name_any(),
+        claim_of(env, &node_b).await?.name_any(),
+    );
+    // b first, and only just: it counts as unhealthy but is not due for 30 s, so no pass can
+    // see a due while b still looks healthy (that would be 1 of 2, and a would be repaired).
+    set_unhealthy(env, &node_b, Since::Now).await?;
+    set_unhealthy(env, &node_a, Since::HourAgo).await?;
+
+    let events: Api<Event> = Api::all(env.client.clone());
+    let note = env
+        .cluster
+        .wait_for(DEADLINE, "NodeRepairBlocked on the NodePool", || async {
+            let list = events.list(&ListParams::default()).await?;
+            let note = list.items.into_iter().find_map(|e| {
+                let on_pool = e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("NodePool") && r.name.as_deref() == Some(&env.pool)
+                });
+                (e.reason.as_deref() == Some("NodeRepairBlocked") && on_pool)
+                    .then(|| e.note.unwrap_or_default())
+            });
+            Ok::<_, anyhow::Error>(note)
+        })
+        .await?;
+    assert!(note.contains("20%"), "{note}");
+    // Blocked means not repaired: both NodeClaims are still there, and nothing was counted.
+    assert!(!claim_going(env, &claim_a).await?);
+    assert!(!claim_going(env, &claim_b).await?);
+    assert_eq!(repaired(env, "kwok_unhealthy"), 1, "only the first case's");
+
+    // b recovers: 1 unhealthy of 3 is within 20% (rounded up), so a is repaired.
+    set_healthy(env, &node_b).await?;
+    env.cluster
+        .wait_for(DEADLINE, "node a repaired", || async {
+            Ok::<_, anyhow::Error>(claim_going(env, &claim_a).await?.then_some(()))
+        })
+        .await?;
+    assert!(!claim_going(env, &claim_b).await?, "b recovered: kept");
+    assert_eq!(repaired(env, "kwok_unhealthy"), 2);
+    Ok(())
+}
