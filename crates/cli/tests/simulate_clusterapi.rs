@@ -346,3 +346,49 @@ fn emptiness_keeps_a_machine_deployment_at_its_min_size() -> TestResult {
     assert!(!stderr.contains("skipping Machine"), "{stderr}");
     Ok(())
 }
+
+/// A Machine the clusterapi provider launched from `md` whose node has not joined yet.
+fn machine(name: &str, md: &str) -> String {
+    format!(
+        r#"---
+apiVersion: cluster.x-k8s.io/v1beta2
+kind: Machine
+metadata:
+  name: {name}
+  labels: {{clusterapi.karpenter.sh/machine-deployment: {md}, cluster.x-k8s.io/cluster-name: w1}}
+spec: {{clusterName: w1, bootstrap: {{dataSecretName: b}}, infrastructureRef: {{apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachine, name: {name}}}}}
+"#
+    )
+}
+
+/// A MachineDeployment's size counts our Machines (as the provider counts them): c2-b (0.08)
+/// with max size 3 takes a 1-cpu pod while it has 2 Machines, and is full with 3, so the pod
+/// goes to c2-a (0.10).
+#[test]
+fn machines_count_toward_a_machine_deployment_s_max_size() -> TestResult {
+    let max = r#", cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size: "3""#;
+    let plan_with = |machines: usize| -> Result<Value, Box<dyn std::error::Error>> {
+        let text = [
+            md("c2-a", &shape("c2", "zone-a", "2", "4Gi", "0.10", "")),
+            md("c2-b", &shape("c2", "zone-b", "2", "4Gi", "0.08", max)),
+            POOL_ALL_AT_ONCE.to_string(),
+            common::pod("plain", "1", ""),
+            (0..machines)
+                .map(|i| machine(&format!("m{i}"), "c2-b"))
+                .collect(),
+        ]
+        .concat();
+        Ok(json(&["-f", "-", "--catalog", "clusterapi"], Some(&text))?)
+    };
+    let zone = |plan: &Value| {
+        claims(plan).first().map(|c| {
+            (
+                c["zone"].as_str().unwrap_or("").to_string(),
+                f64_of(&c["pricePerHour"]),
+            )
+        })
+    };
+    assert_eq!(zone(&plan_with(2)?), Some(("zone-b".to_string(), 0.08)));
+    assert_eq!(zone(&plan_with(3)?), Some(("zone-a".to_string(), 0.10)));
+    Ok(())
+}

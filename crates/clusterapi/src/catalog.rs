@@ -186,6 +186,23 @@ pub fn floors(shapes: &[Shape], machines: &[DynamicObject]) -> Vec<NodeGroupFloo
     out
 }
 
+/// Live Machines per MachineDeployment key (`namespace/name`) that are not in its
+/// `spec.replicas`: those this provider launched in machine mode (a Machine taken in scale
+/// mode is one of its replicas already). With `spec.replicas`, a MachineDeployment's size.
+pub fn machine_counts(machines: &[DynamicObject]) -> HashMap<String, i64> {
+    let mut out = HashMap::new();
+    for m in machines {
+        if m.metadata.deletion_timestamp.is_some() || claim_of(m).is_some() {
+            continue;
+        }
+        if let Some(md) = m.labels().get(MACHINE_DEPLOYMENT_LABEL) {
+            *out.entry(format!("{}/{md}", m.namespace().unwrap_or_default()))
+                .or_insert(0) += 1;
+        }
+    }
+    out
+}
+
 /// Builds the catalog. `machines` counts, per MachineDeployment key (`namespace/name`), the
 /// live Machines this provider launched from it; with its `spec.replicas` that is its size,
 /// and a MachineDeployment at its max size (or paused) offers nothing available.

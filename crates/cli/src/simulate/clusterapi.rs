@@ -51,10 +51,13 @@ fn solver_to_v1(t: &karpenter_solver::Taint) -> v1::Taint {
 }
 
 /// Sets `problem`'s catalog, and each NodePool's instance types, from the MachineDeployments;
-/// those that cannot be offered, or are unavailable, are warnings naming their document.
+/// those that cannot be offered, or are unavailable, are warnings naming their document. Their
+/// size is `spec.replicas` plus the input's Machines of ours (as the provider counts them), so
+/// one at its max size offers nothing.
 pub fn apply(
     problem: &mut Problem,
     machine_deployments: &[Sourced<DynamicObject>],
+    machines: &[Sourced<DynamicObject>],
     warnings: &mut Vec<String>,
 ) -> Result<(), ClusterApiCatalogError> {
     let mut origins = BTreeMap::new();
@@ -76,17 +79,9 @@ pub fn apply(
     if origins.is_empty() {
         return Err(ClusterApiCatalogError::NoMachineDeployments);
     }
-    // Namespace-less documents are in `default`, as `kubectl apply` would put them.
-    let objects: Vec<DynamicObject> = machine_deployments
-        .iter()
-        .map(|md| {
-            let mut o = md.object.clone();
-            o.metadata.namespace.get_or_insert_with(|| "default".into());
-            o
-        })
-        .collect();
+    let objects = namespaced(machine_deployments);
     let (shapes, errors) = catalog::shapes(&objects);
-    let live_machines = HashMap::new();
+    let live_machines = catalog::machine_counts(&namespaced(machines));
     let all = catalog::build(shapes.clone(), &live_machines);
     let located = |key: &str| origins.get(key).cloned().unwrap_or_else(|| key.to_string());
     let mut problems = Vec::new();
@@ -145,18 +140,8 @@ pub fn node_groups(
     machine_deployments: &[Sourced<DynamicObject>],
     machines: &[Sourced<DynamicObject>],
 ) -> Vec<NodeGroup> {
-    let with_namespace = |objects: &[Sourced<DynamicObject>]| -> Vec<DynamicObject> {
-        objects
-            .iter()
-            .map(|o| {
-                let mut o = o.object.clone();
-                o.metadata.namespace.get_or_insert_with(|| "default".into());
-                o
-            })
-            .collect()
-    };
-    let (shapes, _) = catalog::shapes(&with_namespace(machine_deployments));
-    let machines = with_namespace(machines);
+    let (shapes, _) = catalog::shapes(&namespaced(machine_deployments));
+    let machines = namespaced(machines);
     let node_of: HashMap<String, String> = machines
         .iter()
         .filter_map(|m| {
@@ -174,6 +159,18 @@ pub fn node_groups(
                 .filter_map(|c| node_of.get(c).cloned())
                 .collect(),
             removable: f.removable,
+        })
+        .collect()
+}
+
+/// The objects, in `default` when they name no namespace (as `kubectl apply` would put them).
+fn namespaced(objects: &[Sourced<DynamicObject>]) -> Vec<DynamicObject> {
+    objects
+        .iter()
+        .map(|o| {
+            let mut o = o.object.clone();
+            o.metadata.namespace.get_or_insert_with(|| "default".into());
+            o
         })
         .collect()
 }

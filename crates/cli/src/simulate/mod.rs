@@ -115,6 +115,7 @@ pub fn run(config: &Config) -> Result<()> {
         clusterapi::apply(
             &mut converted.problem,
             &manifests.machine_deployments,
+            &manifests.machines,
             &mut warnings,
         )?;
     } else {

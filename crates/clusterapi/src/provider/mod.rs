@@ -164,23 +164,6 @@ impl ClusterApiProvider {
         Ok((shapes, errors, objects))
     }
 
-    /// Live Machines per MachineDeployment key (`namespace/name`) that are not in its
-    /// `spec.replicas`: those we launched in machine mode (a Machine taken in scale mode is
-    /// one of its replicas already).
-    fn counts(machines: &[DynamicObject]) -> HashMap<String, i64> {
-        let mut out = HashMap::new();
-        for m in machines {
-            if m.metadata.deletion_timestamp.is_some() || claim_of(m).is_some() {
-                continue;
-            }
-            if let Some(md) = m.labels().get(MACHINE_DEPLOYMENT_LABEL) {
-                *out.entry(format!("{}/{md}", m.namespace().unwrap_or_default()))
-                    .or_insert(0) += 1;
-            }
-        }
-        out
-    }
-
     /// The catalog a NodePool with these taints sees, and the MachineDeployment objects by key.
     /// Publishes the Events of MachineDeployments that cannot be offered or are skipped.
     async fn catalog(
@@ -189,7 +172,7 @@ impl ClusterApiProvider {
     ) -> Result<(Catalog, HashMap<String, DynamicObject>), CloudProviderError> {
         let (shapes, errors, objects) = self.members().await?;
         let machines = self.our_machines().await?;
-        let counts = Self::counts(&machines);
+        let counts = catalog::machine_counts(&machines);
         // Problems come from every opted-in MachineDeployment, whichever NodePool asks, so one
         // NodePool's taints never hide (and so re-raise) another's Events.
         let all = catalog::build(shapes.clone(), &counts);
