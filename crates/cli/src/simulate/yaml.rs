@@ -5,7 +5,8 @@
 //! `serde_json::Value`: 1.2 of the 2 CPU seconds `simulate` spends on 20 000 pods. `yaml_serde`
 //! (libyaml translated to Rust, kept by the YAML organisation) reads the same text ~4x faster.
 //! It is the fast path only: [`Strict`] refuses everything where the two readers could disagree
-//! (duplicate keys, merge keys, tags, keys that are not plain strings), and on the first
+//! (duplicate keys, merge keys, tags, keys that are not plain strings, deep nesting, scalars a
+//! YAML 1.1 reader takes for bools or numbers), a stream with aliases skips it, and on the first
 //! document the fast path refuses or fails to parse, serde-saphyr reads the stream again from
 //! that document on. So what is accepted, the values produced, and every error message are
 //! serde-saphyr's; `tests` checks the fast path against serde-saphyr on the repository's own
@@ -14,7 +15,7 @@
 use std::fmt;
 
 use karpenter_api::read::yaml_documents;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// Calls `add` with the index and value of every non-empty document of `text` in order (empty
@@ -26,6 +27,11 @@ pub fn for_each_document<E>(
     yaml_error: impl Fn(String) -> E,
     mut add: impl FnMut(usize, Value) -> Result<(), E>,
 ) -> Result<(), E> {
+    if may_have_aliases(text) {
+        // serde-saphyr budgets aliases (counts, alias/anchor ratio) where libyaml only caps
+        // their expansion: a stream with aliases is read by the reference alone.
+        return reference(text, 0, yaml_error, add);
+    }
     let mut read = 0;
     // yaml_serde reports a syntax error as a document that fails to deserialize, so a loop
     // that runs out of documents has read the whole stream.
@@ -40,6 +46,25 @@ pub fn for_each_document<E>(
         }
     }
     Ok(())
+}
+
+/// Whether `text` may hold a YAML alias: `*` after a space, a line start or a flow indicator,
+/// then a name character. A false positive only costs speed; cron schedules (`"0 * * * *"`)
+/// and quoted globs do not match. (An alias named with other characters is read by the fast
+/// path, which caps alias expansion too, only not with serde-saphyr's counts.)
+fn may_have_aliases(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'*'
+            && (i == 0
+                || matches!(
+                    bytes[i - 1],
+                    b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b','
+                ))
+            && bytes
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+    })
 }
 
 /// serde-saphyr from the `skip`-th non-empty document on. It reads the stream from its start
@@ -67,11 +92,39 @@ struct Strict(Value);
 
 impl<'de> Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
+        StrictVisitor { depth: 0 }
+            .deserialize(deserializer)
+            .map(Strict)
     }
 }
 
-struct StrictVisitor;
+/// Collections nested deeper than this are left to serde-saphyr, whose own limit (64, counting
+/// the document's top collection) refuses them; real manifests nest about 15 deep.
+const MAX_DEPTH: usize = 48;
+
+/// Reads one value `depth` collections down.
+struct StrictVisitor {
+    depth: usize,
+}
+
+impl StrictVisitor {
+    fn nested<E: de::Error>(&self) -> Result<StrictVisitor, E> {
+        if self.depth >= MAX_DEPTH {
+            return Err(E::custom("nested too deep"));
+        }
+        Ok(StrictVisitor {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
 
 impl<'de> Visitor<'de> for StrictVisitor {
     type Value = Value;
@@ -119,12 +172,12 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Strict::deserialize(d).map(|s| s.0)
+        self.deserialize(d)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(Strict(item)) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(self.nested()?)? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -136,7 +189,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
             if key == "<<" {
                 return Err(de::Error::custom("merge key"));
             }
-            let Strict(value) = map.next_value()?;
+            let value = map.next_value_seed(self.nested()?)?;
             if object.insert(key, value).is_some() {
                 return Err(de::Error::custom("duplicate key"));
             }

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Strict, for_each_document, reference};
+use super::{Strict, for_each_document, may_have_aliases, reference};
 
 /// What a reader returned: the documents with their indices, then the error if any.
 type Read = (Vec<(usize, Value)>, Option<String>);
@@ -25,7 +25,8 @@ fn read_with(text: &str, fast: bool) -> Read {
 
 /// Whether the fast path alone reads `text` (no fallback to serde-saphyr).
 fn fast_path_alone(text: &str) -> bool {
-    yaml_serde::Deserializer::from_str(text).all(|d| Strict::deserialize(d).is_ok())
+    !may_have_aliases(text)
+        && yaml_serde::Deserializer::from_str(text).all(|d| Strict::deserialize(d).is_ok())
 }
 
 fn assert_same(text: &str) {
@@ -173,6 +174,10 @@ fn document_boundaries_and_empty_documents_are_counted_alike() {
         "--- null\n--- a\n---\n- 1\n",
         "a: 1\n...\n---\nb: 2\n",
         "# only a comment\n",
+        "\u{feff}a: 1\n---\nb: 2\n",
+        "a: 1\r\nb:\r\n  - x\r\n---\r\nc: 'y'\r\n",
+        "a:\tb\n",
+        "a: \"multi\n  line\"\n",
     ] {
         assert_same(text);
     }
@@ -200,6 +205,38 @@ fn what_the_fast_path_refuses_is_left_to_serde_saphyr() {
             "document 0 delivered twice for:\n{text}"
         );
         assert_eq!((documents, error), read_with(&text, false), "on:\n{text}");
+    }
+}
+
+#[test]
+fn nesting_past_serde_saphyr_s_depth_limit_is_refused_alike() {
+    for depth in [30, 63, 64, 65, 100, 200] {
+        let text = format!("a: {}1{}\n", "[".repeat(depth), "]".repeat(depth));
+        assert_same(&text);
+        let block: String = (0..depth)
+            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+            .collect();
+        assert_same(&format!("{block}{}v: 1\n", "  ".repeat(depth)));
+    }
+}
+
+#[test]
+fn streams_with_aliases_are_read_by_serde_saphyr_alone() {
+    // One anchor aliased 30 times: serde-saphyr's alias/anchor ratio budget decides, not libyaml.
+    let aliases = (0..30).map(|i| format!("k{i}: *r\n")).collect::<String>();
+    let text = format!("first: 1\n---\nbase: &r {{cpu: 1}}\n{aliases}");
+    assert!(may_have_aliases(&text));
+    assert_same(&text);
+    for no in [
+        "schedule: \"0 * * * *\"",
+        "host: '*.example.com'",
+        "a: 2*3",
+        "a: \"*/5\"",
+    ] {
+        assert!(!may_have_aliases(no), "{no}");
+    }
+    for yes in ["a: *x", "- *x", "a: [*x]", "{a: *x}", "*x: 1", "a: [1,*x]"] {
+        assert!(may_have_aliases(yes), "{yes}");
     }
 }
 
