@@ -259,8 +259,8 @@ fn other_catalogs_skip_cluster_api_documents_with_warnings() -> TestResult {
     Ok(())
 }
 
-/// A Machine the clusterapi provider launched for a NodeClaim of `md`, running as Node `name`.
-fn machine_with_node(name: &str, md: &str) -> String {
+/// A Machine the clusterapi provider launched from `md` whose node has not joined yet.
+fn machine(name: &str, md: &str) -> String {
     format!(
         r#"---
 apiVersion: cluster.x-k8s.io/v1beta2
@@ -269,7 +269,15 @@ metadata:
   name: {name}
   labels: {{clusterapi.karpenter.sh/machine-deployment: {md}, cluster.x-k8s.io/cluster-name: w1}}
 spec: {{clusterName: w1, bootstrap: {{dataSecretName: b}}, infrastructureRef: {{apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachine, name: {name}}}}}
-status: {{nodeRef: {{name: {name}}}}}
+"#
+    )
+}
+
+/// A Machine the clusterapi provider launched for a NodeClaim of `md`, running as Node `name`.
+fn machine_with_node(name: &str, md: &str) -> String {
+    let machine = machine(name, md);
+    format!(
+        r#"{machine}status: {{nodeRef: {{name: {name}}}}}
 ---
 apiVersion: v1
 kind: Node
@@ -345,20 +353,6 @@ fn emptiness_keeps_a_machine_deployment_at_its_min_size() -> TestResult {
     );
     assert!(!stderr.contains("skipping Machine"), "{stderr}");
     Ok(())
-}
-
-/// A Machine the clusterapi provider launched from `md` whose node has not joined yet.
-fn machine(name: &str, md: &str) -> String {
-    format!(
-        r#"---
-apiVersion: cluster.x-k8s.io/v1beta2
-kind: Machine
-metadata:
-  name: {name}
-  labels: {{clusterapi.karpenter.sh/machine-deployment: {md}, cluster.x-k8s.io/cluster-name: w1}}
-spec: {{clusterName: w1, bootstrap: {{dataSecretName: b}}, infrastructureRef: {{apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachine, name: {name}}}}}
-"#
-    )
 }
 
 /// A MachineDeployment's size counts our Machines (as the provider counts them): c2-b (0.08)
