@@ -219,13 +219,25 @@ impl<'a> Scheduler<'a> {
         // With hostname terms only the claims that do not reject them yet are worth a look;
         // the rest would fail `quick_reject`, so first fit picks the same claim.
         let terms = hostname_terms(&self.topo, pod, &ctx.active());
-        if let Some(cands) = self.skips.candidates(&self.topo, &self.claims, &terms) {
-            for c in cands {
-                if let Ok(i) = self.open.binary_search(&c)
-                    && self.try_open(pod, ctx, i) == Scan::Placed
-                {
-                    return true;
+        if let Some(mut scan) = self.skips.candidates(&self.topo, &self.claims, &terms) {
+            let mut placed = false;
+            while let Some(c) = scan.next(&self.topo, &self.claims) {
+                let Ok(i) = self.open.binary_search(&c) else {
+                    continue; // left `open` for good
+                };
+                match self.try_open(pod, ctx, i) {
+                    Scan::Dropped => {}
+                    Scan::NoFit => scan.keep(),
+                    Scan::Placed => {
+                        scan.keep();
+                        placed = true;
+                        break;
+                    }
                 }
+            }
+            self.skips.give_back(scan);
+            if placed {
+                return true;
             }
         } else {
             let mut i = 0;

@@ -71,9 +71,14 @@ pub(crate) fn hostname_terms(topo: &Topology, pod: usize, active: &Active<'_>) -
     out
 }
 
-/// Per term, the claims that do not reject it yet, ascending. Valid only while group counts
-/// never decrease (the greedy pass; the optimiser, which moves pods, does not use it): a claim
-/// that rejects a term once rejects it for good, so each claim is dropped at most once.
+/// Per term, a superset of the claims that do not reject it yet, ascending. Valid only while
+/// group counts never decrease (the greedy pass; the optimiser, which moves pods, does not use
+/// it): a claim that rejects a term once rejects it for good, and a claim that left `open`
+/// never returns, so either is dropped from a list for good when a scan meets it.
+///
+/// Lists are pruned lazily, only as far as a scan gets: first fit usually stops early, and
+/// pruning or copying a whole list per pod was quadratic (at 100 000 pods, most claims are
+/// still free of any one anti-affinity group).
 #[derive(Debug, Default)]
 pub(crate) struct Skips {
     terms: HashMap<Term, Free>,
@@ -83,33 +88,74 @@ pub(crate) struct Skips {
 struct Free {
     /// Claims looked at so far.
     seen: usize,
-    /// Those of them that do not reject the term.
+    /// Those of them not yet found to reject the term or to have left `open`.
     free: Vec<usize>,
 }
 
+/// The claims one scan visits: a term's list, taken out of [`Skips`] while the scheduler
+/// mutates itself, and given back by [`Skips::give_back`].
+#[derive(Debug)]
+pub(crate) struct Candidates {
+    term: Term,
+    list: Vec<usize>,
+    /// Entries `[..kept]` were visited and stay; `[next..]` were not visited yet.
+    kept: usize,
+    next: usize,
+}
+
+impl Candidates {
+    /// The next claim that does not reject the term (ascending), or None at the end.
+    pub fn next(&mut self, topo: &Topology, claims: &[Claim]) -> Option<usize> {
+        while self.next < self.list.len() {
+            let c = self.list[self.next];
+            self.next += 1;
+            if !self.term.rejects(topo, claims[c].node) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Keeps the claim [`Candidates::next`] returned last (it is still open).
+    pub fn keep(&mut self) {
+        self.list[self.kept] = self.list[self.next - 1];
+        self.kept += 1;
+    }
+}
+
 impl Skips {
-    /// The only claims that can take a pod with `terms` (ascending), or None when `terms` is
-    /// empty (every claim can).
+    /// The scan over the claims that can take a pod with `terms`, or None when `terms` is
+    /// empty (every claim can). The term with the shortest list is scanned: the others'
+    /// rejections are [`Topology::quick_reject`]'s anyway, so any list gives the same first fit.
     pub fn candidates(
         &mut self,
         topo: &Topology,
         claims: &[Claim],
         terms: &[Term],
-    ) -> Option<Vec<usize>> {
-        let mut best: Option<&Vec<usize>> = None;
-        for t in terms {
-            let f = self.terms.entry(*t).or_default();
-            f.free.retain(|&c| !t.rejects(topo, claims[c].node));
-            f.free
-                .extend((f.seen..claims.len()).filter(|&c| !t.rejects(topo, claims[c].node)));
-            f.seen = claims.len();
+    ) -> Option<Candidates> {
+        let unseen = |f: &Free| claims.len() - f.seen;
+        let term = *terms.iter().min_by_key(|t| {
+            self.terms
+                .get(t)
+                .map_or(claims.len(), |f| f.free.len() + unseen(f))
+        })?;
+        let f = self.terms.entry(term).or_default();
+        let mut list = std::mem::take(&mut f.free);
+        list.extend((f.seen..claims.len()).filter(|&c| !term.rejects(topo, claims[c].node)));
+        f.seen = claims.len();
+        Some(Candidates {
+            term,
+            list,
+            kept: 0,
+            next: 0,
+        })
+    }
+
+    /// Stores a scan's list back: what it kept, then what it did not visit.
+    pub fn give_back(&mut self, mut scan: Candidates) {
+        scan.list.drain(scan.kept..scan.next);
+        if let Some(f) = self.terms.get_mut(&scan.term) {
+            f.free = scan.list;
         }
-        for t in terms {
-            let f = &self.terms[t].free;
-            if best.is_none_or(|b| f.len() < b.len()) {
-                best = Some(f);
-            }
-        }
-        best.cloned()
     }
 }
