@@ -166,6 +166,23 @@ pub struct Manifests {
     pub warnings: Vec<String>,
 }
 
+impl Manifests {
+    /// Drops the spec and status of every pod not bound to a node, keeping its metadata.
+    /// Call it once the pods are converted ([`super::convert::problem`]): after that only
+    /// bound pods' objects are read (disruption, repack) and every pod's metadata (the
+    /// reference time). The specs are most of the input's memory (~4 KB a pod, 0.4 GB at
+    /// 100 000 pods), and the solver reuses what they held instead of faulting in new pages.
+    pub fn release_pending_specs(&mut self) {
+        for p in &mut self.pods {
+            let node = p.object.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            if node.is_none_or(str::is_empty) {
+                p.object.spec = None;
+                p.object.status = None;
+            }
+        }
+    }
+}
+
 /// A named piece of YAML text: a file's contents, standard input, or a bundled example.
 pub struct Input {
     /// Name used in messages.

@@ -100,7 +100,8 @@ pub fn run(config: &Config) -> Result<()> {
     } else {
         manifests::read_paths(&config.files).context("cannot read the manifests")?
     };
-    let manifests = manifests::parse(&inputs).context("cannot read the manifests")?;
+    let mut manifests = manifests::parse(&inputs).context("cannot read the manifests")?;
+    drop(inputs);
     let mut warnings = manifests.warnings.clone();
     let from_machine_deployments = config.catalog == clusterapi::CATALOG;
     let instance_types = if from_machine_deployments {
@@ -111,6 +112,7 @@ pub fn run(config: &Config) -> Result<()> {
     };
     let mut converted = convert::problem(&manifests, instance_types, &mut warnings)
         .context("cannot use the manifests")?;
+    manifests.release_pending_specs();
     if from_machine_deployments {
         clusterapi::apply(
             &mut converted.problem,
@@ -217,7 +219,11 @@ pub fn run(config: &Config) -> Result<()> {
             text
         }
     };
-    emit(&text)
+    let emitted = emit(&text);
+    // The process ends here: freeing the input object by object would take ~4% of the run at
+    // 20 000 pods, for memory the exit gives back at once.
+    std::mem::forget((manifests, converted, plan, report, disruption_plan));
+    emitted
 }
 
 /// Lists the cluster (blocking: simulate is otherwise synchronous) and prints what was not
