@@ -184,6 +184,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         spot_to_spot_consolidation: args.feature_gates.spot_to_spot_consolidation,
         node_overlay: args.feature_gates.node_overlay,
         node_repair: args.feature_gates.node_repair,
+        reserved_capacity: args.feature_gates.reserved_capacity,
         ..Options::default()
     };
     let client = clients.client.clone();

@@ -173,6 +173,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<InstanceType>, CatalogError> 
                 capacity_type: o.capacity_type,
                 price: o.price,
                 available: o.available,
+                reservation: None,
             });
         }
         out.push(InstanceType {

@@ -263,6 +263,7 @@ mod tests {
             instance_type: "m.2x".into(),
             zone: "zone-a".into(),
             capacity_type: "spot".into(),
+            reservation_id: None,
             price,
             instance_type_options: vec!["m.2x".into()],
             labels: BTreeMap::new(),

@@ -24,6 +24,9 @@ pub const PROVIDER_ID_PREFIX: &str = "kwok://";
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// Value of [`KWOK_NODE_ANNOTATION`].
 pub const KWOK_NODE_VALUE: &str = "fake";
+/// The capacity reservation a kwok node launched into (the provider's
+/// `cloudprovider.ReservationIDLabel`).
+pub const RESERVATION_ID_LABEL: &str = "karpenter.kwok.sh/reservation-id";
 /// Label on every Node this provider created ([`is_instance`] also accepts upstream's).
 pub const MANAGED_LABEL: &str = "karpenter.kwok.sh/managed";
 
@@ -83,6 +86,9 @@ fn offering_labels(it: &InstanceType, offering: usize) -> BTreeMap<String, Strin
     if let Some(o) = it.offerings.get(offering) {
         labels.insert(ZONE_LABEL.to_string(), o.zone.clone());
         labels.insert(CAPACITY_TYPE_LABEL.to_string(), o.capacity_type.clone());
+        if let Some(id) = o.reservation_id() {
+            labels.insert(RESERVATION_ID_LABEL.to_string(), id.to_string());
+        }
     }
     labels
 }

@@ -74,12 +74,12 @@ pub(crate) fn hostname_terms(topo: &Topology, pod: usize, active: &Active<'_>) -
 /// Per term, the claims that do not reject it yet, ascending. Valid only while group counts
 /// never decrease (the greedy pass; the optimiser, which moves pods, does not use it): a claim
 /// that rejects a term once rejects it for good, so each claim is dropped at most once.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Skips {
     terms: HashMap<Term, Free>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Free {
     /// Claims looked at so far.
     seen: usize,
