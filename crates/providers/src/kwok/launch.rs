@@ -309,6 +309,42 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_pinned_to_a_reservation_launches_into_it() {
+        let mut cat = catalog();
+        let r = crate::kwok::parse_reservations(
+            "cr-a=c-1x-amd64-linux/test-zone-b:1,cr-b=c-1x-amd64-linux/test-zone-b:1",
+        )
+        .unwrap();
+        crate::kwok::add_reservations(&mut cat, &r).unwrap();
+        let c = claim(
+            &[
+                (CAPACITY_TYPE_LABEL, v1::Operator::In, &["reserved"]),
+                (RESERVATION_ID_LABEL, v1::Operator::In, &["cr-b"]),
+            ],
+            "500m",
+        );
+        let reqs = claim_requirements(&c).unwrap();
+        let requests = parse_resource_list(&c.spec.resources.requests).unwrap();
+        let now = Instant::now();
+        let ch = select(
+            &cat,
+            &reqs,
+            &requests,
+            &UnavailableOfferings::default(),
+            now,
+        )
+        .unwrap();
+        let it = &cat[ch.instance_type];
+        assert_eq!(it.offerings[ch.offering].reservation_id(), Some("cr-b"));
+        let node = build_node(&c, it, ch.offering);
+        let labels = node.metadata.labels.unwrap_or_default();
+        assert_eq!(labels[CAPACITY_TYPE_LABEL], "reserved");
+        assert_eq!(labels[RESERVATION_ID_LABEL], "cr-b");
+        assert_eq!(labels[ZONE_LABEL], "test-zone-b");
+        assert_eq!(labels[INSTANCE_TYPE_LABEL], "c-1x-amd64-linux");
+    }
+
+    #[test]
     fn respects_zone_and_fit() {
         let c = claim(&[(ZONE_LABEL, v1::Operator::In, &["test-zone-c"])], "3");
         let (it, zone, ct) = choose(&c).unwrap();

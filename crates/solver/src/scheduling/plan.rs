@@ -115,7 +115,8 @@ pub(crate) fn assigned_total(s: &Scheduler<'_>) -> f64 {
 pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
     let mut node_claims = Vec::new();
     let mut total = 0.0;
-    let mut unschedulable_extra: Vec<usize> = Vec::new();
+    // Per pod: on a claim nothing can launch (a bitmap: a full reservation can strand many).
+    let mut unschedulable_extra: Vec<bool> = vec![false; s.prep.pods.len()];
     for (c, choice) in assign(s).into_iter().enumerate() {
         let claim = &s.claims[c];
         if claim.pods.is_empty() {
@@ -126,7 +127,9 @@ pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
         let Some(((j, o, price), options)) = choice else {
             // Only when every offering left is on a reservation earlier claims filled (e.g.
             // pods that require `reserved`): surface the pods rather than over-commit.
-            unschedulable_extra.extend(claim.pods.iter().copied());
+            for &p in &claim.pods {
+                unschedulable_extra[p] = true;
+            }
             continue;
         };
         let ci = pool.its[j as usize];
@@ -177,14 +180,14 @@ pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
         .collect();
     existing_nodes.sort_by(|a, b| a.node.cmp(&b.node));
     let unschedulable: Vec<Unschedulable> = (0..s.prep.pods.len())
-        .filter(|p| s.placement[*p] == Place::None || unschedulable_extra.contains(p))
+        .filter(|p| s.placement[*p] == Place::None || unschedulable_extra[*p])
         .map(|p| Unschedulable {
             pod: s.prep.pods[p].key.clone(),
             reason: explain::reason(s, p),
         })
         .collect();
     let placed: Vec<usize> = (0..s.prep.pods.len())
-        .filter(|p| matches!(s.placement[*p], Place::Claim(_)) && !unschedulable_extra.contains(p))
+        .filter(|p| matches!(s.placement[*p], Place::Claim(_)) && !unschedulable_extra[*p])
         .map(|p| s.prep.pods[p].src)
         .collect();
     let lower_bound = if opts.lower_bound {
