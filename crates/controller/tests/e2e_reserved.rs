@@ -26,31 +26,68 @@ use kube::{Api, ResourceExt};
 const TYPE: &str = "c-1x-amd64-linux";
 const ZONE: &str = "test-zone-a";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reserved_nodes_first_then_on_demand_and_a_deleted_node_frees_its_slot() -> Result<()> {
-    let id = unique_name("cr");
+/// Each test's controller acts on the whole cluster: side by side, one would plan the other's
+/// pods with its own catalog and gate.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The kwok catalog with reservation `id` of 2 [`TYPE`] in [`ZONE`].
+fn catalog_with(id: &str) -> Result<Vec<karpenter_solver::InstanceType>> {
     let mut its = catalog();
     add_reservations(
         &mut its,
         &[KwokReservation {
-            id: id.clone(),
+            id: id.to_string(),
             instance_type: TYPE.into(),
             zone: ZONE.into(),
             count: 2,
         }],
     )
     .map_err(anyhow::Error::msg)?;
-    let allow_reserved = |np: &mut karpenter_api::v1::NodePool| {
-        for r in &mut np.spec.template.spec.requirements {
-            if r.key == CAPACITY_TYPE_LABEL {
-                r.values = vec!["on-demand".into(), "reserved".into()];
-            }
+    Ok(its)
+}
+
+/// The test pool, allowing on-demand and reserved capacity.
+fn allow_reserved(np: &mut karpenter_api::v1::NodePool) {
+    for r in &mut np.spec.template.spec.requirements {
+        if r.key == CAPACITY_TYPE_LABEL {
+            r.values = vec!["on-demand".into(), "reserved".into()];
         }
-    };
-    let Some(env) = Env::start_with_catalog(test_options(), its, allow_reserved).await? else {
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reserved_nodes_first_then_on_demand_and_a_deleted_node_frees_its_slot() -> Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let id = unique_name("cr");
+    let Some(env) =
+        Env::start_with_catalog(test_options(), catalog_with(&id)?, allow_reserved).await?
+    else {
         return Ok(());
     };
     let result = body(&env, &id).await;
+    let cleaned = env.cleanup().await;
+    result.and(cleaned)
+}
+
+/// `ReservedCapacity=false`: the reservation is ignored, the pod gets an on-demand node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_gate_off_reservations_are_not_used() -> Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let id = unique_name("cr");
+    let options = karpenter_controller::Options {
+        reserved_capacity: false,
+        ..test_options()
+    };
+    let Some(env) = Env::start_with_catalog(options, catalog_with(&id)?, allow_reserved).await?
+    else {
+        return Ok(());
+    };
+    let result = async {
+        create_pods(&env, &["p0"]).await?;
+        wait_kinds(&env, &id, 0, 1).await?;
+        env.wait_running("p0", 1).await
+    }
+    .await;
     let cleaned = env.cleanup().await;
     result.and(cleaned)
 }
