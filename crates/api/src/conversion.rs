@@ -253,6 +253,7 @@ fn node_class_from_provider(
                 alias: Some(alias),
                 ..AmiSelectorTerm::default()
             }],
+            capacity_reservation_selector_terms: Vec::new(),
             ami_family: Some(family),
             role: None,
             instance_profile,

@@ -97,6 +97,15 @@ pub struct EC2NodeClassSpec {
         rule("self.all(x, !has(x.alias) || !(has(x.tags) || has(x.id) || has(x.name) || has(x.owner)))", "spec.amiSelectorTerms[].alias", msg::ALIAS_EXCLUSIVE),
     ]))]
     pub ami_selector_terms: Vec<AmiSelectorTerm>,
+    /// Capacity reservations (on-demand capacity reservations, capacity blocks) nodes may
+    /// launch into, as capacity type `reserved`; terms are ORed, fields within a term ANDed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SELECTOR_TERMS))]
+    #[schemars(transform = AddRules(vec![
+        rule("self.all(x, has(x.tags) || has(x.id))", "spec.capacityReservationSelectorTerms[]", msg::TERM_EMPTY),
+        rule("self.all(x, !has(x.id) || !(has(x.tags) || has(x.ownerID)))", "spec.capacityReservationSelectorTerms[].id", msg::ID_EXCLUSIVE),
+    ]))]
+    pub capacity_reservation_selector_terms: Vec<CapacityReservationSelectorTerm>,
     /// Image family (`AL2`, `AL2023`, `Bottlerocket`, `Windows2019`, `Windows2022`, `Custom`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
@@ -144,6 +153,35 @@ pub struct SelectorTerm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 255))]
     pub name: Option<String>,
+}
+
+/// Selects capacity reservations by id, or by tags (optionally of one owner account).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityReservationSelectorTerm {
+    /// Tags that must all match; `*` matches any value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::string_map")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Capacity reservation id, e.g. `cr-0123456789abcdef0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[schemars(transform = AddRules(vec![rules::matches(
+        "spec.capacityReservationSelectorTerms[].id",
+        "^cr-[0-9a-z]+$",
+        "must look like 'cr-0123456789abcdef0'",
+    )]))]
+    pub id: Option<String>,
+    /// Account that owns the reservation (with `tags`; e.g. a reservation shared with this
+    /// account).
+    #[serde(default, rename = "ownerID", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 12))]
+    #[schemars(transform = AddRules(vec![rules::matches(
+        "spec.capacityReservationSelectorTerms[].ownerID",
+        "^[0-9]{12}$",
+        "must be a 12-digit AWS account id",
+    )]))]
+    pub owner_id: Option<String>,
 }
 
 /// Selects AMIs.
@@ -326,6 +364,9 @@ pub struct EC2NodeClassStatus {
     /// Resolved images.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amis: Vec<ResolvedAmi>,
+    /// Resolved capacity reservations (active ones matching the selector terms).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_reservations: Vec<ResolvedCapacityReservation>,
     /// Instance profile in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_profile: Option<String>,
@@ -345,6 +386,35 @@ pub struct ResolvedSubnet {
     /// Availability zone id.
     #[serde(default, rename = "zoneID", skip_serializing_if = "Option::is_none")]
     pub zone_id: Option<String>,
+}
+
+/// A capacity reservation the selector resolved to.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedCapacityReservation {
+    /// Capacity reservation id.
+    pub id: String,
+    /// Availability zone the reservation is in.
+    pub availability_zone: String,
+    /// Instance type it reserves.
+    pub instance_type: String,
+    /// Account that owns it.
+    #[serde(rename = "ownerID")]
+    pub owner_id: String,
+    /// `open` (matching instances use it unasked) or `targeted` (only launches naming it).
+    pub instance_match_criteria: String,
+    /// `default` (an on-demand capacity reservation) or `capacity-block`.
+    pub reservation_type: String,
+    /// `active` or `expiring`.
+    pub state: String,
+    /// When it ends (RFC 3339), if it has an end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    /// Instances it can still launch when it was resolved (not part of the API: the
+    /// provider's own count, kept beside the status it resolved).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub available_instance_count: i64,
 }
 
 /// A security group the selector resolved to.

@@ -258,6 +258,15 @@ pub fn validate_ec2_node_class(nc: &EC2NodeClass) -> Result<(), ValidationErrors
             }
         }
     }
+    for (i, t) in s.capacity_reservation_selector_terms.iter().enumerate() {
+        let field = "spec.capacityReservationSelectorTerms";
+        if t.tags.is_none() && t.id.is_none() {
+            c.push(format!("{field}[{i}]"), ec2::msg::TERM_EMPTY);
+        }
+        if t.id.is_some() && (t.tags.is_some() || t.owner_id.is_some()) {
+            c.push(format!("{field}[{i}].id"), ec2::msg::ID_EXCLUSIVE);
+        }
+    }
     for (i, t) in s.ami_selector_terms.iter().enumerate() {
         let others = t.tags.is_some() || t.id.is_some() || t.name.is_some() || t.owner.is_some();
         if t.alias.is_none() && !(t.tags.is_some() || t.id.is_some() || t.name.is_some()) {

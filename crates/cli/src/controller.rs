@@ -12,7 +12,7 @@ use karpenter_controller::leaderelection::{DEFAULT_LEASE_NAME, LeaderElectionCon
 use karpenter_controller::server::{serve_health, serve_metrics};
 use karpenter_controller::{Clients, Metrics, Options};
 use karpenter_providers::CloudProvider;
-use karpenter_providers::kwok::KwokProvider;
+use karpenter_providers::kwok::{KwokProvider, add_reservations, parse_reservations};
 
 use crate::feature_gates::{FeatureGates, parse_feature_gates};
 
@@ -88,13 +88,19 @@ pub struct ControllerArgs {
     /// Feature gates, upstream's format: `Name=true,Name=false`. `SpotToSpotConsolidation`
     /// (default false) lets consolidation replace spot nodes with cheaper spot nodes;
     /// `NodeOverlay` (default false) applies NodeOverlays to the catalog; `NodeRepair` (default
-    /// false) replaces unhealthy nodes; upstream's other gates are accepted at their defaults
+    /// false) replaces unhealthy nodes; `ReservedCapacity` (default true) launches into the
+    /// provider's capacity reservations; upstream's other gates are accepted at their defaults
     /// only (they are not implemented).
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: FeatureGates,
     /// Do not run the disruption loop (no emptiness, consolidation, drift or expiration).
     #[arg(long, env = "DISABLE_DISRUPTION")]
     pub disable_disruption: bool,
+    /// Capacity reservations of the kwok provider, `ID=INSTANCE_TYPE/ZONE:COUNT` comma-separated
+    /// (e.g. `cr-a=c-2x-amd64-linux/test-zone-a:3`): each adds a `reserved` offering of that
+    /// many instances to the generated catalog.
+    #[arg(long, env = "KWOK_RESERVATIONS", default_value = "")]
+    pub kwok_reservations: String,
 }
 
 /// Log output format.
@@ -165,7 +171,12 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         } else if args.cloud_provider == karpenter_clusterapi::PROVIDER_NAME {
             (clusterapi_provider(args, &clients.client).await?, None)
         } else {
-            (Arc::new(KwokProvider::new(clients.client.clone())), None)
+            let mut catalog = karpenter_providers::kwok::catalog();
+            parse_reservations(&args.kwok_reservations)
+                .and_then(|r| add_reservations(&mut catalog, &r))
+                .map_err(|e| anyhow::anyhow!("--kwok-reservations: {e}"))?;
+            let kwok = KwokProvider::with_catalog(clients.client.clone(), catalog);
+            (Arc::new(kwok), None)
         };
     let leader_election = (!args.disable_leader_election).then(|| {
         let namespace = args
@@ -184,6 +195,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         spot_to_spot_consolidation: args.feature_gates.spot_to_spot_consolidation,
         node_overlay: args.feature_gates.node_overlay,
         node_repair: args.feature_gates.node_repair,
+        reserved_capacity: args.feature_gates.reserved_capacity,
         ..Options::default()
     };
     let client = clients.client.clone();

@@ -2,7 +2,7 @@
 //! controller implements, and upstream's others accepted at their defaults only.
 
 /// The feature gates this controller acts on (see [`parse_feature_gates`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeatureGates {
     /// `SpotToSpotConsolidation`: consolidation may replace spot with spot.
     pub spot_to_spot_consolidation: bool,
@@ -10,19 +10,35 @@ pub struct FeatureGates {
     pub node_overlay: bool,
     /// `NodeRepair`: replace nodes the provider's repair policies call unhealthy.
     pub node_repair: bool,
+    /// `ReservedCapacity`: launch into the provider's capacity reservations (default on).
+    pub reserved_capacity: bool,
+}
+
+impl Default for FeatureGates {
+    /// Upstream's defaults: every gate off but `ReservedCapacity`.
+    fn default() -> Self {
+        Self {
+            spot_to_spot_consolidation: false,
+            node_overlay: false,
+            node_repair: false,
+            reserved_capacity: true,
+        }
+    }
 }
 
 /// The gates this controller implements.
-const IMPLEMENTED_GATES: [&str; 3] = ["SpotToSpotConsolidation", "NodeOverlay", "NodeRepair"];
+const IMPLEMENTED_GATES: [&str; 4] = [
+    "SpotToSpotConsolidation",
+    "NodeOverlay",
+    "NodeRepair",
+    "ReservedCapacity",
+];
 
 /// Upstream's gates that this controller does not implement, with their upstream defaults:
 /// naming one at its default is accepted (charts set them all), anything else is an error, so
 /// a gate never silently does nothing.
-const UNIMPLEMENTED_GATES: [(&str, bool); 3] = [
-    ("ReservedCapacity", true),
-    ("StaticCapacity", false),
-    ("CapacityBuffer", false),
-];
+const UNIMPLEMENTED_GATES: [(&str, bool); 2] =
+    [("StaticCapacity", false), ("CapacityBuffer", false)];
 
 /// Parses `Name=bool,Name=bool` (spaces around items allowed, empty items skipped); an
 /// unknown gate, a value other than `true`/`false`, or an unimplemented gate away from its
@@ -49,6 +65,8 @@ pub fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
             gates.node_overlay = on;
         } else if name == "NodeRepair" {
             gates.node_repair = on;
+        } else if name == "ReservedCapacity" {
+            gates.reserved_capacity = on;
         } else if let Some((_, default)) = UNIMPLEMENTED_GATES.iter().find(|(g, _)| *g == name) {
             if on != *default {
                 return Err(format!(
@@ -124,12 +142,33 @@ mod tests {
     }
 
     #[test]
+    fn reserved_capacity_is_on_unless_turned_off() {
+        assert!(FeatureGates::default().reserved_capacity);
+        assert!(
+            parse_feature_gates("")
+                .unwrap_or_default()
+                .reserved_capacity
+        );
+        assert_eq!(
+            parse_feature_gates("ReservedCapacity=false"),
+            Ok(FeatureGates {
+                reserved_capacity: false,
+                ..FeatureGates::default()
+            })
+        );
+        assert_eq!(
+            parse_feature_gates("ReservedCapacity=false,ReservedCapacity=true"),
+            Ok(FeatureGates::default())
+        );
+    }
+
+    #[test]
     fn feature_gate_errors_name_the_gate() {
         let err = |s: &str| parse_feature_gates(s).err().unwrap_or_default();
         assert!(err("SpotToSpot=true").contains("\"SpotToSpot\""));
         assert!(err("StaticCapacity=true").contains("StaticCapacity"));
         assert!(err("NodeRepair=maybe").contains("NodeRepair"));
-        assert!(err("ReservedCapacity=false").contains("ReservedCapacity"));
+        assert!(err("ReservedCapacity=maybe").contains("ReservedCapacity"));
         assert!(err("SpotToSpotConsolidation=yes").contains("SpotToSpotConsolidation"));
         assert!(err("SpotToSpotConsolidation").contains("SpotToSpotConsolidation"));
         assert!(err("NodeOverlay=maybe").contains("NodeOverlay"));

@@ -57,6 +57,9 @@ pub struct Options {
     /// Replace nodes whose conditions match the provider's repair policies (upstream feature
     /// gate `NodeRepair`, off by default).
     pub node_repair: bool,
+    /// Use the provider's capacity reservations (upstream feature gate `ReservedCapacity`, on
+    /// by default); off, reserved offerings are dropped from the catalog.
+    pub reserved_capacity: bool,
     /// How often node repair looks at every Node (upstream reacts to Node updates and requeues
     /// at the toleration's end; a scan every 10 s is at most that late).
     pub repair_poll_period: Duration,
@@ -85,6 +88,7 @@ impl Default for Options {
             spot_to_spot_consolidation: false,
             node_overlay: false,
             node_repair: false,
+            reserved_capacity: true,
             repair_poll_period: Duration::from_secs(10),
             repair_blocked_retry: Duration::from_secs(5 * 60),
             instance: None,

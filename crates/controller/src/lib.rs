@@ -21,6 +21,7 @@ pub mod nodeclaim;
 pub mod nodeoverlay;
 pub mod pods;
 pub mod provisioning;
+pub mod reservations;
 pub mod server;
 pub mod state;
 pub mod turns;

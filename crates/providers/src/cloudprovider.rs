@@ -116,8 +116,26 @@ pub trait CloudProvider: Send + Sync {
         Vec::new()
     }
 
+    /// How the provider's capacity reservations are told apart (`None`: it has none, the
+    /// default). A planned NodeClaim on a reservation is pinned to it with this label.
+    fn reservations(&self) -> Option<ReservationLabel> {
+        None
+    }
+
     /// The provider's name (`kwok`, `aws`), used in metrics and logs.
     fn name(&self) -> &str;
+}
+
+/// The label naming the capacity reservation an instance runs in (upstream
+/// `cloudprovider.ReservationIDLabel`), and what the provider's reservation capacities mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservationLabel {
+    /// Label key, e.g. `karpenter.k8s.aws/capacity-reservation-id`.
+    pub key: &'static str,
+    /// `true`: offerings report a reservation's whole size, and the controller subtracts the
+    /// NodeClaims it knows on each reservation (kwok, where the cluster is the only record of
+    /// what runs). `false`: they report what is left, as a cloud API does.
+    pub capacity_is_total: bool,
 }
 
 /// A group of instances with a minimum size ([`CloudProvider::node_group_floors`]).

@@ -25,6 +25,19 @@ impl Overhead {
     }
 }
 
+/// A capacity reservation an offering launches into (upstream `ReservationCapacity` and the
+/// provider's reservation-ID label): instances bought through it are already paid for, so the
+/// offering is priced near zero, and at most `capacity` new nodes may use it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reservation {
+    /// The reservation's ID (e.g. `cr-0123…` on AWS). Offerings of several instance types or
+    /// zones may share one reservation; the capacity is counted per ID.
+    pub id: String,
+    /// Instances the reservation can still launch (what running instances leave). Zero or
+    /// less makes the offering unusable; a plan never puts more new nodes on one ID.
+    pub capacity: i64,
+}
+
 /// Where and how an instance type can be bought.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offering {
@@ -36,6 +49,8 @@ pub struct Offering {
     pub price: f64,
     /// Unavailable offerings (e.g. recent insufficient-capacity errors) are never chosen.
     pub available: bool,
+    /// The capacity reservation behind a `reserved` offering (`None` for spot and on-demand).
+    pub reservation: Option<Reservation>,
 }
 
 impl Offering {
@@ -46,7 +61,30 @@ impl Offering {
             capacity_type: capacity_type.to_string(),
             price,
             available: true,
+            reservation: None,
         }
+    }
+
+    /// An available `reserved` offering of reservation `id` with `capacity` instances left.
+    pub fn reserved(zone: &str, price: f64, id: &str, capacity: i64) -> Self {
+        Self {
+            reservation: Some(Reservation {
+                id: id.to_string(),
+                capacity,
+            }),
+            ..Self::new(zone, crate::labels::CAPACITY_TYPE_RESERVED, price)
+        }
+    }
+
+    /// Whether the offering can be launched at all: available, and if it is a reservation, one
+    /// with capacity left.
+    pub fn usable(&self) -> bool {
+        self.available && self.reservation.as_ref().is_none_or(|r| r.capacity > 0)
+    }
+
+    /// The reservation's ID, for a reserved offering.
+    pub fn reservation_id(&self) -> Option<&str> {
+        self.reservation.as_ref().map(|r| r.id.as_str())
     }
 }
 
@@ -74,15 +112,12 @@ impl InstanceType {
 
     /// The cheapest available offering, ties broken by zone then capacity type.
     pub fn cheapest_offering(&self) -> Option<&Offering> {
-        self.offerings
-            .iter()
-            .filter(|o| o.available)
-            .min_by(|a, b| {
-                a.price
-                    .total_cmp(&b.price)
-                    .then_with(|| a.zone.cmp(&b.zone))
-                    .then_with(|| a.capacity_type.cmp(&b.capacity_type))
-            })
+        self.offerings.iter().filter(|o| o.usable()).min_by(|a, b| {
+            a.price
+                .total_cmp(&b.price)
+                .then_with(|| a.zone.cmp(&b.zone))
+                .then_with(|| a.capacity_type.cmp(&b.capacity_type))
+        })
     }
 }
 

@@ -14,6 +14,8 @@ pub const ARCH: &str = "kubernetes.io/arch";
 pub const OS: &str = "kubernetes.io/os";
 /// `spot`, `on-demand` or `reserved` (offering label).
 pub const CAPACITY_TYPE: &str = "karpenter.sh/capacity-type";
+/// The capacity type of offerings backed by a capacity reservation.
+pub const CAPACITY_TYPE_RESERVED: &str = "reserved";
 /// Owning NodePool.
 pub const NODEPOOL: &str = "karpenter.sh/nodepool";
 /// Windows build.

@@ -34,7 +34,7 @@ pub mod taints;
 
 pub use bound::lower_bound;
 pub use error::SolveError;
-pub use instance_type::{InstanceType, Offering, Overhead};
+pub use instance_type::{InstanceType, Offering, Overhead, Reservation};
 pub use model::{
     DaemonSetView, ExistingNode, ExistingPlacement, HostPort, Labels, NodePoolView, Options, Plan,
     PlannedNodeClaim, PodAffinityTerm, PodView, Problem, TopologySpreadConstraint, Unschedulable,

@@ -264,6 +264,9 @@ pub struct PlannedNodeClaim {
     pub zone: String,
     /// Chosen offering's capacity type.
     pub capacity_type: String,
+    /// The capacity reservation the chosen offering launches into (capacity type `reserved`):
+    /// the claim is pinned to it, and its `instance_type_options` are the reservation's types.
+    pub reservation_id: Option<String>,
     /// Chosen offering's price per hour.
     pub price: f64,
     /// Every instance type that could host these pods, cheapest first, capped.

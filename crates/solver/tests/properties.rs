@@ -40,12 +40,14 @@ fn arb_it() -> impl Strategy<Value = InstanceType> {
                     capacity_type: "spot".into(),
                     price: 0.7 * od,
                     available: avail[2 * i],
+                    reservation: None,
                 });
                 offerings.push(Offering {
                     zone: z.to_string(),
                     capacity_type: "on-demand".into(),
                     price: od,
                     available: avail[2 * i + 1],
+                    reservation: None,
                 });
             }
             InstanceType {

@@ -29,10 +29,12 @@ pub const SECURITY_GROUP_DRIFT: &str = "SecurityGroupDrift";
 pub const NODECLASS_DRIFT: &str = "NodeClassDrift";
 
 /// Spec fields left out of the static hash (resolved dynamically and compared to the instance).
-const DYNAMIC_FIELDS: [&str; 3] = [
+const DYNAMIC_FIELDS: [&str; 4] = [
     "subnetSelectorTerms",
     "securityGroupSelectorTerms",
     "amiSelectorTerms",
+    // Upstream `hash:"ignore"`: changing which reservations are selected drifts nothing.
+    "capacityReservationSelectorTerms",
 ];
 
 /// The static hash of an EC2NodeClass spec, as a decimal string. Struct fields serialise in

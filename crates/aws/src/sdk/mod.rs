@@ -12,6 +12,7 @@ pub mod interruption;
 pub mod launch;
 pub mod nodeclass;
 pub mod provider;
+pub mod reservations;
 pub mod status;
 pub mod template;
 

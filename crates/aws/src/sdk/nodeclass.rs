@@ -356,11 +356,22 @@ pub async fn resolve(
         "AMINotFound",
         ami_message,
     ));
+    // Only asked when the class selects reservations: a class without terms makes no call.
+    let capacity_reservations = if spec.capacity_reservation_selector_terms.is_empty() {
+        Vec::new()
+    } else {
+        super::reservations::resolve_capacity_reservations(
+            client,
+            &spec.capacity_reservation_selector_terms,
+        )
+        .await?
+    };
     set_ready(&mut conditions);
     Ok(EC2NodeClassStatus {
         subnets,
         security_groups,
         amis,
+        capacity_reservations,
         instance_profile: spec.instance_profile.clone(),
         conditions,
     })

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use karpenter_solver::labels::CAPACITY_TYPE_RESERVED;
 use karpenter_solver::quantity::parse_for_resource;
-use karpenter_solver::{InstanceType, Offering, Overhead, Resources};
+use karpenter_solver::{InstanceType, Offering, Overhead, Reservation, Resources};
 use serde::Deserialize;
 
 /// Why the catalog could not be loaded.
@@ -87,6 +88,12 @@ struct OfferingEntry {
     price: f64,
     #[serde(default = "available_by_default")]
     available: bool,
+    /// The capacity reservation of a `reserved` offering.
+    #[serde(default)]
+    reservation_id: Option<String>,
+    /// Instances the reservation can still launch (required with `reservationId`).
+    #[serde(default)]
+    reservation_capacity: Option<i64>,
 }
 
 fn available_by_default() -> bool {
@@ -168,11 +175,13 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<InstanceType>, CatalogError> 
             if o.capacity_type.is_empty() {
                 return Err(invalid(path("capacityType"), "must not be empty".into()));
             }
+            let reservation = reservation(&o, &path).map_err(|(p, m)| invalid(p, m))?;
             offerings.push(Offering {
                 zone: o.zone,
                 capacity_type: o.capacity_type,
                 price: o.price,
                 available: o.available,
+                reservation,
             });
         }
         out.push(InstanceType {
@@ -184,6 +193,42 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<InstanceType>, CatalogError> 
         });
     }
     Ok(out)
+}
+
+/// The reservation of a `reserved` offering: `reservationId` and `reservationCapacity` (≥ 0)
+/// both given, and only on capacity type `reserved`.
+fn reservation(
+    o: &OfferingEntry,
+    path: &dyn Fn(&str) -> String,
+) -> Result<Option<Reservation>, (String, String)> {
+    let reserved = o.capacity_type == CAPACITY_TYPE_RESERVED;
+    match (&o.reservation_id, o.reservation_capacity) {
+        (None, None) if !reserved => Ok(None),
+        (Some(id), Some(capacity)) if reserved => {
+            if id.is_empty() {
+                return Err((path("reservationId"), "must not be empty".into()));
+            }
+            if capacity < 0 {
+                let msg = format!("{capacity} must not be negative");
+                return Err((path("reservationCapacity"), msg));
+            }
+            Ok(Some(Reservation {
+                id: id.clone(),
+                capacity,
+            }))
+        }
+        _ if reserved => Err((
+            path("reservationId"),
+            "a reserved offering needs reservationId and reservationCapacity".into(),
+        )),
+        _ => Err((
+            path("reservationId"),
+            format!(
+                "only reserved offerings have a reservation (capacityType is {:?})",
+                o.capacity_type
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +283,47 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("instanceTypes[0].offerings[0]"), "{err}");
         assert!(err.contains("zone"), "{err}");
+    }
+
+    #[test]
+    fn reserved_offerings_carry_their_reservation() -> Result<(), CatalogError> {
+        let reserved = r#"{"zone": "zone-a", "capacityType": "reserved", "price": 0.001,
+                          "reservationId": "cr-1", "reservationCapacity": 3}"#;
+        let text = ONE.replace(
+            r#"{"zone": "zone-a", "capacityType": "spot", "price": 0.03}"#,
+            reserved,
+        );
+        let c = parse("c.json", &text)?;
+        assert_eq!(
+            c[0].offerings[0],
+            Offering::reserved("zone-a", 0.001, "cr-1", 3)
+        );
+        assert_eq!(c[0].offerings[1].reservation, None);
+        let err = |from: &str, to: &str| {
+            parse("c.json", &text.replace(from, to))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let at = "c.json: instanceTypes[0].offerings[0].";
+        let e = err(r#", "reservationCapacity": 3"#, "");
+        assert!(
+            e.starts_with(&format!("{at}reservationId")) && e.contains("needs"),
+            "{e}"
+        );
+        let e = err(
+            r#""reservationCapacity": 3"#,
+            r#""reservationCapacity": -1"#,
+        );
+        assert!(e.starts_with(&format!("{at}reservationCapacity")), "{e}");
+        let e = err(r#""reservationId": "cr-1""#, r#""reservationId": """#);
+        assert!(e.starts_with(&format!("{at}reservationId")), "{e}");
+        let e = err(
+            r#""capacityType": "reserved""#,
+            r#""capacityType": "on-demand""#,
+        );
+        assert!(e.contains("only reserved offerings"), "{e}");
+        Ok(())
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct NodeClaimReport {
     pub zone: String,
     /// Chosen offering's capacity type.
     pub capacity_type: String,
+    /// The capacity reservation the NodeClaim launches into (capacity type `reserved`
+    /// only; absent otherwise, so documents without reservations are unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
     /// Chosen offering's price, rounded to [`DECIMALS`] places.
     pub price_per_hour: f64,
     /// Every label the Node will carry.
@@ -223,6 +227,7 @@ fn claim(c: &PlannedNodeClaim) -> NodeClaimReport {
         instance_type: c.instance_type.clone(),
         zone: c.zone.clone(),
         capacity_type: c.capacity_type.clone(),
+        reservation_id: c.reservation_id.clone(),
         price_per_hour: round(c.price),
         labels,
         taints: c
@@ -263,6 +268,7 @@ mod tests {
             instance_type: "m.2x".into(),
             zone: "zone-a".into(),
             capacity_type: "spot".into(),
+            reservation_id: None,
             price,
             instance_type_options: vec!["m.2x".into()],
             labels: BTreeMap::new(),

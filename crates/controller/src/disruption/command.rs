@@ -180,7 +180,12 @@ pub async fn start(
             rollback(&ctx, &record, "its NodePool is gone").await;
             return Ok(());
         };
-        let claim = claims::launched_node_claim(pool, planned, &ctx.launch_prices);
+        let claim = claims::launched_node_claim(
+            pool,
+            planned,
+            &ctx.launch_prices,
+            ctx.provider.reservations().map(|r| r.key),
+        );
         match claims_api(&ctx)
             .create(&PostParams::default(), &claim)
             .await

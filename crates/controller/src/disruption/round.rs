@@ -139,6 +139,7 @@ pub(super) async fn fresh_input(
         }
     }
     crate::nodeoverlay::apply(ctx, &mut catalogs);
+    crate::reservations::apply(ctx, &snapshot, &mut catalogs);
     let pdbs: Vec<PodDisruptionBudget> = snapshot
         .pod_disruption_budgets
         .iter()

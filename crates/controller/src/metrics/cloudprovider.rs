@@ -121,6 +121,10 @@ impl CloudProvider for Instrumented {
         self.timed("IsDrifted", start, r)
     }
 
+    fn reservations(&self) -> Option<karpenter_providers::cloudprovider::ReservationLabel> {
+        self.inner.reservations()
+    }
+
     async fn node_group_floors(&self) -> Result<Vec<NodeGroupFloor>, CloudProviderError> {
         let start = Instant::now();
         let r = self.inner.node_group_floors().await;

@@ -206,6 +206,7 @@ mod tests {
             instance_type: chosen.into(),
             zone: "a".into(),
             capacity_type: "on-demand".into(),
+            reservation_id: None,
             price,
             instance_type_options: options.iter().map(|s| s.to_string()).collect(),
             labels: BTreeMap::new(),

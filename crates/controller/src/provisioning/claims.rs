@@ -28,13 +28,19 @@ fn req(key: &str, values: Vec<String>) -> NodeSelectorRequirementWithMinValues {
 
 /// [`node_claim`] as launched: its options narrowed by the overlaid prices of the catalog it
 /// was planned on, and upstream's `karpenter.sh/{price,capacity}-overlay-applied` annotations
-/// when NodeOverlays changed any of them ([`LaunchPrices`]).
+/// when NodeOverlays changed any of them ([`LaunchPrices`]). A claim planned on a capacity
+/// reservation is pinned to it with the provider's `reservation_key` label (upstream
+/// `Finalize`), so the launch uses that reservation and no other.
 pub fn launched_node_claim(
     pool: &NodePool,
     planned: &PlannedNodeClaim,
     launch: &LaunchPrices,
+    reservation_key: Option<&str>,
 ) -> NodeClaim {
     let mut claim = node_claim(pool, &launch.narrow(pool, planned));
+    if let (Some(key), Some(id)) = (reservation_key, &planned.reservation_id) {
+        claim.spec.requirements.push(req(key, vec![id.clone()]));
+    }
     // Marked by what the plan weighed (all its options), as upstream marks the template.
     let mut options = planned.instance_type_options.clone();
     options.push(planned.instance_type.clone());
@@ -192,6 +198,7 @@ mod tests {
             instance_type: "c-2x".into(),
             zone: "z1".into(),
             capacity_type: "spot".into(),
+            reservation_id: None,
             price: 1.0,
             instance_type_options: vec!["c-4x".into(), "c-2x".into()],
             labels: BTreeMap::from([("team".to_string(), "b".to_string())]),

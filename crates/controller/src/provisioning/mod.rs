@@ -220,6 +220,7 @@ impl Provisioner {
             }
         }
         nodeoverlay::apply(&self.ctx, &mut catalogs);
+        crate::reservations::apply(&self.ctx, snapshot, &mut catalogs);
         catalogs
     }
 
@@ -252,13 +253,15 @@ impl Provisioner {
             .collect();
         let api: Api<NodeClaim> = Api::all(self.ctx.client.clone());
         let ctx = &self.ctx;
+        let reservations = ctx.provider.reservations();
+        let reservation_key = reservations.as_ref().map(|r| r.key);
         let jobs: Vec<(&PlannedNodeClaim, NodeClaim)> = planned
             .iter()
             .filter_map(|planned| {
                 let pool = pools.get(planned.node_pool.as_str())?;
                 Some((
                     planned,
-                    claims::launched_node_claim(pool, planned, &ctx.launch_prices),
+                    claims::launched_node_claim(pool, planned, &ctx.launch_prices, reservation_key),
                 ))
             })
             .collect();

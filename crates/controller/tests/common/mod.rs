@@ -22,6 +22,7 @@ use karpenter_api::v1::{
 };
 use karpenter_controller::{Clients, Metrics, Options, Running};
 use karpenter_providers::kwok::KwokProvider;
+use karpenter_solver::InstanceType;
 use karpenter_testkit::proxy::{DelayingProxy, Lag};
 use karpenter_testkit::{TestCluster, TestNamespace, unique_name, workloads};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
@@ -94,7 +95,26 @@ impl Env {
         Self::start_seeing(options, Some(lag)).await
     }
 
+    /// [`Env::start_with`], the kwok provider launching from `catalog` (e.g. the generated one
+    /// plus reservations) and the NodePool adjusted by `pool` before it is created.
+    pub async fn start_with_catalog(
+        options: Options,
+        catalog: Vec<InstanceType>,
+        pool: impl FnOnce(&mut NodePool),
+    ) -> Result<Option<Env>> {
+        Self::start_full(options, None, Some(catalog), pool).await
+    }
+
     async fn start_seeing(options: Options, lag: Option<Lag>) -> Result<Option<Env>> {
+        Self::start_full(options, lag, None, |_| {}).await
+    }
+
+    async fn start_full(
+        options: Options,
+        lag: Option<Lag>,
+        catalog: Option<Vec<InstanceType>>,
+        adjust: impl FnOnce(&mut NodePool),
+    ) -> Result<Option<Env>> {
         init_logs();
         let Some(cluster) = TestCluster::start().await else {
             return Ok(None);
@@ -111,13 +131,19 @@ impl Env {
             )
             .await
             .context("creating the KWOKNodeClass")?;
+        let mut np = node_pool(&pool, &class);
+        adjust(&mut np);
         Api::<NodePool>::all(client.clone())
-            .create(&PostParams::default(), &node_pool(&pool, &class))
+            .create(&PostParams::default(), &np)
             .await
             .context("creating the NodePool")?;
-        let (controller, proxy) = match lag {
-            None => (start_controller(&cluster, options).await?, None),
-            Some(lag) => {
+        let (controller, proxy) = match (lag, catalog) {
+            (None, Some(catalog)) => (
+                start_controller_on(&cluster.config().await?, options, catalog)?,
+                None,
+            ),
+            (None, None) => (start_controller(&cluster, options).await?, None),
+            (Some(lag), _) => {
                 let proxy = DelayingProxy::start(client.clone(), lag).await?;
                 let controller = start_controller_with(&proxy.config()?, options)?;
                 (controller, Some(proxy))
@@ -285,8 +311,17 @@ pub async fn start_controller(cluster: &TestCluster, options: Options) -> Result
 
 /// Starts an in-process controller with the kwok provider, on this client configuration.
 pub fn start_controller_with(config: &kube::Config, options: Options) -> Result<Running> {
+    start_controller_on(config, options, karpenter_providers::kwok::catalog())
+}
+
+/// Starts an in-process controller with the kwok provider over `catalog`.
+pub fn start_controller_on(
+    config: &kube::Config,
+    options: Options,
+    catalog: Vec<InstanceType>,
+) -> Result<Running> {
     let clients = Clients::new(config)?;
-    let provider = Arc::new(KwokProvider::new(clients.client.clone()));
+    let provider = Arc::new(KwokProvider::with_catalog(clients.client.clone(), catalog));
     let (metrics, _registry) = Metrics::new();
     Ok(karpenter_controller::start(
         clients,

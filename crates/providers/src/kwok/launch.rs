@@ -24,6 +24,9 @@ pub const PROVIDER_ID_PREFIX: &str = "kwok://";
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// Value of [`KWOK_NODE_ANNOTATION`].
 pub const KWOK_NODE_VALUE: &str = "fake";
+/// The capacity reservation a kwok node launched into (the provider's
+/// `cloudprovider.ReservationIDLabel`).
+pub const RESERVATION_ID_LABEL: &str = "karpenter.kwok.sh/reservation-id";
 /// Label on every Node this provider created ([`is_instance`] also accepts upstream's).
 pub const MANAGED_LABEL: &str = "karpenter.kwok.sh/managed";
 
@@ -83,6 +86,9 @@ fn offering_labels(it: &InstanceType, offering: usize) -> BTreeMap<String, Strin
     if let Some(o) = it.offerings.get(offering) {
         labels.insert(ZONE_LABEL.to_string(), o.zone.clone());
         labels.insert(CAPACITY_TYPE_LABEL.to_string(), o.capacity_type.clone());
+        if let Some(id) = o.reservation_id() {
+            labels.insert(RESERVATION_ID_LABEL.to_string(), id.to_string());
+        }
     }
     labels
 }
@@ -300,6 +306,42 @@ mod tests {
         );
         assert_eq!(ct, "on-demand");
         assert_eq!(zone, "test-zone-a", "ties go to the first offering");
+    }
+
+    #[test]
+    fn a_claim_pinned_to_a_reservation_launches_into_it() {
+        let mut cat = catalog();
+        let r = crate::kwok::parse_reservations(
+            "cr-a=c-1x-amd64-linux/test-zone-b:1,cr-b=c-1x-amd64-linux/test-zone-b:1",
+        )
+        .unwrap();
+        crate::kwok::add_reservations(&mut cat, &r).unwrap();
+        let c = claim(
+            &[
+                (CAPACITY_TYPE_LABEL, v1::Operator::In, &["reserved"]),
+                (RESERVATION_ID_LABEL, v1::Operator::In, &["cr-b"]),
+            ],
+            "500m",
+        );
+        let reqs = claim_requirements(&c).unwrap();
+        let requests = parse_resource_list(&c.spec.resources.requests).unwrap();
+        let now = Instant::now();
+        let ch = select(
+            &cat,
+            &reqs,
+            &requests,
+            &UnavailableOfferings::default(),
+            now,
+        )
+        .unwrap();
+        let it = &cat[ch.instance_type];
+        assert_eq!(it.offerings[ch.offering].reservation_id(), Some("cr-b"));
+        let node = build_node(&c, it, ch.offering);
+        let labels = node.metadata.labels.unwrap_or_default();
+        assert_eq!(labels[CAPACITY_TYPE_LABEL], "reserved");
+        assert_eq!(labels[RESERVATION_ID_LABEL], "cr-b");
+        assert_eq!(labels[ZONE_LABEL], "test-zone-b");
+        assert_eq!(labels[INSTANCE_TYPE_LABEL], "c-1x-amd64-linux");
     }
 
     #[test]

@@ -13,10 +13,12 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 
 use super::launch::{
-    KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE, build_node, claim_requirements, instance_view,
-    is_instance, launched, node_name, parse_resource_list, select,
+    KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE, RESERVATION_ID_LABEL, build_node, claim_requirements,
+    instance_view, is_instance, launched, node_name, parse_resource_list, select,
 };
-use crate::cloudprovider::{CloudProvider, CloudProviderError, RepairPolicy, UnavailableOfferings};
+use crate::cloudprovider::{
+    CloudProvider, CloudProviderError, RepairPolicy, ReservationLabel, UnavailableOfferings,
+};
 
 /// Kind of the kwok NodeClass.
 pub const KWOK_NODE_CLASS_KIND: &str = "KWOKNodeClass";
@@ -210,6 +212,15 @@ impl CloudProvider for KwokProvider {
 
     fn repair_policies(&self) -> Vec<RepairPolicy> {
         repair_policies()
+    }
+
+    fn reservations(&self) -> Option<ReservationLabel> {
+        // The catalog declares each reservation's size; the Nodes in the cluster are what
+        // runs in it, and the controller counts those.
+        Some(ReservationLabel {
+            key: RESERVATION_ID_LABEL,
+            capacity_is_total: true,
+        })
     }
 
     fn name(&self) -> &str {

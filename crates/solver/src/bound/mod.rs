@@ -207,7 +207,7 @@ fn columns(problem: &Problem, prep: &Prepared, groups: &[Group]) -> (Vec<Col>, V
             .collect();
         for (j, &ci) in pool.its.iter().enumerate() {
             let it = &problem.instance_types[ci];
-            for off in it.offerings.iter().filter(|o| o.available) {
+            for off in it.offerings.iter().filter(|o| o.usable()) {
                 let one = std::slice::from_ref(off);
                 if it_conflict(&prep.its[ci], one, &pool.reqs, &pool.reqs).is_some() {
                     continue;

@@ -29,7 +29,7 @@ impl Planner<'_> {
         self.work.problem.instance_types[*i]
             .offerings
             .iter()
-            .filter(|o| o.available && o.capacity_type == ct)
+            .filter(|o| o.usable() && o.capacity_type == ct)
             .map(|o| o.price)
             .max_by(f64::total_cmp)
     }

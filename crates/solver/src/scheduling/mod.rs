@@ -66,13 +66,32 @@ pub(crate) fn run_greedy<'a>(p: &'a Problem, prep: &'a Prepared, opts: &Options)
     s
 }
 
+/// Runs the optimiser. It prices each claim on its own, as if every reservation had room for
+/// it; when the catalog has reservations the plan's real price (reservations counted across
+/// claims) can then be higher than the greedy packing's, so the cheaper of the two is kept.
+fn improve(s: &mut Scheduler<'_>) {
+    let reserved =
+        s.p.instance_types
+            .iter()
+            .any(|it| it.offerings.iter().any(|o| o.reservation.is_some()));
+    if !reserved {
+        crate::optimise::improve(s);
+        return;
+    }
+    let greedy = s.clone();
+    crate::optimise::improve(s);
+    if plan::assigned_total(&greedy) < plan::assigned_total(s) - crate::optimise::EPS {
+        *s = greedy;
+    }
+}
+
 /// Solves a provisioning round: every pending pod is placed on an existing node, on a new
 /// NodeClaim, or reported unschedulable with a reason.
 pub fn solve(p: &Problem, opts: &Options) -> Result<Plan, SolveError> {
     let prep = Prepared::new(p)?;
     let mut s = run_greedy(p, &prep, opts);
     if opts.optimise {
-        crate::optimise::improve(&mut s);
+        improve(&mut s);
     }
     Ok(plan::build(&s, opts))
 }
@@ -88,7 +107,7 @@ pub fn explain(p: &Problem, pod_key: &str, opts: &Options) -> Result<Vec<String>
         .ok_or_else(|| SolveError::UnknownPod(pod_key.to_string()))?;
     let mut s = run_greedy(p, &prep, opts);
     if opts.optimise {
-        crate::optimise::improve(&mut s);
+        improve(&mut s);
     }
     let mut lines = explain::explain_lines(&s, pod);
     lines.push(match s.placement[pod] {

@@ -1,6 +1,9 @@
 //! Turns the simulation state into the public [`Plan`]: cheapest offering per claim, labels,
 //! instance-type options, reasons, totals and the lower bound.
 
+use std::collections::HashMap;
+
+use crate::instance_type::Offering;
 use crate::labels::{CAPACITY_TYPE, ZONE};
 use crate::model::{ExistingPlacement, Options, Plan, PlannedNodeClaim, Unschedulable};
 use crate::resources::Resources;
@@ -8,11 +11,24 @@ use crate::resources::Resources;
 use super::explain;
 use super::scheduler::{Place, Scheduler};
 
-/// Chosen (position in pool.its, offering index, price) and the price-ordered options.
 /// (position in pool.its, offering index, price) of the choice, and (price, position) options.
 type Choice = ((u32, usize, f64), Vec<(f64, u32)>);
 
-pub(crate) fn choose(s: &Scheduler<'_>, c: usize) -> Option<Choice> {
+/// New nodes the plan has put on each reservation so far (by reservation ID): one map lookup
+/// per check, whatever the plan's size.
+pub(crate) type Ledger = HashMap<String, i64>;
+
+/// Whether the ledger still has room on offering `o`'s reservation (always true off one).
+fn has_room(o: &Offering, ledger: &Ledger) -> bool {
+    o.reservation
+        .as_ref()
+        .is_none_or(|r| ledger.get(&r.id).copied().unwrap_or(0) < r.capacity)
+}
+
+/// Claim `c`'s cheapest launchable offering per fitting instance type, cheapest first. With a
+/// `ledger`, offerings of reservations it has filled are skipped (the claim falls back to the
+/// next cheapest, usually on-demand or spot); without one, each claim is priced on its own.
+pub(crate) fn choose(s: &Scheduler<'_>, c: usize, ledger: Option<&Ledger>) -> Option<Choice> {
     let claim = &s.claims[c];
     let pool = &s.prep.pools[claim.pool];
     let mut opts: Vec<(f64, u32, usize)> = Vec::new();
@@ -28,8 +44,9 @@ pub(crate) fn choose(s: &Scheduler<'_>, c: usize) -> Option<Choice> {
         }
         let ci = pool.its[j as usize];
         let offerings = &s.p.instance_types[ci].offerings;
-        if let Some(o) = s.prep.places.offering_index(offerings, ci, &admitted) {
-            opts.push((s.p.instance_types[ci].offerings[o].price, j, o));
+        let room = |o: usize| ledger.is_none_or(|l| has_room(&offerings[o], l));
+        if let Some(o) = s.prep.places.offering_index(offerings, ci, &admitted, room) {
+            opts.push((offerings[o].price, j, o));
         }
     }
     opts.sort_by(|a, b| {
@@ -40,31 +57,79 @@ pub(crate) fn choose(s: &Scheduler<'_>, c: usize) -> Option<Choice> {
         })
     });
     let first = *opts.first()?;
-    Some((
-        (first.1, first.2, first.0),
-        opts.iter().map(|(p, j, _)| (*p, *j)).collect(),
-    ))
+    let mut options: Vec<(f64, u32)> = opts.iter().map(|(p, j, _)| (*p, *j)).collect();
+    let chosen = &s.p.instance_types[pool.its[first.1 as usize]].offerings[first.2];
+    if let Some(id) = chosen.reservation_id() {
+        // A claim on a reservation is pinned to it (upstream `Finalize`): only the types the
+        // reservation offers, in a zone the claim admits, remain options.
+        options.retain(|(_, j)| {
+            let ci = pool.its[*j as usize];
+            let offerings = &s.p.instance_types[ci].offerings;
+            offerings.iter().enumerate().any(|(i, o)| {
+                o.usable()
+                    && o.reservation_id() == Some(id)
+                    && s.prep.places.admits(ci, i, &admitted)
+            })
+        });
+    }
+    Some(((first.1, first.2, first.0), options))
 }
 
-/// Price of claim `c` with its cheapest fitting offering (None if it cannot be launched).
+/// Price of claim `c` with its cheapest fitting offering (None if it cannot be launched),
+/// ignoring what other claims take from reservations (the optimiser's per-claim view).
 pub fn claim_price(s: &Scheduler<'_>, c: usize) -> Option<f64> {
-    choose(s, c).map(|((_, _, p), _)| p)
+    choose(s, c, None).map(|((_, _, p), _)| p)
+}
+
+/// Every non-empty claim's choice in creation order, reservations counted across the plan so
+/// none is over-committed: `None` for a claim nothing can launch any more.
+pub(crate) fn assign(s: &Scheduler<'_>) -> Vec<Option<Choice>> {
+    let mut ledger = Ledger::new();
+    (0..s.claims.len())
+        .map(|c| {
+            if s.claims[c].pods.is_empty() {
+                return None;
+            }
+            let choice = choose(s, c, Some(&ledger))?;
+            let ((j, o, _), _) = &choice;
+            let ci = s.prep.pools[s.claims[c].pool].its[*j as usize];
+            if let Some(id) = s.p.instance_types[ci].offerings[*o].reservation_id() {
+                *ledger.entry(id.to_string()).or_insert(0) += 1;
+            }
+            Some(choice)
+        })
+        .collect()
+}
+
+/// Σ launch prices of the claims under [`assign`] (claims nothing can launch count as
+/// infinitely expensive, so a packing that strands pods never wins a comparison).
+pub(crate) fn assigned_total(s: &Scheduler<'_>) -> f64 {
+    assign(s)
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| !s.claims[*c].pods.is_empty())
+        .map(|(_, a)| a.as_ref().map_or(f64::INFINITY, |((_, _, p), _)| *p))
+        .sum()
 }
 
 pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
     let mut node_claims = Vec::new();
     let mut total = 0.0;
-    let mut unschedulable_extra: Vec<usize> = Vec::new();
-    for c in 0..s.claims.len() {
+    // Per pod: on a claim nothing can launch (a bitmap: a full reservation can strand many).
+    let mut unschedulable_extra: Vec<bool> = vec![false; s.prep.pods.len()];
+    for (c, choice) in assign(s).into_iter().enumerate() {
         let claim = &s.claims[c];
         if claim.pods.is_empty() {
             continue;
         }
         let pool = &s.prep.pools[claim.pool];
         let np = &s.p.node_pools[pool.src];
-        let Some(((j, o, price), options)) = choose(s, c) else {
-            // Cannot happen while the claim invariant holds; surface the pods rather than panic.
-            unschedulable_extra.extend(claim.pods.iter().copied());
+        let Some(((j, o, price), options)) = choice else {
+            // Only when every offering left is on a reservation earlier claims filled (e.g.
+            // pods that require `reserved`): surface the pods rather than over-commit.
+            for &p in &claim.pods {
+                unschedulable_extra[p] = true;
+            }
             continue;
         };
         let ci = pool.its[j as usize];
@@ -86,6 +151,7 @@ pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
             instance_type: it.name.clone(),
             zone: off.zone.clone(),
             capacity_type: off.capacity_type.clone(),
+            reservation_id: off.reservation_id().map(str::to_string),
             price,
             instance_type_options: options
                 .iter()
@@ -114,14 +180,14 @@ pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
         .collect();
     existing_nodes.sort_by(|a, b| a.node.cmp(&b.node));
     let unschedulable: Vec<Unschedulable> = (0..s.prep.pods.len())
-        .filter(|p| s.placement[*p] == Place::None || unschedulable_extra.contains(p))
+        .filter(|p| s.placement[*p] == Place::None || unschedulable_extra[*p])
         .map(|p| Unschedulable {
             pod: s.prep.pods[p].key.clone(),
             reason: explain::reason(s, p),
         })
         .collect();
     let placed: Vec<usize> = (0..s.prep.pods.len())
-        .filter(|p| matches!(s.placement[*p], Place::Claim(_)) && !unschedulable_extra.contains(p))
+        .filter(|p| matches!(s.placement[*p], Place::Claim(_)) && !unschedulable_extra[*p])
         .map(|p| s.prep.pods[p].src)
         .collect();
     let lower_bound = if opts.lower_bound {

@@ -161,15 +161,21 @@ impl Places {
     }
 
     /// [`offering_index`] of instance type `ci` for requirements whose [`Self::admitted`] is
-    /// `admitted`.
+    /// `admitted`, among the offerings `also` lets through.
     pub fn offering_index(
         &self,
         offerings: &[crate::instance_type::Offering],
         ci: usize,
         admitted: &[bool],
+        also: impl Fn(usize) -> bool,
     ) -> Option<usize> {
         let pair_of = &self.of[ci];
-        cheapest(offerings, |i| admitted[pair_of[i]])
+        cheapest(offerings, |i| admitted[pair_of[i]] && also(i))
+    }
+
+    /// Whether offering `i` of instance type `ci` is in a pair `admitted` lets through.
+    pub fn admits(&self, ci: usize, i: usize, admitted: &[bool]) -> bool {
+        admitted[self.of[ci][i]]
     }
 }
 
@@ -269,7 +275,7 @@ fn cheapest(
 ) -> Option<usize> {
     let mut best: Option<usize> = None;
     for (i, o) in offerings.iter().enumerate() {
-        if !o.available || !admits(i) {
+        if !o.usable() || !admits(i) {
             continue;
         }
         let better = match best {
@@ -312,7 +318,7 @@ pub(crate) fn satisfies_min_values(
                     } else {
                         &o.capacity_type
                     };
-                    if o.available
+                    if o.usable()
                         && allowed.is_none_or(|r| r.has(v))
                         && offering_index(std::slice::from_ref(o), reqs).is_some()
                     {

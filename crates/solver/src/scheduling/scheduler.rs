@@ -88,6 +88,7 @@ pub(crate) fn reqs_compatible(pool: &PoolInfo, claim: &Requirements, pod: &Requi
 }
 
 /// Simulation state.
+#[derive(Clone)]
 pub(crate) struct Scheduler<'a> {
     pub p: &'a Problem,
     pub prep: &'a Prepared,

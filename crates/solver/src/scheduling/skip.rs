@@ -79,12 +79,12 @@ pub(crate) fn hostname_terms(topo: &Topology, pod: usize, active: &Active<'_>) -
 /// Lists are pruned lazily, only as far as a scan gets: first fit usually stops early, and
 /// pruning or copying a whole list per pod was quadratic (at 100 000 pods, most claims are
 /// still free of any one anti-affinity group).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Skips {
     terms: HashMap<Term, Free>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Free {
     /// Claims looked at so far.
     seen: usize,

@@ -135,7 +135,7 @@ fn universe_values(p: &Problem, prep: &Prepared, key: &str) -> BTreeSet<String> 
             let it = &p.instance_types[i];
             let mut vals: Vec<String> = Vec::new();
             if key == ZONE || key == CAPACITY_TYPE {
-                for o in it.offerings.iter().filter(|o| o.available) {
+                for o in it.offerings.iter().filter(|o| o.usable()) {
                     let zr = pool.reqs.get(ZONE);
                     let cr = pool.reqs.get(CAPACITY_TYPE);
                     if zr.is_some_and(|r| !r.has(&o.zone))
