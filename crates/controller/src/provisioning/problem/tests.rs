@@ -151,6 +151,7 @@ fn pool() -> NodePool {
             disruption: Default::default(),
             limits: quantities(&[("cpu", "100")]),
             weight: None,
+            replicas: None,
         },
     )
 }
