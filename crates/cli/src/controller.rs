@@ -88,7 +88,8 @@ pub struct ControllerArgs {
     /// Feature gates, upstream's format: `Name=true,Name=false`. `SpotToSpotConsolidation`
     /// (default false) lets consolidation replace spot nodes with cheaper spot nodes;
     /// `NodeOverlay` (default false) applies NodeOverlays to the catalog; `NodeRepair` (default
-    /// false) replaces unhealthy nodes; upstream's other gates are accepted at their defaults
+    /// false) replaces unhealthy nodes; `StaticCapacity` (default false) keeps static NodePools
+    /// (`spec.replicas`) at their size; upstream's other gates are accepted at their defaults
     /// only (they are not implemented).
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: FeatureGates,
@@ -184,6 +185,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         spot_to_spot_consolidation: args.feature_gates.spot_to_spot_consolidation,
         node_overlay: args.feature_gates.node_overlay,
         node_repair: args.feature_gates.node_repair,
+        static_capacity: args.feature_gates.static_capacity,
         ..Options::default()
     };
     let client = clients.client.clone();

@@ -10,19 +10,23 @@ pub struct FeatureGates {
     pub node_overlay: bool,
     /// `NodeRepair`: replace nodes the provider's repair policies call unhealthy.
     pub node_repair: bool,
+    /// `StaticCapacity`: static NodePools (`spec.replicas`) are kept at their size.
+    pub static_capacity: bool,
 }
 
 /// The gates this controller implements.
-const IMPLEMENTED_GATES: [&str; 3] = ["SpotToSpotConsolidation", "NodeOverlay", "NodeRepair"];
+const IMPLEMENTED_GATES: [&str; 4] = [
+    "SpotToSpotConsolidation",
+    "NodeOverlay",
+    "NodeRepair",
+    "StaticCapacity",
+];
 
 /// Upstream's gates that this controller does not implement, with their upstream defaults:
 /// naming one at its default is accepted (charts set them all), anything else is an error, so
 /// a gate never silently does nothing.
-const UNIMPLEMENTED_GATES: [(&str, bool); 3] = [
-    ("ReservedCapacity", true),
-    ("StaticCapacity", false),
-    ("CapacityBuffer", false),
-];
+const UNIMPLEMENTED_GATES: [(&str, bool); 2] =
+    [("ReservedCapacity", true), ("CapacityBuffer", false)];
 
 /// Parses `Name=bool,Name=bool` (spaces around items allowed, empty items skipped); an
 /// unknown gate, a value other than `true`/`false`, or an unimplemented gate away from its
@@ -49,6 +53,8 @@ pub fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
             gates.node_overlay = on;
         } else if name == "NodeRepair" {
             gates.node_repair = on;
+        } else if name == "StaticCapacity" {
+            gates.static_capacity = on;
         } else if let Some((_, default)) = UNIMPLEMENTED_GATES.iter().find(|(g, _)| *g == name) {
             if on != *default {
                 return Err(format!(
@@ -118,6 +124,17 @@ mod tests {
             })
         );
         assert_eq!(
+            parse_feature_gates("StaticCapacity=true"),
+            Ok(FeatureGates {
+                static_capacity: true,
+                ..FeatureGates::default()
+            })
+        );
+        assert_eq!(
+            parse_feature_gates("StaticCapacity=true,StaticCapacity=false"),
+            Ok(FeatureGates::default())
+        );
+        assert_eq!(
             parse_feature_gates("NodeOverlay=true,SpotToSpotConsolidation=true,NodeOverlay=false"),
             Ok(spot(true))
         );
@@ -127,7 +144,8 @@ mod tests {
     fn feature_gate_errors_name_the_gate() {
         let err = |s: &str| parse_feature_gates(s).err().unwrap_or_default();
         assert!(err("SpotToSpot=true").contains("\"SpotToSpot\""));
-        assert!(err("StaticCapacity=true").contains("StaticCapacity"));
+        assert!(err("StaticCapacity=maybe").contains("StaticCapacity"));
+        assert!(err("CapacityBuffer=true").contains("CapacityBuffer"));
         assert!(err("NodeRepair=maybe").contains("NodeRepair"));
         assert!(err("ReservedCapacity=false").contains("ReservedCapacity"));
         assert!(err("SpotToSpotConsolidation=yes").contains("SpotToSpotConsolidation"));

@@ -57,6 +57,13 @@ pub struct Options {
     /// Replace nodes whose conditions match the provider's repair policies (upstream feature
     /// gate `NodeRepair`, off by default).
     pub node_repair: bool,
+    /// Keep static NodePools (`spec.replicas`) at their size (upstream feature gate
+    /// `StaticCapacity`, off by default). Off, static NodePools are left alone: nothing is
+    /// launched for them, by the static loop or for pending pods, as upstream.
+    pub static_capacity: bool,
+    /// How often the static loop looks at the static NodePools (it also wakes on NodeClaim
+    /// changes).
+    pub static_poll_period: Duration,
     /// How often node repair looks at every Node (upstream reacts to Node updates and requeues
     /// at the toleration's end; a scan every 10 s is at most that late).
     pub repair_poll_period: Duration,
@@ -85,6 +92,8 @@ impl Default for Options {
             spot_to_spot_consolidation: false,
             node_overlay: false,
             node_repair: false,
+            static_capacity: false,
+            static_poll_period: Duration::from_secs(10),
             repair_poll_period: Duration::from_secs(10),
             repair_blocked_retry: Duration::from_secs(5 * 60),
             instance: None,

@@ -14,6 +14,8 @@
 //!   and receive nothing.
 //! - In-flight NodeClaims without a Node are uninitialized nodes: never candidates, never
 //!   destinations.
+//! - The nodes of static NodePools (`spec.replicas`) are not the planner's: it sees them as
+//!   unmanaged nodes that take pods (the static loop keeps their number and replaces them).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -158,6 +160,12 @@ pub fn build(
         })
         .collect();
 
+    let static_pools: HashSet<&str> = snapshot
+        .node_pools
+        .iter()
+        .filter(|p| p.spec.is_static())
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
     let mut leaving = LeavingPods::new(snapshot);
     // Managed nodes: the ones the round kept, plus the ones leaving (as disrupting).
     let mut names: BTreeSet<String> = problem
@@ -206,6 +214,16 @@ pub fn build(
                 || in_flight.contains(&name)
                 || super::command::record_of(claim).is_some(),
         };
+        // A static NodePool's nodes are never emptiness, consolidation or drift candidates
+        // (its loop replaces drifted and expired ones, `crate::static_nodepool`): left
+        // unmanaged, they still take pods. Leaving ones stay, as disrupting nodes take none.
+        if !facts.disrupting
+            && labels
+                .get(NODE_POOL_LABEL)
+                .is_some_and(|p| static_pools.contains(p.as_str()))
+        {
+            continue;
+        }
         nodes.push(shared::node_state(
             node,
             facts,

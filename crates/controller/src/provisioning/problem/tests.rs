@@ -585,3 +585,35 @@ fn pods_with_a_missing_claim_wait() {
     assert!(reason.contains("PersistentVolumeClaim ns/data"), "{reason}");
     assert_eq!(round.pending.keys().collect::<Vec<_>>(), vec!["ns/web"]);
 }
+
+#[test]
+fn static_pools_launch_nothing_for_pods_but_their_nodes_take_pods() {
+    let mut fixed = pool();
+    fixed.metadata.name = Some("fixed".into());
+    fixed.spec.limits = quantities(&[("nodes", "5")]);
+    fixed.spec.replicas = Some(2);
+    let mut n1 = node("n1", "kwok://n1");
+    n1.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(NODE_POOL_LABEL.into(), "fixed".into());
+    let s = Snapshot {
+        pods: vec![pending("p")],
+        nodes: vec![Arc::new(n1)],
+        node_pools: vec![Arc::new(pool()), Arc::new(fixed)],
+        ..Default::default()
+    };
+    let mut cats = catalogs();
+    cats.insert("fixed".into(), karpenter_providers::kwok::catalog());
+    let round = build(&s, &cats, &HashMap::new(), Instant::now(), WINDOW);
+    let pools: Vec<&str> = round
+        .problem
+        .node_pools
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(pools, vec!["np"], "the static pool is no option for pods");
+    // Its node is still room for the pending pod.
+    assert_eq!(existing(&round, "n1").name, "n1");
+    assert_eq!(round.problem.pods.len(), 1);
+}
