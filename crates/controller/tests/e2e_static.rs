@@ -7,9 +7,12 @@
 //! 2. Its nodes are empty, yet not consolidated: an empty node of the dynamic pool is removed
 //!    by the same disruption loop meanwhile (so the loop did run), the static ones stay.
 //! 3. A deleted NodeClaim is replaced: 3 again, without the deleted one.
-//! 4. `kubectl scale nodepool NAME --replicas=5` gives 5; `--replicas=1` gives 1 (the scale
+//! 4. A change of the template drifts its 3 nodes: each is replaced new-first, within the
+//!    pool's budget (10% of 3 → 1 at a time): never fewer than 3 ready nodes, never more than
+//!    4 NodeClaims.
+//! 5. `kubectl scale nodepool NAME --replicas=5` gives 5; `--replicas=1` gives 1 (the scale
 //!    subresource, so also `status.nodes`).
-//! 5. Pending pods never make it grow: two pods of 600m select the static pool; its one node
+//! 6. Pending pods never make it grow: two pods of 600m select the static pool; its one node
 //!    (the cheapest kwok type, `c-1x`: 900m allocatable) runs one, the other stays pending
 //!    (karpenter reports it unschedulable) and the pool keeps 1 NodeClaim.
 
@@ -26,8 +29,9 @@ use karpenter_api::labels::NODE_POOL_LABEL;
 use karpenter_api::v1::{NodeClaim, NodePool};
 use karpenter_controller::Options;
 use karpenter_testkit::unique_name;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use serde_json::json;
 
 fn static_options() -> Options {
     Options {
@@ -161,13 +165,17 @@ async fn steps(env: &Env, pool: &str) -> Result<()> {
     assert!(!replaced.contains(&victim), "{victim} was replaced");
     assert_eq!(replaced.intersection(&first).count(), 2);
 
-    // 4. The scale subresource, through kubectl.
+    // 4. A template change drifts all three: replaced one at a time (budget 10% of 3 → 1),
+    //    each new node up before its old one goes.
+    drifted(env, pool, &replaced).await?;
+
+    // 5. The scale subresource, through kubectl.
     kubectl_scale(env, pool, 5)?;
     wait_size(env, pool, 5).await?;
     kubectl_scale(env, pool, 1)?;
     wait_size(env, pool, 1).await?;
 
-    // 5. Pending pods do not grow it.
+    // 6. Pending pods do not grow it.
     let spec = karpenter_testkit::workloads::pod_spec("600m", POOL_LABEL, pool);
     for name in ["over-0", "over-1"] {
         let mut p = env.pod(name, "600m");
@@ -216,6 +224,48 @@ async fn steps(env: &Env, pool: &str) -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    Ok(())
+}
+
+/// Step 4: drifts the pool's nodes `old` by a new template label and waits until all are
+/// replaced, checking on every look that the replacement is new-first and within budget.
+async fn drifted(env: &Env, pool: &str, old: &BTreeSet<String>) -> Result<()> {
+    let patch =
+        json!({"spec": {"template": {"metadata": {"labels": {"e2e.example.com/version": "2"}}}}});
+    Api::<NodePool>::all(env.client.clone())
+        .patch(pool, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    // A look that breaks the rule is kept (an error in the check would only be retried).
+    let broken = std::sync::Mutex::new(None::<String>);
+    env.cluster
+        .wait_for(
+            TIMEOUT,
+            "the drifted static nodes to be replaced",
+            || async {
+                let (live, all) = claims(env, pool).await?;
+                let ready = ready_nodes(env, pool).await?;
+                if all > 4 || ready < 3 {
+                    let seen = format!("{all} NodeClaims and {ready} ready nodes while replacing");
+                    broken
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(seen);
+                }
+                let fresh = live.iter().filter(|c| !old.contains(&c.name_any())).count();
+                let relabelled = live.iter().all(|c| {
+                    c.labels()
+                        .get("e2e.example.com/version")
+                        .map(String::as_str)
+                        == Some("2")
+                });
+                Ok::<_, anyhow::Error>((fresh == 3 && all == 3 && relabelled).then_some(()))
+            },
+        )
+        .await?;
+    if let Some(seen) = broken.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        bail!("drift replacement was not new-first within budget: {seen}");
+    }
+    wait_size(env, pool, 3).await?;
     Ok(())
 }
 

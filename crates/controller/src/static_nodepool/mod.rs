@@ -79,6 +79,10 @@ async fn reconcile(ctx: &Context, deleted: &mut HashMap<String, Instant>) {
         .into_iter()
         .filter(|p| p.spec.is_static() && p.metadata.deletion_timestamp.is_none())
         .collect();
+    if pools.is_empty() {
+        deleted.clear();
+        return;
+    }
     let claims = ctx.state.all_node_claims();
     // The watch has caught up with a deletion once it shows the claim deleting or gone.
     let now = Instant::now();
@@ -89,9 +93,6 @@ async fn reconcile(ctx: &Context, deleted: &mut HashMap<String, Instant>) {
         .collect();
     deleted
         .retain(|name, at| live.contains(name.as_str()) && now.duration_since(*at) < DELETED_TTL);
-    if pools.is_empty() {
-        return;
-    }
     let mut by_pool: BTreeMap<&str, Vec<&NodeClaim>> = BTreeMap::new();
     for c in &claims {
         if let Some(pool) = c.labels().get(NODE_POOL_LABEL) {
