@@ -336,3 +336,76 @@ fn node_groups(claims: &BTreeMap<String, String>, floors: &[NodeGroupFloor]) -> 
         })
         .collect()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::provisioning::problem::tests::{WINDOW, catalogs, claim, node, pool, quantities};
+
+    /// Two empty initialized nodes with their NodeClaims, one of the dynamic pool `np` and one
+    /// of a static pool: only the dynamic one is the planner's (a candidate), the static one
+    /// is a node it may put pods on.
+    #[test]
+    fn static_pool_nodes_are_capacity_but_never_the_planners() {
+        let mut fixed = pool();
+        fixed.metadata.name = Some("fixed".into());
+        fixed.spec.limits = quantities(&[("nodes", "5")]);
+        fixed.spec.replicas = Some(1);
+        let mut n_static = node("n-static", "kwok://n-static");
+        let mut c_static = claim("c-static", Some("kwok://n-static"), true);
+        for labels in [
+            n_static.metadata.labels.get_or_insert_with(BTreeMap::new),
+            c_static.metadata.labels.get_or_insert_with(BTreeMap::new),
+        ] {
+            labels.insert(NODE_POOL_LABEL.into(), "fixed".into());
+        }
+        let mut n_dynamic = node("n-dynamic", "kwok://n-dynamic");
+        n_dynamic
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(NODE_POOL_LABEL.into(), "np".into());
+        let c_dynamic = claim("c-dynamic", Some("kwok://n-dynamic"), true);
+        let snapshot = Snapshot {
+            nodes: vec![Arc::new(n_static), Arc::new(n_dynamic)],
+            node_claims: vec![Arc::new(c_static), Arc::new(c_dynamic)],
+            node_pools: vec![Arc::new(pool()), Arc::new(fixed)],
+            ..Default::default()
+        };
+        let mut cats = catalogs();
+        cats.insert("fixed".into(), karpenter_providers::kwok::catalog());
+        let input = build(
+            &snapshot,
+            &cats,
+            &[],
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            &[],
+            1_000,
+            WINDOW,
+        )
+        .unwrap();
+        let managed: Vec<&str> = input
+            .problem
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(managed, vec!["n-dynamic"]);
+        let existing: BTreeSet<&str> = input
+            .problem
+            .problem
+            .existing_nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(existing, BTreeSet::from(["n-dynamic", "n-static"]));
+        assert_eq!(
+            input.claims,
+            BTreeMap::from([("n-dynamic".to_string(), "c-dynamic".to_string())])
+        );
+    }
+}

@@ -18,7 +18,7 @@
 //!   reported invalid for this round rather than placed where its volume may not follow.
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

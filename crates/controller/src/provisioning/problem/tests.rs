@@ -33,9 +33,9 @@ fn stored(pod: KubePod) -> Arc<Pod> {
     Arc::new(pod.into())
 }
 
-const WINDOW: Duration = Duration::from_secs(20);
+pub(crate) const WINDOW: Duration = Duration::from_secs(20);
 
-fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+pub(crate) fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
@@ -66,7 +66,7 @@ fn bound(name: &str, node: &str) -> Arc<Pod> {
     stored(p)
 }
 
-fn node(name: &str, provider_id: &str) -> Node {
+pub(crate) fn node(name: &str, provider_id: &str) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -88,7 +88,7 @@ fn node(name: &str, provider_id: &str) -> Node {
     }
 }
 
-fn claim(name: &str, provider_id: Option<&str>, initialized: bool) -> NodeClaim {
+pub(crate) fn claim(name: &str, provider_id: Option<&str>, initialized: bool) -> NodeClaim {
     let mut c = NodeClaim::new(
         name,
         NodeClaimSpec {
@@ -140,7 +140,7 @@ fn claim(name: &str, provider_id: Option<&str>, initialized: bool) -> NodeClaim 
     c
 }
 
-fn pool() -> NodePool {
+pub(crate) fn pool() -> NodePool {
     NodePool::new(
         "np",
         NodePoolSpec {
@@ -156,7 +156,7 @@ fn pool() -> NodePool {
     )
 }
 
-fn catalogs() -> BTreeMap<String, Vec<InstanceType>> {
+pub(crate) fn catalogs() -> BTreeMap<String, Vec<InstanceType>> {
     BTreeMap::from([("np".to_string(), karpenter_providers::kwok::catalog())])
 }
 
