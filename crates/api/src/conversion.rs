@@ -144,6 +144,7 @@ impl Provisioner {
                     .map(|l| l.resources.clone())
                     .unwrap_or_default(),
                 weight: s.weight,
+                replicas: None,
             },
             status: None,
         };

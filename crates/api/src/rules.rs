@@ -83,6 +83,13 @@ pub mod msg {
     /// Consolidation policy enum.
     pub const CONSOLIDATION_POLICY: &str =
         "must be one of WhenEmpty, WhenEmptyOrUnderutilized, Balanced";
+    /// `replicas` added or removed.
+    pub const STATIC_TRANSITION: &str =
+        "cannot change between static (replicas set) and dynamic (replicas unset)";
+    /// Limits other than `nodes` on a static NodePool.
+    pub const STATIC_LIMITS: &str = "only 'limits.nodes' is supported on static NodePools";
+    /// `weight` on a static NodePool.
+    pub const STATIC_WEIGHT: &str = "'weight' is not supported on static NodePools";
     /// Budget reasons.
     pub const BUDGET_REASONS: &str = "must be a subset of Underutilized, Empty, Drifted";
 }
@@ -150,6 +157,29 @@ pub(crate) fn immutable(field: &str) -> Rule {
 /// Weight (1..100).
 pub(crate) fn weight(field: &str) -> Rule {
     rule("self >= 1 && self <= 100", field, msg::WEIGHT)
+}
+
+/// Upstream's rules of a static NodePool (`replicas` set), on the NodePool spec at `field`:
+/// it stays static (or dynamic) for life, limits only its node count, and has no weight.
+pub(crate) fn static_rules(field: &str) -> Vec<Rule> {
+    vec![
+        rule(
+            "has(self.replicas) == has(oldSelf.replicas)",
+            field,
+            msg::STATIC_TRANSITION,
+        ),
+        rule(
+            "!has(self.replicas) || !has(self.limits) || size(self.limits) == 0 || \
+             (size(self.limits) == 1 && 'nodes' in self.limits)",
+            field,
+            msg::STATIC_LIMITS,
+        ),
+        rule(
+            "!has(self.replicas) || !has(self.weight)",
+            field,
+            msg::STATIC_WEIGHT,
+        ),
+    ]
 }
 
 /// Which set of label-key restrictions applies.

@@ -191,6 +191,7 @@ pub fn validate_node_pool(np: &NodePool) -> Result<(), ValidationErrors> {
     if let Some(w) = spec.weight {
         check_weight(&mut c, "spec.weight", w);
     }
+    check_static(&mut c, spec);
     c.finish("NodePool", name_of(&np.metadata))
 }
 
@@ -350,6 +351,23 @@ pub(crate) fn check_provisioner_into(c: &mut Collector, p: &Provisioner) {
     );
     if let Some(l) = &s.limits {
         check_limits(c, "spec.limits.resources", &l.resources);
+    }
+}
+
+/// A static NodePool's rules that need no old object ([`rules::static_rules`]); `replicas`
+/// itself is at least 0.
+fn check_static(c: &mut Collector, spec: &crate::v1::NodePoolSpec) {
+    let Some(replicas) = spec.replicas else {
+        return;
+    };
+    if replicas < 0 {
+        c.push("spec.replicas", "must be at least 0");
+    }
+    if spec.limits.keys().any(|k| k != "nodes") {
+        c.push("spec", msg::STATIC_LIMITS);
+    }
+    if spec.weight.is_some() {
+        c.push("spec", msg::STATIC_WEIGHT);
     }
 }
 

@@ -63,6 +63,7 @@ fn node_pool(name: &str, class: &str) -> NodePool {
             disruption: Default::default(),
             limits: BTreeMap::new(),
             weight: None,
+            replicas: None,
         },
     )
 }

@@ -146,6 +146,7 @@ async fn setup_traps_are_conditions_and_events_with_the_fix() -> Result<(), BoxE
                     disruption: Default::default(),
                     limits: BTreeMap::new(),
                     weight: None,
+                    replicas: None,
                 },
             ),
         )

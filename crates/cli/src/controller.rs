@@ -89,7 +89,8 @@ pub struct ControllerArgs {
     /// (default false) lets consolidation replace spot nodes with cheaper spot nodes;
     /// `NodeOverlay` (default false) applies NodeOverlays to the catalog; `NodeRepair` (default
     /// false) replaces unhealthy nodes; `ReservedCapacity` (default true) launches into the
-    /// provider's capacity reservations; upstream's other gates are accepted at their defaults
+    /// provider's capacity reservations; `StaticCapacity` (default false) keeps static
+    /// NodePools (`spec.replicas`) at their size; upstream's other gates are accepted at their defaults
     /// only (they are not implemented).
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: FeatureGates,
@@ -196,6 +197,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         node_overlay: args.feature_gates.node_overlay,
         node_repair: args.feature_gates.node_repair,
         reserved_capacity: args.feature_gates.reserved_capacity,
+        static_capacity: args.feature_gates.static_capacity,
         ..Options::default()
     };
     let client = clients.client.clone();

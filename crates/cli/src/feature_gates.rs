@@ -12,6 +12,8 @@ pub struct FeatureGates {
     pub node_repair: bool,
     /// `ReservedCapacity`: launch into the provider's capacity reservations (default on).
     pub reserved_capacity: bool,
+    /// `StaticCapacity`: static NodePools (`spec.replicas`) are kept at their size.
+    pub static_capacity: bool,
 }
 
 impl Default for FeatureGates {
@@ -22,23 +24,24 @@ impl Default for FeatureGates {
             node_overlay: false,
             node_repair: false,
             reserved_capacity: true,
+            static_capacity: false,
         }
     }
 }
 
 /// The gates this controller implements.
-const IMPLEMENTED_GATES: [&str; 4] = [
+const IMPLEMENTED_GATES: [&str; 5] = [
     "SpotToSpotConsolidation",
     "NodeOverlay",
     "NodeRepair",
     "ReservedCapacity",
+    "StaticCapacity",
 ];
 
 /// Upstream's gates that this controller does not implement, with their upstream defaults:
 /// naming one at its default is accepted (charts set them all), anything else is an error, so
 /// a gate never silently does nothing.
-const UNIMPLEMENTED_GATES: [(&str, bool); 2] =
-    [("StaticCapacity", false), ("CapacityBuffer", false)];
+const UNIMPLEMENTED_GATES: [(&str, bool); 1] = [("CapacityBuffer", false)];
 
 /// Parses `Name=bool,Name=bool` (spaces around items allowed, empty items skipped); an
 /// unknown gate, a value other than `true`/`false`, or an unimplemented gate away from its
@@ -67,6 +70,8 @@ pub fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
             gates.node_repair = on;
         } else if name == "ReservedCapacity" {
             gates.reserved_capacity = on;
+        } else if name == "StaticCapacity" {
+            gates.static_capacity = on;
         } else if let Some((_, default)) = UNIMPLEMENTED_GATES.iter().find(|(g, _)| *g == name) {
             if on != *default {
                 return Err(format!(
@@ -136,6 +141,17 @@ mod tests {
             })
         );
         assert_eq!(
+            parse_feature_gates("StaticCapacity=true"),
+            Ok(FeatureGates {
+                static_capacity: true,
+                ..FeatureGates::default()
+            })
+        );
+        assert_eq!(
+            parse_feature_gates("StaticCapacity=true,StaticCapacity=false"),
+            Ok(FeatureGates::default())
+        );
+        assert_eq!(
             parse_feature_gates("NodeOverlay=true,SpotToSpotConsolidation=true,NodeOverlay=false"),
             Ok(spot(true))
         );
@@ -166,7 +182,8 @@ mod tests {
     fn feature_gate_errors_name_the_gate() {
         let err = |s: &str| parse_feature_gates(s).err().unwrap_or_default();
         assert!(err("SpotToSpot=true").contains("\"SpotToSpot\""));
-        assert!(err("StaticCapacity=true").contains("StaticCapacity"));
+        assert!(err("StaticCapacity=maybe").contains("StaticCapacity"));
+        assert!(err("CapacityBuffer=true").contains("CapacityBuffer"));
         assert!(err("NodeRepair=maybe").contains("NodeRepair"));
         assert!(err("ReservedCapacity=maybe").contains("ReservedCapacity"));
         assert!(err("SpotToSpotConsolidation=yes").contains("SpotToSpotConsolidation"));

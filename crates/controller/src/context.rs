@@ -60,6 +60,13 @@ pub struct Options {
     /// Use the provider's capacity reservations (upstream feature gate `ReservedCapacity`, on
     /// by default); off, reserved offerings are dropped from the catalog.
     pub reserved_capacity: bool,
+    /// Keep static NodePools (`spec.replicas`) at their size (upstream feature gate
+    /// `StaticCapacity`, off by default). Off, static NodePools are left alone: nothing is
+    /// launched for them, by the static loop or for pending pods, as upstream.
+    pub static_capacity: bool,
+    /// How often the static loop looks at the static NodePools (it also wakes on NodeClaim
+    /// changes).
+    pub static_poll_period: Duration,
     /// How often node repair looks at every Node (upstream reacts to Node updates and requeues
     /// at the toleration's end; a scan every 10 s is at most that late).
     pub repair_poll_period: Duration,
@@ -89,6 +96,8 @@ impl Default for Options {
             node_overlay: false,
             node_repair: false,
             reserved_capacity: true,
+            static_capacity: false,
+            static_poll_period: Duration::from_secs(10),
             repair_poll_period: Duration::from_secs(10),
             repair_blocked_retry: Duration::from_secs(5 * 60),
             instance: None,

@@ -24,6 +24,7 @@ pub mod provisioning;
 pub mod reservations;
 pub mod server;
 pub mod state;
+pub mod static_nodepool;
 pub mod turns;
 
 use std::sync::Arc;
@@ -203,6 +204,12 @@ async fn supervise(
             writers.push(spawn_as(
                 "nodeoverlay.controller",
                 nodeoverlay::status::run(ctx.clone()),
+            ));
+        }
+        if ctx.options.static_capacity {
+            writers.push(spawn_as(
+                "static.provisioning",
+                static_nodepool::run(ctx.clone()),
             ));
         }
         if ctx.options.node_repair {

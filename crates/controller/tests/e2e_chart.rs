@@ -93,6 +93,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
             "settings.interruptionQueue=demo-queue",
             "settings.featureGates.nodeOverlay=true",
             "settings.featureGates.nodeRepair=true",
+            "settings.featureGates.staticCapacity=true",
         ],
     )?;
     let env = aws
@@ -115,7 +116,10 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
     assert_eq!(env_value("INTERRUPTION_QUEUE"), Some("demo-queue".into()));
     assert_eq!(
         env_value("FEATURE_GATES"),
-        Some("SpotToSpotConsolidation=false,NodeOverlay=true,NodeRepair=true".into())
+        Some(
+            "SpotToSpotConsolidation=false,NodeOverlay=true,NodeRepair=true,StaticCapacity=true"
+                .into()
+        )
     );
     let aws_rules = aws
         .iter()
@@ -185,6 +189,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
         ("patch", "karpenter.sh", "nodeclaims/status", None, None),
         ("watch", "karpenter.sh", "nodepools", None, None),
         ("patch", "karpenter.sh", "nodepools", None, None),
+        ("patch", "karpenter.sh", "nodepools/status", None, None),
         ("get", "karpenter.sh", "nodeclaims", None, None),
         ("watch", "policy", "poddisruptionbudgets", None, None),
         ("watch", "karpenter.sh", "provisioners", None, None),
@@ -211,6 +216,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
     let must_not = [
         ("update", "karpenter.sh", "nodepools", None, None),
         ("delete", "karpenter.sh", "nodepools", None, None),
+        ("update", "karpenter.sh", "nodepools/scale", None, None),
         ("update", "karpenter.sh", "provisioners", None, None),
         ("patch", "karpenter.sh", "nodeoverlays", None, None),
         ("delete", "karpenter.sh", "nodeoverlays", None, None),

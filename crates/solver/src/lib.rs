@@ -30,6 +30,7 @@ pub mod requirements;
 pub mod resources;
 pub mod scheduling;
 pub mod selector;
+pub mod static_pool;
 pub mod taints;
 
 pub use bound::lower_bound;

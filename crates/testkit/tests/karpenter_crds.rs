@@ -390,3 +390,97 @@ async fn every_invalid_fixture_of_the_api_crate_is_rejected_by_the_api_server() 
     }
     Ok(())
 }
+
+/// Static NodePools (`spec.replicas`) on the API server: `replicas` below 0 is refused; a
+/// NodePool cannot become static or dynamic after creation (the transition rule needs the old
+/// object, so only an update can show it); the scale subresource reads and writes `replicas`.
+#[tokio::test]
+async fn static_nodepools_keep_their_kind_and_serve_the_scale_subresource() -> anyhow::Result<()> {
+    let Some(cluster) = cluster_with_crds().await? else {
+        return Ok(());
+    };
+    let api = nodepools(cluster.client());
+    // The valid base without what a static pool may not have (weight, cpu/memory limits).
+    let base = |name: &str| -> anyhow::Result<Value> {
+        let v = with(
+            valid_nodepool(name),
+            "/spec/limits",
+            json!({ "nodes": "10" }),
+        )?;
+        let mut v = v;
+        if let Some(spec) = v["spec"].as_object_mut() {
+            spec.remove("weight");
+        }
+        Ok(v)
+    };
+    let create = |v: Value| async {
+        let object: DynamicObject = serde_json::from_value(v)?;
+        Ok::<_, anyhow::Error>(api.create(&PostParams::default(), &object).await)
+    };
+    let invalid = |r: Result<DynamicObject, kube::Error>, what: &str, message: &str| match r {
+        Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains(message) => Ok(()),
+        Err(e) => bail!("{what}: expected 422 naming {message:?}, got {e}"),
+        Ok(_) => bail!("{what}: accepted by the API server"),
+    };
+
+    let negative = unique_name("np-static");
+    let mut v = base(&negative)?;
+    v["spec"]["replicas"] = json!(-1);
+    invalid(create(v).await?, "replicas -1", "spec.replicas")?;
+
+    let fixed = unique_name("np-static");
+    let mut v = base(&fixed)?;
+    v["spec"]["replicas"] = json!(2);
+    create(v).await?.context("a static NodePool is stored")?;
+    let transition = "cannot change between static (replicas set) and dynamic (replicas unset)";
+    let unset = json!({"spec": {"replicas": null}});
+    invalid(
+        api.patch(
+            &fixed,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&unset),
+        )
+        .await,
+        "static to dynamic",
+        transition,
+    )?;
+    // kubectl scale's path: the scale subresource.
+    let scale = api.get_scale(&fixed).await?;
+    ensure!(
+        scale.spec.and_then(|s| s.replicas) == Some(2),
+        "the scale subresource reads spec.replicas"
+    );
+    let to_five = json!({"spec": {"replicas": 5}});
+    api.patch_scale(
+        &fixed,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&to_five),
+    )
+    .await?;
+    let stored = api.get(&fixed).await?;
+    ensure!(
+        stored.data["spec"]["replicas"] == json!(5),
+        "scaled to 5: {}",
+        stored.data
+    );
+
+    let dynamic = unique_name("np-dynamic");
+    create(base(&dynamic)?)
+        .await?
+        .context("a dynamic NodePool is stored")?;
+    let set = json!({"spec": {"replicas": 3}});
+    invalid(
+        api.patch(
+            &dynamic,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&set),
+        )
+        .await,
+        "dynamic to static",
+        transition,
+    )?;
+    for name in [&fixed, &dynamic] {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}

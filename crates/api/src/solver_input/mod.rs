@@ -12,6 +12,7 @@
 //! - [`volume_requirements`]: the zones (node requirements) a pod's claimed volumes pin it to;
 //! - [`disruption`]: the disruption planner's facts (node and pod states, NodePool policies,
 //!   PodDisruptionBudgets);
+//! - [`static_node_claim`]: the NodeClaim a static NodePool launches (its template alone);
 //! - [`problem`]: puts converted pieces together (bound pods onto their nodes, missing daemon
 //!   pods onto the nodes that would run them).
 //!
@@ -29,6 +30,7 @@ mod overlays;
 mod pods;
 mod pools;
 mod problem;
+mod statics;
 mod topology;
 mod volumes;
 
@@ -48,6 +50,7 @@ pub use pods::{PodContext, PodObject, pod_requests, pod_view};
 pub(crate) use pools::requirement_of;
 pub use pools::{claim_requirements, min_values, node_pool_view, requirement, template_taint};
 pub use problem::{Assembled, BoundPod, Parts, daemon_set_owner, problem};
+pub use statics::static_node_claim;
 pub use topology::{NO_NAMESPACE, NamespaceIndex};
 pub use volumes::{VolumeIndex, volume_requirements};
 

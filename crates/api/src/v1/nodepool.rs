@@ -44,6 +44,10 @@ const P_STARTUP_TAINTS: &str = "spec.template.spec.startupTaints";
     status = "NodePoolStatus",
     derive = "PartialEq",
     cel,
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.nodes"
+    ),
     doc = "NodePool is the Schema for the NodePools API: a template for the nodes Karpenter launches, with limits and disruption settings.",
     printcolumn(
         name = "NodeClass",
@@ -85,6 +89,7 @@ const P_STARTUP_TAINTS: &str = "spec.template.spec.startupTaints";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = AddRules(rules::static_rules("spec")))]
 pub struct NodePoolSpec {
     /// Template of the NodeClaims this NodePool launches.
     pub template: NodeClaimTemplate,
@@ -100,6 +105,19 @@ pub struct NodePoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = AddRules(vec![rules::weight("spec.weight")]))]
     pub weight: Option<i32>,
+    /// A static NodePool: keep exactly this many nodes, whatever the pods need (upstream's
+    /// alpha `replicas`, acted on with the `StaticCapacity` feature gate). Only `limits.nodes`
+    /// and no `weight` with it; a NodePool cannot change between static and dynamic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i64>,
+}
+
+impl NodePoolSpec {
+    /// Whether this is a static NodePool (`replicas` set).
+    pub fn is_static(&self) -> bool {
+        self.replicas.is_some()
+    }
 }
 
 /// What every NodeClaim of a NodePool starts from.

@@ -86,6 +86,8 @@ pub struct Converted {
     pub problem: Problem,
     /// Pods bound to a node in the input (`namespace/name` → node); not listed in the output.
     pub bound: BTreeMap<String, String>,
+    /// Static NodePools (`spec.replicas`): not in the problem's NodePools ([`super::statics`]).
+    pub static_pools: Vec<karpenter_api::v1::NodePool>,
 }
 
 /// A pending pod with the zones its volumes pin it to. Inputs often list pods without their
@@ -192,7 +194,9 @@ pub fn problem(
         nodes.push(node);
     }
 
-    let (node_pools, min_values) = node_pools(&m.karpenter, &mut usage, warnings)?;
+    let mut static_pools = Vec::new();
+    let (node_pools, min_values) =
+        node_pools(&m.karpenter, &mut usage, &mut static_pools, warnings)?;
     let bound_keys: BTreeMap<String, String> = bound
         .iter()
         .map(|b| (b.pod.key(), b.node.clone()))
@@ -219,6 +223,7 @@ pub fn problem(
     Ok(Converted {
         problem: assembled.problem,
         bound,
+        static_pools,
     })
 }
 

@@ -15,6 +15,9 @@
 //! or the Unix epoch when there is none; an object without a timestamp is taken as created at
 //! `now`. A pod's last event on a node is the newest creation time of the pods running there.
 //!
+//! The nodes of static NodePools (`spec.replicas`) are left to the planner as unmanaged nodes:
+//! they take pods and are never disrupted ([`super::statics`]).
+//!
 //! Pending pods that the provisioning plan puts on existing nodes are bound there first, so a
 //! disruption never counts on room the plan already gave away; the plan's new NodeClaims are
 //! not part of the cluster yet and are neither candidates nor destinations.
@@ -143,6 +146,14 @@ pub fn problem(
         let md = &n.metadata;
         let name = md.name.clone().unwrap_or_default();
         let l = labels(md);
+        // A static NodePool's nodes are fixed capacity: never candidates, still destinations.
+        let pool_name = l.get(NODEPOOL).map(String::as_str);
+        if pools
+            .iter()
+            .any(|p| p.spec.is_static() && p.metadata.name.as_deref() == pool_name)
+        {
+            continue;
+        }
         let created = secs(md.creation_timestamp.as_ref()).unwrap_or(now);
         let it = l.get(INSTANCE_TYPE).map(String::as_str).unwrap_or_default();
         let drifted = if !problem.instance_types.iter().any(|t| t.name == it) {

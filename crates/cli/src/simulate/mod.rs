@@ -25,6 +25,7 @@ pub mod output;
 pub mod overlays;
 pub mod pools;
 pub mod repack;
+pub mod statics;
 pub mod table;
 pub mod utilization;
 pub mod yaml;
@@ -174,10 +175,11 @@ pub fn run(config: &Config) -> Result<()> {
         return emit(&out);
     }
 
-    let plan = solve(problem, &options).context("the solver refused the input")?;
+    let mut plan = solve(problem, &options).context("the solver refused the input")?;
+    let mut notes = Vec::new();
+    statics::complete(&converted.static_pools, problem, &mut plan, &mut notes);
     let mut report = output::report(&plan);
     let now = disruption::reference_now(&manifests);
-    let mut notes = Vec::new();
     let mut disruption_plan = None;
     if let Some(mut dp) = disruption::problem(&manifests, &converted, &plan, now, &mut notes) {
         if from_machine_deployments {

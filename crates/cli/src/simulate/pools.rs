@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use karpenter_api::read::{KarpenterObject, object_from_value};
 use karpenter_api::solver_input;
+use karpenter_api::v1::NodePool;
 use karpenter_solver::{NodePoolView, Resources};
 
 use super::convert::{ConvertError, field};
@@ -29,10 +30,12 @@ struct PoolInput {
 /// what its existing nodes use); NodeClasses are accepted and not needed offline; other
 /// Karpenter kinds are skipped with a warning. Two NodePools with one name are an error (a
 /// Provisioner and the NodePool converted from it would otherwise double the capacity).
-/// Returns the views and the NodePools' `minValues`.
+/// Returns the views and the NodePools' `minValues`. Static NodePools (`spec.replicas`) get no
+/// view (pending pods never launch them) and go to `statics` instead ([`super::statics`]).
 pub fn node_pools(
     docs: &[KarpenterDocument],
     usage: &mut BTreeMap<String, Resources>,
+    statics: &mut Vec<NodePool>,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<NodePoolView>, MinValues), ConvertError> {
     let mut out: Vec<PoolInput> = Vec::new();
@@ -80,6 +83,23 @@ pub fn node_pools(
                     origin.object, first.view.name, first.origin.source, first.origin.object
                 ),
             });
+        }
+        let static_twin = statics
+            .iter()
+            .find(|p| p.metadata.name == pool.metadata.name);
+        if pool.spec.is_static() || static_twin.is_some() {
+            if let Some(first) = static_twin {
+                return Err(ConvertError::Object {
+                    source_doc: doc.source.clone(),
+                    message: format!(
+                        "{}: a NodePool named {:?} is already defined; NodePool names must be unique",
+                        origin.object,
+                        first.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+            statics.push(pool);
+            continue;
         }
         let pool_usage = pool
             .metadata

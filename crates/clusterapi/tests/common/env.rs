@@ -95,6 +95,7 @@ fn node_pool(name: &str, disruption: Disruption) -> NodePool {
             disruption,
             limits: BTreeMap::new(),
             weight: None,
+            replicas: None,
         },
     )
 }

@@ -14,6 +14,8 @@
 //!   and receive nothing.
 //! - In-flight NodeClaims without a Node are uninitialized nodes: never candidates, never
 //!   destinations.
+//! - The nodes of static NodePools (`spec.replicas`) are not the planner's: it sees them as
+//!   unmanaged nodes that take pods (the static loop keeps their number and replaces them).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -158,6 +160,12 @@ pub fn build(
         })
         .collect();
 
+    let static_pools: HashSet<&str> = snapshot
+        .node_pools
+        .iter()
+        .filter(|p| p.spec.is_static())
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
     let mut leaving = LeavingPods::new(snapshot);
     // Managed nodes: the ones the round kept, plus the ones leaving (as disrupting).
     let mut names: BTreeSet<String> = problem
@@ -206,6 +214,16 @@ pub fn build(
                 || in_flight.contains(&name)
                 || super::command::record_of(claim).is_some(),
         };
+        // A static NodePool's nodes are never emptiness, consolidation or drift candidates
+        // (its loop replaces drifted and expired ones, `crate::static_nodepool`): left
+        // unmanaged, they still take pods. Leaving ones stay, as disrupting nodes take none.
+        if !facts.disrupting
+            && labels
+                .get(NODE_POOL_LABEL)
+                .is_some_and(|p| static_pools.contains(p.as_str()))
+        {
+            continue;
+        }
         nodes.push(shared::node_state(
             node,
             facts,
@@ -317,4 +335,77 @@ fn node_groups(claims: &BTreeMap<String, String>, floors: &[NodeGroupFloor]) -> 
             removable: f.removable,
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::provisioning::problem::tests::{WINDOW, catalogs, claim, node, pool, quantities};
+
+    /// Two empty initialized nodes with their NodeClaims, one of the dynamic pool `np` and one
+    /// of a static pool: only the dynamic one is the planner's (a candidate), the static one
+    /// is a node it may put pods on.
+    #[test]
+    fn static_pool_nodes_are_capacity_but_never_the_planners() {
+        let mut fixed = pool();
+        fixed.metadata.name = Some("fixed".into());
+        fixed.spec.limits = quantities(&[("nodes", "5")]);
+        fixed.spec.replicas = Some(1);
+        let mut n_static = node("n-static", "kwok://n-static");
+        let mut c_static = claim("c-static", Some("kwok://n-static"), true);
+        for labels in [
+            n_static.metadata.labels.get_or_insert_with(BTreeMap::new),
+            c_static.metadata.labels.get_or_insert_with(BTreeMap::new),
+        ] {
+            labels.insert(NODE_POOL_LABEL.into(), "fixed".into());
+        }
+        let mut n_dynamic = node("n-dynamic", "kwok://n-dynamic");
+        n_dynamic
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(NODE_POOL_LABEL.into(), "np".into());
+        let c_dynamic = claim("c-dynamic", Some("kwok://n-dynamic"), true);
+        let snapshot = Snapshot {
+            nodes: vec![Arc::new(n_static), Arc::new(n_dynamic)],
+            node_claims: vec![Arc::new(c_static), Arc::new(c_dynamic)],
+            node_pools: vec![Arc::new(pool()), Arc::new(fixed)],
+            ..Default::default()
+        };
+        let mut cats = catalogs();
+        cats.insert("fixed".into(), karpenter_providers::kwok::catalog());
+        let input = build(
+            &snapshot,
+            &cats,
+            &[],
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            &[],
+            1_000,
+            WINDOW,
+        )
+        .unwrap();
+        let managed: Vec<&str> = input
+            .problem
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(managed, vec!["n-dynamic"]);
+        let existing: BTreeSet<&str> = input
+            .problem
+            .problem
+            .existing_nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(existing, BTreeSet::from(["n-dynamic", "n-static"]));
+        assert_eq!(
+            input.claims,
+            BTreeMap::from([("n-dynamic".to_string(), "c-dynamic".to_string())])
+        );
+    }
 }

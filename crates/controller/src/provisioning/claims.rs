@@ -189,6 +189,7 @@ mod tests {
                 disruption: Default::default(),
                 limits: Default::default(),
                 weight: None,
+                replicas: None,
             },
         );
         pool.metadata.uid = Some("u1".into());

@@ -104,6 +104,7 @@ mod tests {
                 disruption: Default::default(),
                 limits: Default::default(),
                 weight: None,
+                replicas: None,
             },
         ))
     }

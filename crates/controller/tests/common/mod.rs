@@ -365,6 +365,7 @@ pub fn node_pool(name: &str, class: &str) -> NodePool {
             disruption: Default::default(),
             limits: BTreeMap::new(),
             weight: None,
+            replicas: None,
         },
     )
 }

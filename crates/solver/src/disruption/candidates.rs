@@ -64,7 +64,7 @@ impl Cand {
 }
 
 /// Upstream `EvictionCost`: clamp(1 + deletionCost/2^27 + priority/2^25, −10, 10).
-pub(crate) fn eviction_cost(s: Option<&PodState>) -> f64 {
+pub fn eviction_cost(s: Option<&PodState>) -> f64 {
     let Some(s) = s else { return 1.0 };
     (1.0 + s.deletion_cost as f64 / 2f64.powi(27) + f64::from(s.priority) / 2f64.powi(25))
         .clamp(-10.0, 10.0)

@@ -39,6 +39,7 @@ mod validation;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub use budget::{budget_allows, parse_nodes, window_active};
+pub use candidates::eviction_cost;
 pub use duration::parse_go_duration;
 pub use model::{
     Allowed, BALANCED_K, Blocked, Budget, Command, ConsolidationPolicy, DISRUPTION_COST,

@@ -18,7 +18,7 @@
 //!   reported invalid for this round rather than placed where its volume may not follow.
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -358,7 +358,8 @@ fn in_flight_nodes(
     nodes
 }
 
-/// The NodePools that can launch (not deleting, with instance types), with their usage, and
+/// The NodePools that can launch for pods (not deleting, not static, with instance types), with
+/// their usage, and
 /// their `minValues` by name.
 fn node_pools(
     snapshot: &Snapshot,
@@ -375,7 +376,10 @@ fn node_pools(
         let Some(its) = catalogs.get(name) else {
             continue;
         };
-        if pool.metadata.deletion_timestamp.is_some() {
+        // A static NodePool launches only to keep its replicas (`crate::static_nodepool`),
+        // never for pods, whatever the gate (upstream leaves them out of the scheduler too);
+        // its nodes stay capacity like any other.
+        if pool.metadata.deletion_timestamp.is_some() || pool.spec.is_static() {
             continue;
         }
         let pool_usage = usage.remove(name).unwrap_or_default();

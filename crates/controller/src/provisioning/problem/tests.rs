@@ -33,9 +33,9 @@ fn stored(pod: KubePod) -> Arc<Pod> {
     Arc::new(pod.into())
 }
 
-const WINDOW: Duration = Duration::from_secs(20);
+pub(crate) const WINDOW: Duration = Duration::from_secs(20);
 
-fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+pub(crate) fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
@@ -66,7 +66,7 @@ fn bound(name: &str, node: &str) -> Arc<Pod> {
     stored(p)
 }
 
-fn node(name: &str, provider_id: &str) -> Node {
+pub(crate) fn node(name: &str, provider_id: &str) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -88,7 +88,7 @@ fn node(name: &str, provider_id: &str) -> Node {
     }
 }
 
-fn claim(name: &str, provider_id: Option<&str>, initialized: bool) -> NodeClaim {
+pub(crate) fn claim(name: &str, provider_id: Option<&str>, initialized: bool) -> NodeClaim {
     let mut c = NodeClaim::new(
         name,
         NodeClaimSpec {
@@ -140,7 +140,7 @@ fn claim(name: &str, provider_id: Option<&str>, initialized: bool) -> NodeClaim 
     c
 }
 
-fn pool() -> NodePool {
+pub(crate) fn pool() -> NodePool {
     NodePool::new(
         "np",
         NodePoolSpec {
@@ -151,11 +151,12 @@ fn pool() -> NodePool {
             disruption: Default::default(),
             limits: quantities(&[("cpu", "100")]),
             weight: None,
+            replicas: None,
         },
     )
 }
 
-fn catalogs() -> BTreeMap<String, Vec<InstanceType>> {
+pub(crate) fn catalogs() -> BTreeMap<String, Vec<InstanceType>> {
     BTreeMap::from([("np".to_string(), karpenter_providers::kwok::catalog())])
 }
 
@@ -583,4 +584,36 @@ fn pods_with_a_missing_claim_wait() {
     assert!(reason.contains("Pod ns/db-0"), "{reason}");
     assert!(reason.contains("PersistentVolumeClaim ns/data"), "{reason}");
     assert_eq!(round.pending.keys().collect::<Vec<_>>(), vec!["ns/web"]);
+}
+
+#[test]
+fn static_pools_launch_nothing_for_pods_but_their_nodes_take_pods() {
+    let mut fixed = pool();
+    fixed.metadata.name = Some("fixed".into());
+    fixed.spec.limits = quantities(&[("nodes", "5")]);
+    fixed.spec.replicas = Some(2);
+    let mut n1 = node("n1", "kwok://n1");
+    n1.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(NODE_POOL_LABEL.into(), "fixed".into());
+    let s = Snapshot {
+        pods: vec![pending("p")],
+        nodes: vec![Arc::new(n1)],
+        node_pools: vec![Arc::new(pool()), Arc::new(fixed)],
+        ..Default::default()
+    };
+    let mut cats = catalogs();
+    cats.insert("fixed".into(), karpenter_providers::kwok::catalog());
+    let round = build(&s, &cats, &HashMap::new(), Instant::now(), WINDOW);
+    let pools: Vec<&str> = round
+        .problem
+        .node_pools
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(pools, vec!["np"], "the static pool is no option for pods");
+    // Its node is still room for the pending pod.
+    assert_eq!(existing(&round, "n1").name, "n1");
+    assert_eq!(round.problem.pods.len(), 1);
 }
