@@ -25,10 +25,16 @@ fn has_room(o: &Offering, ledger: &Ledger) -> bool {
         .is_none_or(|r| ledger.get(&r.id).copied().unwrap_or(0) < r.capacity)
 }
 
-/// Claim `c`'s cheapest launchable offering per fitting instance type, cheapest first. With a
-/// `ledger`, offerings of reservations it has filled are skipped (the claim falls back to the
-/// next cheapest, usually on-demand or spot); without one, each claim is priced on its own.
-pub(crate) fn choose(s: &Scheduler<'_>, c: usize, ledger: Option<&Ledger>) -> Option<Choice> {
+/// Claim `c`'s cheapest launchable offering per fitting instance type, cheapest first (ties
+/// by name), at most `keep` of them (at least the choice). With a `ledger`, offerings of
+/// reservations it has filled are skipped (the claim falls back to the next cheapest, usually
+/// on-demand or spot); without one, each claim is priced on its own.
+pub(crate) fn choose(
+    s: &Scheduler<'_>,
+    c: usize,
+    ledger: Option<&Ledger>,
+    keep: usize,
+) -> Option<Choice> {
     let claim = &s.claims[c];
     let pool = &s.prep.pools[claim.pool];
     let mut opts: Vec<(f64, u32, usize)> = Vec::new();
@@ -49,20 +55,16 @@ pub(crate) fn choose(s: &Scheduler<'_>, c: usize, ledger: Option<&Ledger>) -> Op
             opts.push((offerings[o].price, j, o));
         }
     }
-    opts.sort_by(|a, b| {
-        a.0.total_cmp(&b.0).then_with(|| {
-            s.p.instance_types[pool.its[a.1 as usize]]
-                .name
-                .cmp(&s.p.instance_types[pool.its[b.1 as usize]].name)
-        })
-    });
-    let first = *opts.first()?;
-    let mut options: Vec<(f64, u32)> = opts.iter().map(|(p, j, _)| (*p, *j)).collect();
+    let rank = |j: u32| s.prep.name_rank[pool.its[j as usize]];
+    let order = |a: &(f64, u32, usize), b: &(f64, u32, usize)| {
+        a.0.total_cmp(&b.0).then_with(|| rank(a.1).cmp(&rank(b.1)))
+    };
+    let first = *opts.iter().min_by(|a, b| order(a, b))?;
     let chosen = &s.p.instance_types[pool.its[first.1 as usize]].offerings[first.2];
     if let Some(id) = chosen.reservation_id() {
         // A claim on a reservation is pinned to it (upstream `Finalize`): only the types the
         // reservation offers, in a zone the claim admits, remain options.
-        options.retain(|(_, j)| {
+        opts.retain(|(_, j, _)| {
             let ci = pool.its[*j as usize];
             let offerings = &s.p.instance_types[ci].offerings;
             offerings.iter().enumerate().any(|(i, o)| {
@@ -72,25 +74,34 @@ pub(crate) fn choose(s: &Scheduler<'_>, c: usize, ledger: Option<&Ledger>) -> Op
             })
         });
     }
+    // Only the `keep` cheapest are ordered: a claim fits hundreds of types, the plan lists 60.
+    let keep = keep.max(1);
+    if opts.len() > keep {
+        opts.select_nth_unstable_by(keep - 1, order);
+        opts.truncate(keep);
+    }
+    opts.sort_unstable_by(order);
+    let options = opts.iter().map(|(p, j, _)| (*p, *j)).collect();
     Some(((first.1, first.2, first.0), options))
 }
 
 /// Price of claim `c` with its cheapest fitting offering (None if it cannot be launched),
 /// ignoring what other claims take from reservations (the optimiser's per-claim view).
 pub fn claim_price(s: &Scheduler<'_>, c: usize) -> Option<f64> {
-    choose(s, c, None).map(|((_, _, p), _)| p)
+    choose(s, c, None, 1).map(|((_, _, p), _)| p)
 }
 
-/// Every non-empty claim's choice in creation order, reservations counted across the plan so
-/// none is over-committed: `None` for a claim nothing can launch any more.
-pub(crate) fn assign(s: &Scheduler<'_>) -> Vec<Option<Choice>> {
+/// Every non-empty claim's choice in creation order, with at most `keep` options ([`choose`]),
+/// reservations counted across the plan so none is over-committed: `None` for a claim nothing
+/// can launch any more.
+pub(crate) fn assign(s: &Scheduler<'_>, keep: usize) -> Vec<Option<Choice>> {
     let mut ledger = Ledger::new();
     (0..s.claims.len())
         .map(|c| {
             if s.claims[c].pods.is_empty() {
                 return None;
             }
-            let choice = choose(s, c, Some(&ledger))?;
+            let choice = choose(s, c, Some(&ledger), keep)?;
             let ((j, o, _), _) = &choice;
             let ci = s.prep.pools[s.claims[c].pool].its[*j as usize];
             if let Some(id) = s.p.instance_types[ci].offerings[*o].reservation_id() {
@@ -104,7 +115,7 @@ pub(crate) fn assign(s: &Scheduler<'_>) -> Vec<Option<Choice>> {
 /// Σ launch prices of the claims under [`assign`] (claims nothing can launch count as
 /// infinitely expensive, so a packing that strands pods never wins a comparison).
 pub(crate) fn assigned_total(s: &Scheduler<'_>) -> f64 {
-    assign(s)
+    assign(s, 1)
         .iter()
         .enumerate()
         .filter(|(c, _)| !s.claims[*c].pods.is_empty())
@@ -117,7 +128,8 @@ pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
     let mut total = 0.0;
     // Per pod: on a claim nothing can launch (a bitmap: a full reservation can strand many).
     let mut unschedulable_extra: Vec<bool> = vec![false; s.prep.pods.len()];
-    for (c, choice) in assign(s).into_iter().enumerate() {
+    let keep = opts.max_instance_type_options.max(1);
+    for (c, choice) in assign(s, keep).into_iter().enumerate() {
         let claim = &s.claims[c];
         if claim.pods.is_empty() {
             continue;
@@ -155,7 +167,6 @@ pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
             price,
             instance_type_options: options
                 .iter()
-                .take(opts.max_instance_type_options.max(1))
                 .map(|(_, j)| s.p.instance_types[pool.its[*j as usize]].name.clone())
                 .collect(),
             labels,

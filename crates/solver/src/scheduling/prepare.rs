@@ -114,6 +114,21 @@ pub(crate) struct Prepared {
     pub pods: Vec<PodInfo>,
     pub any_prefer_no_schedule: bool,
     pub places: Places,
+    /// Per instance type (index in `Problem::instance_types`): its position in name order, so
+    /// price ties are broken by name without comparing strings.
+    pub name_rank: Vec<u32>,
+}
+
+/// Each instance type's position in name order (ties, which a valid catalog does not have, by
+/// catalog position).
+fn name_rank(its: &[crate::instance_type::InstanceType]) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..its.len()).collect();
+    order.sort_by(|a, b| its[*a].name.cmp(&its[*b].name).then(a.cmp(b)));
+    let mut rank = vec![0; its.len()];
+    for (r, i) in order.into_iter().enumerate() {
+        rank[i] = r as u32;
+    }
+    rank
 }
 
 /// The catalog's distinct (zone, capacity type) pairs, and the pair of every offering: which
@@ -564,6 +579,7 @@ impl Prepared {
             pods,
             any_prefer_no_schedule,
             places: Places::new(&p.instance_types),
+            name_rank: name_rank(&p.instance_types),
         })
     }
 
