@@ -3,6 +3,7 @@
 //! so many unhealthy Nodes that repairing more would be unsafe (upstream's `node.health`
 //! controller, kept in v1.15 as `--legacy-node-repair`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, NodeCondition};
@@ -111,12 +112,57 @@ pub fn allowed_unhealthy(total: usize) -> usize {
     (total * ALLOWED_UNHEALTHY_PERCENT).div_ceil(100)
 }
 
-/// Decides for `node`, whose NodeClaim is labelled with `node_pool` (if any), among `nodes`
-/// (every Node of the cluster) at `now`.
+/// How many Nodes there are, and how many of them are unhealthy, per NodePool (by the Node's
+/// label) and in the whole cluster. Counted once per scan, so each decision is a lookup: counting
+/// per due Node was O(unhealthy × nodes), ~300 k condition checks a scan when a zone of a
+/// 1 000-node cluster goes down.
+#[derive(Debug, Default)]
+pub struct Census {
+    cluster: Count,
+    node_pools: HashMap<String, Count>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Count {
+    nodes: usize,
+    unhealthy: usize,
+}
+
+impl Count {
+    fn add(&mut self, unhealthy: bool) {
+        self.nodes += 1;
+        self.unhealthy += usize::from(unhealthy);
+    }
+}
+
+impl Census {
+    /// Counts `nodes` (every Node of the cluster) under `policies`.
+    pub fn new(nodes: &[Arc<Node>], policies: &[RepairPolicy]) -> Self {
+        let mut census = Census::default();
+        for n in nodes {
+            let bad = is_unhealthy(n, policies);
+            census.cluster.add(bad);
+            if let Some(pool) = n.labels().get(NODE_POOL_LABEL) {
+                census.node_pools.entry(pool.clone()).or_default().add(bad);
+            }
+        }
+        census
+    }
+
+    fn count(&self, node_pool: Option<&str>) -> Count {
+        match node_pool {
+            Some(pool) => self.node_pools.get(pool).copied().unwrap_or_default(),
+            None => self.cluster,
+        }
+    }
+}
+
+/// Decides for `node`, whose NodeClaim is labelled with `node_pool` (if any), at `now`, with
+/// the cluster's Nodes counted in `census`.
 pub fn decide(
     node: &Node,
     node_pool: Option<&str>,
-    nodes: &[Arc<Node>],
+    census: &Census,
     policies: &[RepairPolicy],
     now: Timestamp,
 ) -> Verdict {
@@ -126,26 +172,17 @@ pub fn decide(
     if u.repair_at.is_none_or(|at| now < at) {
         return Verdict::Tolerated(u);
     }
-    let (scope, in_scope): (Scope, Vec<&Arc<Node>>) = match node_pool {
-        Some(pool) => (
-            Scope::NodePool(pool.to_string()),
-            nodes
-                .iter()
-                .filter(|n| n.labels().get(NODE_POOL_LABEL).map(String::as_str) == Some(pool))
-                .collect(),
-        ),
-        None => (Scope::Cluster, nodes.iter().collect()),
+    let scope = match node_pool {
+        Some(pool) => Scope::NodePool(pool.to_string()),
+        None => Scope::Cluster,
     };
-    let unhealthy_nodes = in_scope
-        .iter()
-        .filter(|n| is_unhealthy(n, policies))
-        .count();
-    if unhealthy_nodes > allowed_unhealthy(in_scope.len()) {
+    let count = census.count(node_pool);
+    if count.unhealthy > allowed_unhealthy(count.nodes) {
         return Verdict::Blocked {
             unhealthy: u,
             scope,
-            unhealthy_nodes,
-            nodes: in_scope.len(),
+            unhealthy_nodes: count.unhealthy,
+            nodes: count.nodes,
         };
     }
     Verdict::Repair(u)

@@ -63,7 +63,7 @@ fn not_ready(name: &str, pool: &str) -> Arc<Node> {
 }
 
 fn verdict(n: &Node, pool: Option<&str>, all: &[Arc<Node>], now: &str) -> Verdict {
-    decide(n, pool, all, &policies(), t(now))
+    decide(n, pool, &Census::new(all, &policies()), &policies(), t(now))
 }
 
 #[test]

@@ -85,6 +85,7 @@ async fn pass(ctx: &Context, policies: &[RepairPolicy], seen: &mut Seen, now: Ti
             .node_claim(claim)
             .is_some_and(|c| c.metadata.deletion_timestamp.is_none())
     });
+    let census = health::Census::new(&nodes, policies);
     for node in &nodes {
         let name = node.name_any();
         if seen.blocked.contains_key(&name) {
@@ -101,7 +102,7 @@ async fn pass(ctx: &Context, policies: &[RepairPolicy], seen: &mut Seen, now: Ti
             continue;
         }
         let pool = claim.labels().get(NODE_POOL_LABEL).map(String::as_str);
-        match health::decide(node, pool, &nodes, policies, now) {
+        match health::decide(node, pool, &census, policies, now) {
             Verdict::Healthy | Verdict::Tolerated(_) => {}
             Verdict::Repair(u) => match repair(ctx, node, &claim, &u, now).await {
                 Ok(()) => {
