@@ -23,9 +23,10 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(180);
-/// How long Balanced must leave the fleet alone: many disruption rounds (1 s poll, 2 s
-/// validation pause) after every pod is running.
-const QUIET: Duration = Duration::from_secs(25);
+/// How many disruption rounds Balanced must leave the fleet alone after every pod is running:
+/// a command planned in any of the first 10 would be past its 2 s validation pause (1 s poll)
+/// and visible before the last.
+const QUIET_ROUNDS: u64 = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn balanced_declines_what_when_empty_or_underutilized_takes() -> Result<()> {
@@ -92,9 +93,10 @@ async fn body(env: &Env) -> Result<()> {
     env.wait_running("small", 3).await?;
     let (n_before, price_before) = fleet(env).await?;
 
-    // Balanced: the fleet stays as it is for the whole window.
-    let quiet_until = Instant::now() + QUIET;
-    while Instant::now() < quiet_until {
+    // Balanced: the fleet stays as it is through QUIET_ROUNDS planning rounds.
+    let first_round = env.disruption_rounds();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
         let nodes = env.nodes().await?;
         if nodes.len() != n_before || nodes.iter().any(node_disrupting) {
             bail!(
@@ -107,6 +109,13 @@ async fn body(env: &Env) -> Result<()> {
         }
         if env.node_claims().await?.len() != n_before {
             bail!("Balanced launched a replacement");
+        }
+        let rounds = env.disruption_rounds() - first_round;
+        if rounds >= QUIET_ROUNDS {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {rounds} disruption rounds ran in {DEADLINE:?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
