@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, PodTemplateSpec,
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, PodTemplate,
+    PodTemplateSpec,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -133,12 +134,14 @@ pub struct KarpenterDocument {
 /// Everything `simulate` reads from the user's manifests.
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
-    /// NodePools, Provisioners and NodeClasses, in input order.
+    /// NodePools, Provisioners, NodeClasses, NodeOverlays and CapacityBuffers, in input order.
     pub karpenter: Vec<KarpenterDocument>,
     /// Pods: one per Pod document and one per replica of each workload, in input order.
     /// A pod with `spec.nodeName` is already running on that node. Boxed: a `Pod` is ~2 KB
     /// before any of its content, and growing a vector of 100 000 of them moved ~0.5 GB.
     pub pods: Vec<Sourced<Box<Pod>>>,
+    /// PodTemplates (the shape of CapacityBuffers' virtual pods).
+    pub pod_templates: Vec<Sourced<PodTemplate>>,
     /// DaemonSets: their pods are overhead on every node that accepts them.
     pub daemon_sets: Vec<Sourced<DaemonSet>>,
     /// Existing nodes.
@@ -318,7 +321,8 @@ fn add_document(
     };
     let group = api_version.split_once('/').map_or("", |(g, _)| g);
     match (group, kind.as_str()) {
-        ("karpenter.sh" | "karpenter.k8s.aws" | "karpenter.kwok.sh", _) => {
+        ("karpenter.sh" | "karpenter.k8s.aws" | "karpenter.kwok.sh", _)
+        | ("autoscaling.x-k8s.io", "CapacityBuffer") => {
             m.karpenter.push(KarpenterDocument {
                 source: source.clone(),
                 api_version,
@@ -397,6 +401,10 @@ fn add_document(
         }
         ("apps", "DaemonSet") => m.daemon_sets.push(Sourced {
             origin: origin("spec.template.spec"),
+            object: typed(source, &object, prefix, value)?,
+        }),
+        ("", "PodTemplate") => m.pod_templates.push(Sourced {
+            origin: origin(""),
             object: typed(source, &object, prefix, value)?,
         }),
         ("", "Node") => m.nodes.push(Sourced {
