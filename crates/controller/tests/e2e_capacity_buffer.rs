@@ -1,7 +1,8 @@
 //! CapacityBuffer (feature gate `CapacityBuffer`) on the local control plane: a buffer of one
 //! 1-CPU chunk launches a node with no real pod on it, that node survives disruption rounds
 //! (it is neither empty nor consolidated away) while the buffer exists, and once the buffer is
-//! deleted the node, now empty, is removed.
+//! deleted the node, now empty, is removed; a `percentage` of a Deployment follows its
+//! replicas.
 
 mod common;
 
@@ -9,10 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
 use common::{Env, TIMEOUT, disruption_options, node_disrupting};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PodTemplate, PodTemplateSpec};
-use karpenter_api::autoscaling::{CapacityBuffer, CapacityBufferSpec, LocalObjectRef};
+use karpenter_api::autoscaling::{CapacityBuffer, CapacityBufferSpec, LocalObjectRef, ScalableRef};
 use karpenter_controller::Options;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
 /// Disruption rounds (full evaluations) the buffer's node must survive.
@@ -128,5 +130,83 @@ async fn a_buffer_keeps_an_otherwise_empty_node_until_it_is_deleted() -> Result<
             Ok::<_, anyhow::Error>(env.nodes().await?.is_empty().then_some(()))
         })
         .await?;
+    env.cleanup().await
+}
+
+/// A `scalableRef` buffer at 50% of a Deployment: 2 replicas make 1 chunk, 5 make
+/// ceil(2.5) = 3; the provisioner places every chunk on a node of the pool.
+#[tokio::test]
+async fn a_percentage_of_a_deployment_follows_its_replicas() -> Result<()> {
+    let Some(env) = Env::start_with(options()).await? else {
+        return Ok(());
+    };
+    let ns = env.ns().to_owned();
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &env.deployment("web", 2, "1"))
+        .await?;
+    let buffers: Api<CapacityBuffer> = Api::namespaced(env.client.clone(), &ns);
+    let mut buffer = CapacityBuffer::new(
+        "pct",
+        CapacityBufferSpec {
+            scalable_ref: Some(ScalableRef {
+                api_group: "apps".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+            }),
+            percentage: Some(50),
+            ..CapacityBufferSpec::default()
+        },
+    );
+    buffer.metadata.namespace = Some(ns.clone());
+    buffers.create(&PostParams::default(), &buffer).await?;
+    env.wait_running("web", 2).await?;
+
+    let state = env.controller.context.state.clone();
+    for (replicas, chunks) in [(2, 1usize), (5, 3)] {
+        if replicas != 2 {
+            deployments
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+                )
+                .await?;
+        }
+        env.cluster
+            .wait_for(
+                TIMEOUT,
+                format!(
+                    "{chunks} buffer chunks for {replicas} replicas, placed on the pool's nodes"
+                ),
+                || async {
+                    let b = buffers.get("pct").await?;
+                    let status = b.status.unwrap_or_default();
+                    let nodes: Vec<String> =
+                        env.nodes().await?.iter().map(|n| n.name_any()).collect();
+                    let claims: Vec<String> = env
+                        .node_claims()
+                        .await?
+                        .iter()
+                        .map(|c| c.name_any())
+                        .collect();
+                    let placed = state
+                        .buffer_placements
+                        .get()
+                        .into_iter()
+                        .filter(|(pod, target)| {
+                            pod.starts_with(&format!("{ns}/capacity-buffer:pct:"))
+                                && (nodes.contains(target) || claims.contains(target))
+                        })
+                        .count();
+                    let done = status.replicas == Some(i32::try_from(chunks)?)
+                        && status.pod_template_ref.is_none()
+                        && placed == chunks;
+                    Ok::<_, anyhow::Error>(done.then_some(()))
+                },
+            )
+            .await?;
+    }
+    buffers.delete("pct", &DeleteParams::default()).await?;
     env.cleanup().await
 }

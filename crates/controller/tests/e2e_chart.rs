@@ -212,6 +212,8 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
             None,
         ),
         ("watch", "", "podtemplates", None, None),
+        ("watch", "apps", "replicasets", None, None),
+        ("watch", "apps", "deployments", None, None),
         ("get", "karpenter.kwok.sh", "kwoknodeclasses", None, None),
         ("list", "apps", "daemonsets", None, None),
         ("create", "events.k8s.io", "events", Some("any"), None),

@@ -1,6 +1,7 @@
 //! CapacityBuffers (feature gate `CapacityBuffer`, upstream `pkg/controllers/capacitybuffer`
 //! and `pkg/state/virtualpods`): each buffer is resolved from the cluster state (its
-//! PodTemplate and its size, [`resolve`]) into virtual pods, which
+//! PodTemplate, or the pod template of the Deployment / StatefulSet / ReplicaSet of its
+//! `scalableRef`, and its size, [`resolve`]) into virtual pods, which
 //!
 //! - join the pending pods of every provisioning round (capacity is launched for them; they
 //!   are never bound, nominated or told anything), and the round records where it put them
@@ -19,15 +20,15 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplate, PodTemplateSpec};
 use karpenter_api::autoscaling::{
-    ACTIVE_PROVISIONING_STRATEGY, CapacityBuffer, FAKE_POD_ANNOTATION, desired_replicas,
-    virtual_pods,
+    ACTIVE_PROVISIONING_STRATEGY, CapacityBuffer, FAKE_POD_ANNOTATION, ScalableRef,
+    desired_replicas, virtual_pods,
 };
 use karpenter_api::solver_input::{parse_resources, pod_requests};
 use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 
 use crate::pods::pod_key;
-use crate::state::{ClusterState, Snapshot, StoredPod};
+use crate::state::{BufferStores, ClusterState, Snapshot, StoredPod};
 
 /// Condition reasons on `ReadyForProvisioning` (upstream's, plus two for what this controller
 /// does not do).
@@ -36,10 +37,10 @@ pub mod reason {
     pub const RESOLVED: &str = "Resolved";
     /// The PodTemplate does not exist.
     pub const POD_TEMPLATE_NOT_FOUND: &str = "PodTemplateNotFound";
-    /// No reference, or a template that cannot be read.
+    /// The `scalableRef` workload does not exist.
+    pub const SCALABLE_REF_NOT_FOUND: &str = "ScalableRefNotFound";
+    /// No reference, an unsupported workload kind, or a template that cannot be read.
     pub const RESOLUTION_FAILED: &str = "ResolutionFailed";
-    /// `scalableRef` buffers are not implemented here.
-    pub const SCALABLE_REF_NOT_SUPPORTED: &str = "ScalableRefNotSupported";
     /// A strategy other than active capacity: another autoscaler's business.
     pub const UNSUPPORTED_STRATEGY: &str = "UnsupportedProvisioningStrategy";
 }
@@ -47,8 +48,8 @@ pub mod reason {
 /// A buffer whose virtual pods can be built.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
-    /// The PodTemplate's name.
-    pub template_name: String,
+    /// The PodTemplate's name (None for a `scalableRef` buffer).
+    pub template_name: Option<String>,
     /// Its `metadata.generation`.
     pub template_generation: Option<i64>,
     /// How many chunks.
@@ -73,11 +74,8 @@ fn not_ready(reason: &'static str, message: impl Into<String>) -> NotReady {
     }
 }
 
-/// Resolves a buffer against the PodTemplates of the state: which template, how many chunks.
-pub fn resolve(
-    buffer: &CapacityBuffer,
-    templates: &Store<PodTemplate>,
-) -> Result<Resolved, NotReady> {
+/// Resolves a buffer against the state's stores: which pod template, how many chunks.
+pub fn resolve(buffer: &CapacityBuffer, refs: &BufferStores) -> Result<Resolved, NotReady> {
     if buffer.provisioning_strategy() != ACTIVE_PROVISIONING_STRATEGY {
         return Err(not_ready(
             reason::UNSUPPORTED_STRATEGY,
@@ -88,27 +86,31 @@ pub fn resolve(
         ));
     }
     let spec = &buffer.spec;
-    let Some(template_ref) = &spec.pod_template_ref else {
-        if spec.scalable_ref.is_some() {
-            return Err(not_ready(
-                reason::SCALABLE_REF_NOT_SUPPORTED,
-                "scalableRef buffers are not supported by this controller; use podTemplateRef",
-            ));
-        }
-        return Err(not_ready(
-            reason::RESOLUTION_FAILED,
-            "Neither podTemplateRef nor scalableRef is set",
-        ));
-    };
     let namespace = buffer.namespace().unwrap_or_else(|| "default".into());
-    let key = ObjectRef::<PodTemplate>::new(&template_ref.name).within(&namespace);
-    let Some(template) = templates.get(&key) else {
-        return Err(not_ready(
-            reason::POD_TEMPLATE_NOT_FOUND,
-            format!("podtemplates {:?} not found", template_ref.name),
-        ));
-    };
-    let pod_template = template.template.clone().unwrap_or_default();
+    let (pod_template, template_name, template_generation, scalable_replicas) =
+        match (&spec.pod_template_ref, &spec.scalable_ref) {
+            (Some(r), _) => {
+                let key = ObjectRef::<PodTemplate>::new(&r.name).within(&namespace);
+                let Some(t) = refs.pod_templates.get(&key) else {
+                    return Err(not_ready(
+                        reason::POD_TEMPLATE_NOT_FOUND,
+                        format!("podtemplates {:?} not found", r.name),
+                    ));
+                };
+                let template = t.template.clone().unwrap_or_default();
+                (template, Some(r.name.clone()), t.metadata.generation, None)
+            }
+            (None, Some(r)) => {
+                let (template, replicas) = scalable(r, &namespace, refs)?;
+                (template, None, None, Some(replicas))
+            }
+            (None, None) => {
+                return Err(not_ready(
+                    reason::RESOLUTION_FAILED,
+                    "Neither podTemplateRef nor scalableRef is set",
+                ));
+            }
+        };
     let chunk = Pod {
         metadata: Default::default(),
         spec: pod_template.spec.clone(),
@@ -124,11 +126,60 @@ pub fn resolve(
         .transpose()
         .map_err(|e| not_ready(reason::RESOLUTION_FAILED, e.to_string()))?;
     Ok(Resolved {
-        template_name: template_ref.name.clone(),
-        template_generation: template.metadata.generation,
-        replicas: desired_replicas(spec, None, &requests, limits.as_ref()),
+        template_name,
+        template_generation,
+        replicas: desired_replicas(spec, scalable_replicas, &requests, limits.as_ref()),
         template: pod_template,
     })
+}
+
+/// The pod template and replicas (unset means 1) of a `scalableRef`'s workload: an `apps`
+/// Deployment, StatefulSet or ReplicaSet, as upstream resolves them.
+fn scalable(
+    r: &ScalableRef,
+    namespace: &str,
+    refs: &BufferStores,
+) -> Result<(PodTemplateSpec, i32), NotReady> {
+    if !matches!(r.api_group.as_str(), "" | "apps") {
+        return Err(not_ready(
+            reason::RESOLUTION_FAILED,
+            format!("unsupported scalableRef API group {:?}", r.api_group),
+        ));
+    }
+    let found = match r.kind.as_str() {
+        "Deployment" => refs
+            .deployments
+            .get(&ObjectRef::new(&r.name).within(namespace))
+            .map(|d| d.spec.clone().map(|s| (s.template, s.replicas))),
+        "StatefulSet" => refs
+            .stateful_sets
+            .get(&ObjectRef::new(&r.name).within(namespace))
+            .map(|d| d.spec.clone().map(|s| (s.template, s.replicas))),
+        "ReplicaSet" => refs
+            .replica_sets
+            .get(&ObjectRef::new(&r.name).within(namespace))
+            .map(|d| {
+                d.spec
+                    .clone()
+                    .map(|s| (s.template.unwrap_or_default(), s.replicas))
+            }),
+        other => {
+            return Err(not_ready(
+                reason::RESOLUTION_FAILED,
+                format!("unsupported scalableRef kind {other:?}"),
+            ));
+        }
+    };
+    match found {
+        None => Err(not_ready(
+            reason::SCALABLE_REF_NOT_FOUND,
+            format!("{} {:?} not found", r.kind, r.name),
+        )),
+        Some(spec) => {
+            let (template, replicas) = spec.unwrap_or_default();
+            Ok((template, replicas.unwrap_or(1)))
+        }
+    }
 }
 
 /// Whether a stored pod is a buffer's virtual pod.
@@ -142,12 +193,12 @@ pub fn is_virtual(pod: &StoredPod) -> bool {
 
 /// The virtual pods of every resolved buffer of the state, unbound.
 pub fn pending_virtual_pods(state: &ClusterState) -> Vec<Arc<StoredPod>> {
-    let templates = &state.pod_templates;
+    let refs = &state.buffer_refs;
     state
         .capacity_buffers
         .state()
         .iter()
-        .filter_map(|b| Some((b, resolve(b, templates).ok()?)))
+        .filter_map(|b| Some((b, resolve(b, refs).ok()?)))
         .flat_map(|(b, r)| virtual_pods(b, &r.template, r.replicas))
         .map(|p| Arc::new(StoredPod::from(p)))
         .collect()
@@ -202,16 +253,20 @@ pub fn placed_virtual_pods(state: &ClusterState, snapshot: &Snapshot) -> Vec<Arc
 mod tests {
     use std::collections::BTreeMap;
 
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
     use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use karpenter_api::autoscaling::{CapacityBufferSpec, LocalObjectRef, ScalableRef};
+    use karpenter_api::autoscaling::{CapacityBufferSpec, LocalObjectRef};
     use kube::runtime::reflector;
     use kube::runtime::watcher::Event;
 
     use super::*;
 
-    fn templates(cpu: &str) -> Store<PodTemplate> {
+    /// The stores: PodTemplate `team/chunk` (generation 3) and Deployment `team/web` with 10
+    /// replicas, both with one container requesting `cpu`.
+    fn templates(cpu: &str) -> BufferStores {
         let (reader, mut writer) = reflector::store();
+        let (deployments, mut deployment_writer) = reflector::store();
         let container = Container {
             name: "c".into(),
             resources: Some(ResourceRequirements {
@@ -233,8 +288,70 @@ mod tests {
         t.metadata.name = Some("chunk".into());
         t.metadata.namespace = Some("team".into());
         t.metadata.generation = Some(3);
+        let mut d = Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(10),
+                template: t.template.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        d.metadata.name = Some("web".into());
+        d.metadata.namespace = Some("team".into());
         writer.apply_watcher_event(&Event::Apply(t));
-        reader
+        deployment_writer.apply_watcher_event(&Event::Apply(d));
+        BufferStores {
+            pod_templates: reader,
+            deployments,
+            ..BufferStores::empty()
+        }
+    }
+
+    fn scalable_spec(kind: &str, name: &str) -> Option<ScalableRef> {
+        Some(ScalableRef {
+            api_group: "apps".into(),
+            kind: kind.into(),
+            name: name.into(),
+        })
+    }
+
+    #[test]
+    fn a_scalable_buffer_takes_a_percentage_of_its_workload() {
+        // 20% of the Deployment's 10 replicas = 2; with replicas 5 as well, upstream takes the
+        // larger, 5.
+        let pct = buffer(CapacityBufferSpec {
+            scalable_ref: scalable_spec("Deployment", "web"),
+            percentage: Some(20),
+            ..Default::default()
+        });
+        let stores = templates("1");
+        let r = resolve(&pct, &stores).unwrap();
+        assert_eq!((r.replicas, r.template_name), (2, None));
+        let both = buffer(CapacityBufferSpec {
+            scalable_ref: scalable_spec("Deployment", "web"),
+            percentage: Some(20),
+            replicas: Some(5),
+            ..Default::default()
+        });
+        assert_eq!(resolve(&both, &stores).unwrap().replicas, 5);
+        let missing = buffer(CapacityBufferSpec {
+            scalable_ref: scalable_spec("StatefulSet", "web"),
+            replicas: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(
+            resolve(&missing, &stores).unwrap_err().reason,
+            reason::SCALABLE_REF_NOT_FOUND
+        );
+        let job = buffer(CapacityBufferSpec {
+            scalable_ref: scalable_spec("Job", "web"),
+            replicas: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(
+            resolve(&job, &stores).unwrap_err().reason,
+            reason::RESOLUTION_FAILED
+        );
     }
 
     fn buffer(spec: CapacityBufferSpec) -> CapacityBuffer {
@@ -258,8 +375,12 @@ mod tests {
         });
         let r = resolve(&b, &templates("1")).unwrap();
         assert_eq!(
-            (r.template_name.as_str(), r.template_generation, r.replicas),
-            ("chunk", Some(3), 2)
+            (
+                r.template_name.as_deref(),
+                r.template_generation,
+                r.replicas
+            ),
+            (Some("chunk"), Some(3), 2)
         );
     }
 
@@ -292,15 +413,6 @@ mod tests {
             b.metadata.namespace = Some("elsewhere".into());
             b
         };
-        let scalable = buffer(CapacityBufferSpec {
-            scalable_ref: Some(ScalableRef {
-                api_group: "apps".into(),
-                kind: "Deployment".into(),
-                name: "web".into(),
-            }),
-            replicas: Some(1),
-            ..Default::default()
-        });
         let passive = buffer(CapacityBufferSpec {
             pod_template_ref: template_ref(),
             replicas: Some(1),
@@ -311,7 +423,6 @@ mod tests {
         let reason_of = |b: &CapacityBuffer| resolve(b, &store).unwrap_err().reason;
         assert_eq!(reason_of(&missing), reason::POD_TEMPLATE_NOT_FOUND);
         assert_eq!(reason_of(&other_ns), reason::POD_TEMPLATE_NOT_FOUND);
-        assert_eq!(reason_of(&scalable), reason::SCALABLE_REF_NOT_SUPPORTED);
         assert_eq!(reason_of(&passive), reason::UNSUPPORTED_STRATEGY);
         assert_eq!(
             reason_of(&buffer(CapacityBufferSpec::default())),

@@ -54,9 +54,10 @@ pub fn desired_status(
     next.provisioning_strategy = Some(buffer.provisioning_strategy().to_owned());
     let (status, why, message) = match resolved {
         Ok(r) => {
-            next.pod_template_ref = Some(LocalObjectRef {
-                name: r.template_name.clone(),
-            });
+            next.pod_template_ref = r
+                .template_name
+                .as_ref()
+                .map(|name| LocalObjectRef { name: name.clone() });
             next.pod_template_generation = r.template_generation;
             next.replicas = Some(r.replicas);
             (
@@ -86,7 +87,7 @@ pub fn desired_status(
 }
 
 async fn write(ctx: &Context, buffer: &CapacityBuffer) {
-    let resolved = resolve(buffer, &ctx.state.pod_templates);
+    let resolved = resolve(buffer, &ctx.state.buffer_refs);
     let Some(status) = desired_status(buffer, &resolved, Timestamp::now()) else {
         return;
     };
@@ -132,7 +133,7 @@ mod tests {
     fn the_status_is_written_once_and_cleared_on_failure() {
         let b = CapacityBuffer::new("spare", CapacityBufferSpec::default());
         let ok: Result<Resolved, NotReady> = Ok(Resolved {
-            template_name: "chunk".into(),
+            template_name: Some("chunk".into()),
             template_generation: Some(2),
             replicas: 3,
             template: PodTemplateSpec::default(),

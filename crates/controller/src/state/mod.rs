@@ -1,7 +1,7 @@
 //! Cluster state: one watch per kind (Pods, Nodes, NodePools, NodeClaims, DaemonSets,
 //! Namespaces, PersistentVolumeClaims, PersistentVolumes, StorageClasses,
 //! PodDisruptionBudgets, legacy Provisioners, NodeOverlays with the `NodeOverlay` gate, and
-//! CapacityBuffers and PodTemplates with the `CapacityBuffer` gate), each object stored once (trimmed of what no
+//! CapacityBuffers with what they refer to with the `CapacityBuffer` gate), each object stored once (trimmed of what no
 //! loop reads), indexed, and shared by every loop: they read it and write the API, never poll
 //! it for what the state holds.
 //!
@@ -28,12 +28,10 @@ pub mod watch;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
-pub use buffers::BufferPlacements;
+pub use buffers::{BufferPlacements, BufferStores};
 use futures::Stream;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodTemplate,
-};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use karpenter_api::autoscaling::CapacityBuffer;
@@ -122,8 +120,9 @@ pub struct ClusterState {
     node_overlay_changes: tokio::sync::watch::Sender<u64>,
     /// All CapacityBuffers (empty unless started with them).
     pub capacity_buffers: Store<CapacityBuffer>,
-    /// All PodTemplates (empty unless started with CapacityBuffers).
-    pub pod_templates: Store<PodTemplate>,
+    /// What buffers refer to: PodTemplates, Deployments, StatefulSets, ReplicaSets (empty
+    /// unless started with CapacityBuffers).
+    pub buffer_refs: BufferStores,
     /// Where the last provisioning round placed each buffer's virtual pods.
     pub buffer_placements: BufferPlacements,
     buffer_changes: tokio::sync::watch::Sender<u64>,
@@ -227,11 +226,10 @@ impl ClusterState {
             reflector::store().0
         };
         let (buffer_changes, _) = tokio::sync::watch::channel(0);
-        let (buffer_store, template_store) = if capacity_buffers {
+        let buffer_refs = if capacity_buffers {
             buffers::watch(client, &gate, &mut tasks, &buffer_changes, &triggers)
         } else {
-            // Never written: no buffers.
-            (reflector::store().0, reflector::store().0)
+            BufferStores::empty()
         };
         let state = Self {
             pods,
@@ -249,8 +247,8 @@ impl ClusterState {
             pod_disruption_budgets: plain(client, &gate, &mut tasks),
             node_overlays: overlay_store,
             node_overlay_changes,
-            capacity_buffers: buffer_store,
-            pod_templates: template_store,
+            capacity_buffers: buffer_refs.buffers.clone(),
+            buffer_refs,
             buffer_placements: BufferPlacements::default(),
             buffer_changes,
             indexes,
