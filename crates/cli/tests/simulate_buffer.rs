@@ -94,3 +94,24 @@ fn an_invalid_buffer_is_an_error_naming_the_rule() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_percentage_of_a_deployment_of_the_input() -> TestResult {
+    // 50% of 3 replicas = 1.5, rounded up: 2 chunks shaped like the Deployment's pods.
+    let deployment = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: team}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: c\n        resources: {requests: {cpu: \"1\", memory: 1Gi}}\n";
+    let p = plan(&format!(
+        "{deployment}{}",
+        buffer("  scalableRef: {apiGroup: apps, kind: Deployment, name: web}\n  percentage: 50\n")
+    ))?;
+    assert_eq!(
+        strings(&p["bufferPods"]),
+        [
+            "team/capacity-buffer:spare:1",
+            "team/capacity-buffer:spare:2"
+        ],
+        "{p:#}"
+    );
+    // The Deployment's 3 pods and the 2 chunks.
+    assert_eq!(p["summary"]["pods"], 5, "{p:#}");
+    Ok(())
+}

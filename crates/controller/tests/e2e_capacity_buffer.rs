@@ -17,6 +17,10 @@ use karpenter_controller::Options;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
+/// Each test's controller acts on the whole cluster: side by side, each would provision for the
+/// other's buffer and, not knowing where the other placed it, find the other's node empty.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Disruption rounds (full evaluations) the buffer's node must survive.
 const ROUNDS: u64 = 5;
 
@@ -29,6 +33,7 @@ fn options() -> Options {
 
 #[tokio::test]
 async fn a_buffer_keeps_an_otherwise_empty_node_until_it_is_deleted() -> Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let Some(env) = Env::start_with(options()).await? else {
         return Ok(());
     };
@@ -137,6 +142,7 @@ async fn a_buffer_keeps_an_otherwise_empty_node_until_it_is_deleted() -> Result<
 /// ceil(2.5) = 3; the provisioner places every chunk on a node of the pool.
 #[tokio::test]
 async fn a_percentage_of_a_deployment_follows_its_replicas() -> Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let Some(env) = Env::start_with(options()).await? else {
         return Ok(());
     };

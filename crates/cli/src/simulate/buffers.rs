@@ -1,8 +1,8 @@
 //! CapacityBuffers in the input: each adds its virtual pods (named `capacity-buffer:<buffer>:<i>`)
 //! to the pending pods, shaped by the PodTemplate it names, as the controller does with the
 //! `CapacityBuffer` gate (simulate has no feature gates: the user gave the buffers). The report
-//! lists them as buffer pods. `scalableRef` buffers are skipped with a warning, as in the
-//! controller.
+//! lists them as buffer pods. A `scalableRef` names a Deployment, StatefulSet or ReplicaSet of
+//! the input (its template; `percentage` of its replicas).
 
 use k8s_openapi::api::core::v1::Pod;
 use karpenter_api::autoscaling::{ACTIVE_PROVISIONING_STRATEGY, desired_replicas, virtual_pods};
@@ -48,27 +48,48 @@ pub fn expand(
             ));
             continue;
         }
-        let Some(template_ref) = &buffer.spec.pod_template_ref else {
-            warnings.push(format!(
-                "{what}: skipped: only podTemplateRef buffers are supported"
-            ));
-            continue;
+        let found = match (&buffer.spec.pod_template_ref, &buffer.spec.scalable_ref) {
+            (Some(r), _) => manifests
+                .pod_templates
+                .iter()
+                .find(|t| {
+                    t.object.metadata.name.as_deref() == Some(r.name.as_str())
+                        && t.object.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                })
+                .map(|t| {
+                    let origin = Origin {
+                        spec_path: format!("{}template.spec", t.origin.prefix),
+                        ..t.origin.clone()
+                    };
+                    (t.object.template.clone().unwrap_or_default(), None, origin)
+                })
+                .ok_or(format!("PodTemplate {namespace}/{}", r.name)),
+            (None, Some(r)) => manifests
+                .scalables
+                .iter()
+                .find(|w| {
+                    matches!(r.api_group.as_str(), "" | "apps")
+                        && w.object.kind == r.kind
+                        && w.object.name == r.name
+                        && w.object.namespace == namespace
+                })
+                .map(|w| {
+                    let origin = Origin {
+                        spec_path: format!("{}spec.template.spec", w.origin.prefix),
+                        ..w.origin.clone()
+                    };
+                    (w.object.template.clone(), Some(w.object.replicas), origin)
+                })
+                .ok_or(format!("{} {namespace}/{}", r.kind, r.name)),
+            (None, None) => Err("a podTemplateRef or scalableRef".to_owned()),
         };
-        let Some(template) = manifests.pod_templates.iter().find(|t| {
-            t.object.metadata.name.as_deref() == Some(template_ref.name.as_str())
-                && t.object.metadata.namespace.as_deref().unwrap_or("default") == namespace
-        }) else {
-            warnings.push(format!(
-                "{what}: skipped: PodTemplate {namespace}/{} is not in the input",
-                template_ref.name
-            ));
-            continue;
+        let (spec, scalable_replicas, origin) = match found {
+            Ok(f) => f,
+            Err(missing) => {
+                warnings.push(format!("{what}: skipped: {missing} is not in the input"));
+                continue;
+            }
         };
-        let origin = Origin {
-            spec_path: format!("{}template.spec", template.origin.prefix),
-            ..template.origin.clone()
-        };
-        let spec = template.object.template.clone().unwrap_or_default();
         let chunk = Pod {
             spec: spec.spec.clone(),
             ..Pod::default()
@@ -86,7 +107,8 @@ pub fn expand(
                 source_doc: doc.source.clone(),
                 message: e.to_string(),
             })?;
-        let replicas = desired_replicas(&buffer.spec, None, &requests, limits.as_ref());
+        let replicas =
+            desired_replicas(&buffer.spec, scalable_replicas, &requests, limits.as_ref());
         for pod in virtual_pods(&buffer, &spec, replicas) {
             added.push(format!(
                 "{namespace}/{}",

@@ -131,6 +131,21 @@ pub struct KarpenterDocument {
     pub value: Value,
 }
 
+/// A workload a CapacityBuffer's `scalableRef` may name.
+#[derive(Clone, Debug)]
+pub struct Scalable {
+    /// `Deployment`, `StatefulSet` or `ReplicaSet` (all `apps`).
+    pub kind: &'static str,
+    /// Namespace (`default` when unset).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The pod template.
+    pub template: PodTemplateSpec,
+    /// `spec.replicas` (unset: 1).
+    pub replicas: i32,
+}
+
 /// Everything `simulate` reads from the user's manifests.
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
@@ -142,6 +157,9 @@ pub struct Manifests {
     pub pods: Vec<Sourced<Box<Pod>>>,
     /// PodTemplates (the shape of CapacityBuffers' virtual pods).
     pub pod_templates: Vec<Sourced<PodTemplate>>,
+    /// Deployments, StatefulSets and ReplicaSets as CapacityBuffers' `scalableRef`s see them
+    /// (their pods are in `pods`).
+    pub scalables: Vec<Sourced<Scalable>>,
     /// DaemonSets: their pods are overhead on every node that accepts them.
     pub daemon_sets: Vec<Sourced<DaemonSet>>,
     /// Existing nodes.
@@ -354,6 +372,14 @@ fn add_document(
             let d: Deployment = typed(source, &object, prefix, value)?;
             let spec = d.spec.unwrap_or_default();
             let replicas = spec.replicas.unwrap_or(1);
+            scalable(
+                m,
+                origin(""),
+                "Deployment",
+                &d.metadata,
+                &spec.template,
+                replicas,
+            );
             expand(
                 m,
                 origin("spec.template.spec"),
@@ -366,6 +392,14 @@ fn add_document(
             let s: StatefulSet = typed(source, &object, prefix, value)?;
             let spec = s.spec.unwrap_or_default();
             let replicas = spec.replicas.unwrap_or(1);
+            scalable(
+                m,
+                origin(""),
+                "StatefulSet",
+                &s.metadata,
+                &spec.template,
+                replicas,
+            );
             expand(
                 m,
                 origin("spec.template.spec"),
@@ -379,6 +413,14 @@ fn add_document(
             let spec = r.spec.unwrap_or_default();
             let template = spec.template.unwrap_or_default();
             let replicas = spec.replicas.unwrap_or(1);
+            scalable(
+                m,
+                origin(""),
+                "ReplicaSet",
+                &r.metadata,
+                &template,
+                replicas,
+            );
             expand(
                 m,
                 origin("spec.template.spec"),
@@ -506,6 +548,27 @@ fn typed<T: DeserializeOwned>(
 }
 
 /// Turns a workload into `replicas` pods named `<workload>-<i>` in the workload's namespace.
+/// Records a workload for CapacityBuffers' `scalableRef`s.
+fn scalable(
+    m: &mut Manifests,
+    origin: Origin,
+    kind: &'static str,
+    meta: &ObjectMeta,
+    template: &PodTemplateSpec,
+    replicas: i32,
+) {
+    m.scalables.push(Sourced {
+        origin,
+        object: Scalable {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: meta.name.clone().unwrap_or_default(),
+            template: template.clone(),
+            replicas,
+        },
+    });
+}
+
 fn expand(
     m: &mut Manifests,
     origin: Origin,

@@ -53,6 +53,7 @@ use inflight::Created;
 pub use sync::NotSynced;
 use sync::{KindSync, SyncGate};
 use watch::FanOut;
+use watch::{Served, served};
 
 /// Why the provisioner was woken.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -590,29 +591,5 @@ async fn serves_provisioners(client: &Client) -> bool {
             );
             false
         }
-    }
-}
-
-/// Whether the API server serves an optional kind (a CRD that may not be installed) to us.
-pub(super) enum Served {
-    /// Listed, or an error other than "not found" and "forbidden": a flaky API server must
-    /// not make a loop skip the kind.
-    Yes,
-    /// The kind is not served (no CRD).
-    NotFound,
-    /// RBAC does not allow listing it.
-    Forbidden,
-}
-
-/// Lists one object of `K` to see whether it is [`Served`].
-pub(super) async fn served<K>(client: &Client) -> Served
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let api = Api::<K>::all(client.clone());
-    match api.list(&kube::api::ListParams::default().limit(1)).await {
-        Err(kube::Error::Api(e)) if e.code == 404 => Served::NotFound,
-        Err(kube::Error::Api(e)) if e.code == 403 => Served::Forbidden,
-        _ => Served::Yes,
     }
 }
