@@ -5,6 +5,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
+use crate::autoscaling::CapacityBuffer;
 use crate::ec2::EC2NodeClass;
 use crate::kwok::KWOKNodeClass;
 use crate::v1::{NodeClaim, NodePool};
@@ -13,7 +14,7 @@ use crate::v1alpha5::Provisioner;
 
 /// Every CRD karpenter-rs serves, in a fixed order: NodePool, NodeClaim, KWOKNodeClass,
 /// EC2NodeClass, Provisioner (v1alpha5, so clusters that still hold Provisioners can store
-/// them), NodeOverlay (v1alpha1).
+/// them), NodeOverlay (v1alpha1), CapacityBuffer (`autoscaling.x-k8s.io/v1beta1`, namespaced).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
         NodePool::crd(),
@@ -22,6 +23,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         EC2NodeClass::crd(),
         Provisioner::crd(),
         NodeOverlay::crd(),
+        CapacityBuffer::crd(),
     ];
     for crd in &mut crds {
         let spec_optional = crd.spec.names.kind == "KWOKNodeClass";

@@ -1,9 +1,10 @@
 //! Kubernetes API types for karpenter-rs: `karpenter.sh/v1` NodePool and NodeClaim, the legacy
 //! `karpenter.sh/v1alpha5` Provisioner (converted on read, [`conversion`]), the provider
 //! NodeClasses ([`kwok::KWOKNodeClass`], [`ec2::EC2NodeClass`]), the CRD manifests
-//! ([`all_crds`], [`crds_yaml`]) and validation ([`validation`]) that mirrors the CRDs' CEL
+//! ([`all_crds`], [`crds_yaml`]), the `autoscaling.x-k8s.io` CapacityBuffer ([`autoscaling`]) and validation ([`validation`]) that mirrors the CRDs' CEL
 //! rules for objects that never reach an apiserver.
 
+pub mod autoscaling;
 pub mod conversion;
 pub mod crds;
 pub mod ec2;

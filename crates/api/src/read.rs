@@ -9,6 +9,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::autoscaling::{self, CapacityBuffer};
 use crate::ec2::EC2NodeClass;
 use crate::kwok::KWOKNodeClass;
 use crate::v1::{NodeClaim, NodePool};
@@ -31,6 +32,8 @@ pub enum KarpenterObject {
     Provisioner(Box<Provisioner>),
     /// `karpenter.sh/v1alpha1` NodeOverlay.
     NodeOverlay(Box<NodeOverlay>),
+    /// `autoscaling.x-k8s.io/v1beta1` CapacityBuffer.
+    CapacityBuffer(Box<CapacityBuffer>),
 }
 
 impl KarpenterObject {
@@ -43,6 +46,7 @@ impl KarpenterObject {
             Self::KWOKNodeClass(_) => "KWOKNodeClass",
             Self::Provisioner(_) => "Provisioner",
             Self::NodeOverlay(_) => "NodeOverlay",
+            Self::CapacityBuffer(_) => "CapacityBuffer",
         }
     }
 
@@ -55,6 +59,7 @@ impl KarpenterObject {
             Self::KWOKNodeClass(o) => &o.metadata,
             Self::Provisioner(o) => &o.metadata,
             Self::NodeOverlay(o) => &o.metadata,
+            Self::CapacityBuffer(o) => &o.metadata,
         };
         meta.name.as_deref().unwrap_or("")
     }
@@ -68,6 +73,7 @@ impl KarpenterObject {
             Self::KWOKNodeClass(o) => validation::validate_kwok_node_class(o),
             Self::Provisioner(o) => validation::validate_provisioner(o),
             Self::NodeOverlay(o) => v1alpha1::validate_node_overlay(o),
+            Self::CapacityBuffer(o) => autoscaling::validate_capacity_buffer(o),
         }
     }
 
@@ -80,6 +86,7 @@ impl KarpenterObject {
             Self::KWOKNodeClass(o) => serde_json::to_value(o),
             Self::Provisioner(o) => serde_json::to_value(o),
             Self::NodeOverlay(o) => serde_json::to_value(o),
+            Self::CapacityBuffer(o) => serde_json::to_value(o),
         }
     }
 }
@@ -216,6 +223,9 @@ pub fn object_from_value(value: Value) -> Result<Option<KarpenterObject>, Object
         }
         ("karpenter.sh/v1alpha1", "NodeOverlay") => {
             KarpenterObject::NodeOverlay(Box::new(decode(value, &kind, &name)?))
+        }
+        ("autoscaling.x-k8s.io/v1beta1", "CapacityBuffer") => {
+            KarpenterObject::CapacityBuffer(Box::new(decode(value, &kind, &name)?))
         }
         (v, "NodePool" | "NodeClaim" | "Provisioner" | "Machine" | "AWSNodeTemplate")
             if v.starts_with("karpenter.sh/") || v.starts_with("karpenter.k8s.aws/") =>

@@ -44,7 +44,7 @@ fn crds_yaml_is_deterministic_and_parses_back() {
     let b = karpenter_api::crds_yaml().expect("yaml");
     assert_eq!(a, b);
     let docs: Vec<Value> = serde_saphyr::from_multiple(&a).expect("parse back");
-    assert_eq!(docs.len(), 6);
+    assert_eq!(docs.len(), 7);
     let names: Vec<&str> = docs
         .iter()
         .filter_map(|d| d.pointer("/metadata/name").and_then(Value::as_str))
@@ -57,11 +57,18 @@ fn crds_yaml_is_deterministic_and_parses_back() {
             "kwoknodeclasses.karpenter.kwok.sh",
             "ec2nodeclasses.karpenter.k8s.aws",
             "provisioners.karpenter.sh",
-            "nodeoverlays.karpenter.sh"
+            "nodeoverlays.karpenter.sh",
+            "capacitybuffers.autoscaling.x-k8s.io"
         ]
     );
+    // Karpenter's own kinds are cluster-scoped; CapacityBuffers live next to their workloads.
     for d in &docs {
-        assert_eq!(d.pointer("/spec/scope"), Some(&Value::from("Cluster")));
+        let want = if d.pointer("/spec/names/kind") == Some(&Value::from("CapacityBuffer")) {
+            "Namespaced"
+        } else {
+            "Cluster"
+        };
+        assert_eq!(d.pointer("/spec/scope"), Some(&Value::from(want)));
     }
 }
 

@@ -46,6 +46,11 @@ fn typed_validate_cel(doc: &Value) -> Option<Result<(), String>> {
         "NodeOverlay" => serde_json::from_value::<karpenter_api::v1alpha1::NodeOverlay>(obj)
             .ok()?
             .validate_cel(),
+        "CapacityBuffer" => {
+            serde_json::from_value::<karpenter_api::autoscaling::CapacityBuffer>(obj)
+                .ok()?
+                .validate_cel()
+        }
         _ => return None,
     };
     Some(result.map_err(|e| e.to_string()))

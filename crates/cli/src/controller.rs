@@ -198,6 +198,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         node_repair: args.feature_gates.node_repair,
         reserved_capacity: args.feature_gates.reserved_capacity,
         static_capacity: args.feature_gates.static_capacity,
+        capacity_buffer: args.feature_gates.capacity_buffer,
         ..Options::default()
     };
     let client = clients.client.clone();

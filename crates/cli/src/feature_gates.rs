@@ -14,6 +14,9 @@ pub struct FeatureGates {
     pub reserved_capacity: bool,
     /// `StaticCapacity`: static NodePools (`spec.replicas`) are kept at their size.
     pub static_capacity: bool,
+    /// `CapacityBuffer`: CapacityBuffers (`autoscaling.x-k8s.io`) keep room for placeholder
+    /// pods.
+    pub capacity_buffer: bool,
 }
 
 impl Default for FeatureGates {
@@ -25,23 +28,26 @@ impl Default for FeatureGates {
             node_repair: false,
             reserved_capacity: true,
             static_capacity: false,
+            capacity_buffer: false,
         }
     }
 }
 
 /// The gates this controller implements.
-const IMPLEMENTED_GATES: [&str; 5] = [
+const IMPLEMENTED_GATES: [&str; 6] = [
     "SpotToSpotConsolidation",
     "NodeOverlay",
     "NodeRepair",
     "ReservedCapacity",
     "StaticCapacity",
+    "CapacityBuffer",
 ];
 
 /// Upstream's gates that this controller does not implement, with their upstream defaults:
 /// naming one at its default is accepted (charts set them all), anything else is an error, so
 /// a gate never silently does nothing.
-const UNIMPLEMENTED_GATES: [(&str, bool); 1] = [("CapacityBuffer", false)];
+/// (Every gate of upstream v1.15 is implemented now; the check stays for the next one.)
+const UNIMPLEMENTED_GATES: [(&str, bool); 0] = [];
 
 /// Parses `Name=bool,Name=bool` (spaces around items allowed, empty items skipped); an
 /// unknown gate, a value other than `true`/`false`, or an unimplemented gate away from its
@@ -72,6 +78,8 @@ pub fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
             gates.reserved_capacity = on;
         } else if name == "StaticCapacity" {
             gates.static_capacity = on;
+        } else if name == "CapacityBuffer" {
+            gates.capacity_buffer = on;
         } else if let Some((_, default)) = UNIMPLEMENTED_GATES.iter().find(|(g, _)| *g == name) {
             if on != *default {
                 return Err(format!(
@@ -80,9 +88,8 @@ pub fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
             }
         } else {
             return Err(format!(
-                "unknown feature gate {name:?} (known: {}, {})",
-                IMPLEMENTED_GATES.join(", "),
-                UNIMPLEMENTED_GATES.map(|(g, _)| g).join(", ")
+                "unknown feature gate {name:?} (known: {})",
+                IMPLEMENTED_GATES.join(", ")
             ));
         }
     }
@@ -148,6 +155,13 @@ mod tests {
             })
         );
         assert_eq!(
+            parse_feature_gates("CapacityBuffer=true"),
+            Ok(FeatureGates {
+                capacity_buffer: true,
+                ..FeatureGates::default()
+            })
+        );
+        assert_eq!(
             parse_feature_gates("StaticCapacity=true,StaticCapacity=false"),
             Ok(FeatureGates::default())
         );
@@ -183,7 +197,7 @@ mod tests {
         let err = |s: &str| parse_feature_gates(s).err().unwrap_or_default();
         assert!(err("SpotToSpot=true").contains("\"SpotToSpot\""));
         assert!(err("StaticCapacity=maybe").contains("StaticCapacity"));
-        assert!(err("CapacityBuffer=true").contains("CapacityBuffer"));
+        assert!(err("CapacityBuffer=maybe").contains("CapacityBuffer"));
         assert!(err("NodeRepair=maybe").contains("NodeRepair"));
         assert!(err("ReservedCapacity=maybe").contains("ReservedCapacity"));
         assert!(err("SpotToSpotConsolidation=yes").contains("SpotToSpotConsolidation"));

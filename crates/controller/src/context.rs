@@ -64,6 +64,10 @@ pub struct Options {
     /// `StaticCapacity`, off by default). Off, static NodePools are left alone: nothing is
     /// launched for them, by the static loop or for pending pods, as upstream.
     pub static_capacity: bool,
+    /// Keep room for CapacityBuffers' virtual pods (upstream feature gate `CapacityBuffer`,
+    /// off by default): buffers are watched and resolved, their virtual pods join every
+    /// provisioning round, and nodes holding them are neither empty nor consolidated away.
+    pub capacity_buffer: bool,
     /// How often the static loop looks at the static NodePools (it also wakes on NodeClaim
     /// changes).
     pub static_poll_period: Duration,
@@ -97,6 +101,7 @@ impl Default for Options {
             node_repair: false,
             reserved_capacity: true,
             static_capacity: false,
+            capacity_buffer: false,
             static_poll_period: Duration::from_secs(10),
             repair_poll_period: Duration::from_secs(10),
             repair_blocked_retry: Duration::from_secs(5 * 60),

@@ -9,6 +9,7 @@
 //! acts at once.
 
 pub mod backoff;
+pub mod capacitybuffer;
 pub mod context;
 pub mod disruption;
 pub mod drift;
@@ -113,8 +114,12 @@ pub fn start(
         metrics.clone(),
     ));
     let (tx, rx) = unbounded_channel();
-    let (state, state_tasks) =
-        state::ClusterState::start(&clients.client, tx.clone(), options.node_overlay);
+    let (state, state_tasks) = state::ClusterState::start(
+        &clients.client,
+        tx.clone(),
+        options.node_overlay,
+        options.capacity_buffer,
+    );
     let mut tasks = Tasks::default();
     for t in state_tasks {
         tasks.push(t);
@@ -204,6 +209,12 @@ async fn supervise(
             writers.push(spawn_as(
                 "nodeoverlay.controller",
                 nodeoverlay::status::run(ctx.clone()),
+            ));
+        }
+        if ctx.options.capacity_buffer {
+            writers.push(spawn_as(
+                "capacitybuffer",
+                capacitybuffer::status::run(ctx.clone()),
             ));
         }
         if ctx.options.static_capacity {

@@ -94,6 +94,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
             "settings.featureGates.nodeOverlay=true",
             "settings.featureGates.nodeRepair=true",
             "settings.featureGates.staticCapacity=true",
+            "settings.featureGates.capacityBuffer=true",
         ],
     )?;
     let env = aws
@@ -117,7 +118,8 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
     assert_eq!(
         env_value("FEATURE_GATES"),
         Some(
-            "SpotToSpotConsolidation=false,NodeOverlay=true,NodeRepair=true,StaticCapacity=true"
+            "SpotToSpotConsolidation=false,NodeOverlay=true,NodeRepair=true,StaticCapacity=true,\
+             CapacityBuffer=true"
                 .into()
         )
     );
@@ -195,6 +197,23 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
         ("watch", "karpenter.sh", "provisioners", None, None),
         ("watch", "karpenter.sh", "nodeoverlays", None, None),
         ("patch", "karpenter.sh", "nodeoverlays/status", None, None),
+        (
+            "watch",
+            "autoscaling.x-k8s.io",
+            "capacitybuffers",
+            None,
+            None,
+        ),
+        (
+            "patch",
+            "autoscaling.x-k8s.io",
+            "capacitybuffers/status",
+            None,
+            None,
+        ),
+        ("watch", "", "podtemplates", None, None),
+        ("watch", "apps", "replicasets", None, None),
+        ("watch", "apps", "deployments", None, None),
         ("get", "karpenter.kwok.sh", "kwoknodeclasses", None, None),
         ("list", "apps", "daemonsets", None, None),
         ("create", "events.k8s.io", "events", Some("any"), None),
@@ -220,6 +239,14 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
         ("update", "karpenter.sh", "provisioners", None, None),
         ("patch", "karpenter.sh", "nodeoverlays", None, None),
         ("delete", "karpenter.sh", "nodeoverlays", None, None),
+        (
+            "patch",
+            "autoscaling.x-k8s.io",
+            "capacitybuffers",
+            None,
+            None,
+        ),
+        ("create", "", "podtemplates", Some("any"), None),
         ("get", "", "secrets", Some(ns), None),
         ("update", "", "nodes", None, None),
         ("create", "", "pods", Some("any"), None),

@@ -342,10 +342,14 @@ async fn every_invalid_fixture_of_the_api_crate_is_rejected_by_the_api_server() 
             .find(|c| c.spec.group == group && c.spec.names.kind == kind)
             .with_context(|| format!("{label}: no CRD serves {api_version} {kind}"))?;
         let gvk = GroupVersionKind::gvk(group, version, &kind);
-        let api: Api<DynamicObject> = Api::all_with(
-            cluster.client(),
-            &ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural),
-        );
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
+        // CapacityBuffers are namespaced; the fixtures say where (or mean `default`).
+        let api: Api<DynamicObject> = if crd.spec.scope == "Namespaced" {
+            let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
+            Api::namespaced_with(cluster.client(), ns, &resource)
+        } else {
+            Api::all_with(cluster.client(), &resource)
+        };
         // Fixtures share names ("bad"): make each unique so one accepted by mistake cannot
         // turn the next into a 409.
         let name = unique_name("fixture");

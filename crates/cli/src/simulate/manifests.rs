@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, PodTemplateSpec,
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, PodTemplate,
+    PodTemplateSpec,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -130,15 +131,35 @@ pub struct KarpenterDocument {
     pub value: Value,
 }
 
+/// A workload a CapacityBuffer's `scalableRef` may name.
+#[derive(Clone, Debug)]
+pub struct Scalable {
+    /// `Deployment`, `StatefulSet` or `ReplicaSet` (all `apps`).
+    pub kind: &'static str,
+    /// Namespace (`default` when unset).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The pod template.
+    pub template: PodTemplateSpec,
+    /// `spec.replicas` (unset: 1).
+    pub replicas: i32,
+}
+
 /// Everything `simulate` reads from the user's manifests.
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
-    /// NodePools, Provisioners and NodeClasses, in input order.
+    /// NodePools, Provisioners, NodeClasses, NodeOverlays and CapacityBuffers, in input order.
     pub karpenter: Vec<KarpenterDocument>,
     /// Pods: one per Pod document and one per replica of each workload, in input order.
     /// A pod with `spec.nodeName` is already running on that node. Boxed: a `Pod` is ~2 KB
     /// before any of its content, and growing a vector of 100 000 of them moved ~0.5 GB.
     pub pods: Vec<Sourced<Box<Pod>>>,
+    /// PodTemplates (the shape of CapacityBuffers' virtual pods).
+    pub pod_templates: Vec<Sourced<PodTemplate>>,
+    /// Deployments, StatefulSets and ReplicaSets as CapacityBuffers' `scalableRef`s see them
+    /// (their pods are in `pods`).
+    pub scalables: Vec<Sourced<Scalable>>,
     /// DaemonSets: their pods are overhead on every node that accepts them.
     pub daemon_sets: Vec<Sourced<DaemonSet>>,
     /// Existing nodes.
@@ -318,7 +339,8 @@ fn add_document(
     };
     let group = api_version.split_once('/').map_or("", |(g, _)| g);
     match (group, kind.as_str()) {
-        ("karpenter.sh" | "karpenter.k8s.aws" | "karpenter.kwok.sh", _) => {
+        ("karpenter.sh" | "karpenter.k8s.aws" | "karpenter.kwok.sh", _)
+        | ("autoscaling.x-k8s.io", "CapacityBuffer") => {
             m.karpenter.push(KarpenterDocument {
                 source: source.clone(),
                 api_version,
@@ -350,6 +372,14 @@ fn add_document(
             let d: Deployment = typed(source, &object, prefix, value)?;
             let spec = d.spec.unwrap_or_default();
             let replicas = spec.replicas.unwrap_or(1);
+            scalable(
+                m,
+                origin(""),
+                "Deployment",
+                &d.metadata,
+                &spec.template,
+                replicas,
+            );
             expand(
                 m,
                 origin("spec.template.spec"),
@@ -362,6 +392,14 @@ fn add_document(
             let s: StatefulSet = typed(source, &object, prefix, value)?;
             let spec = s.spec.unwrap_or_default();
             let replicas = spec.replicas.unwrap_or(1);
+            scalable(
+                m,
+                origin(""),
+                "StatefulSet",
+                &s.metadata,
+                &spec.template,
+                replicas,
+            );
             expand(
                 m,
                 origin("spec.template.spec"),
@@ -375,6 +413,14 @@ fn add_document(
             let spec = r.spec.unwrap_or_default();
             let template = spec.template.unwrap_or_default();
             let replicas = spec.replicas.unwrap_or(1);
+            scalable(
+                m,
+                origin(""),
+                "ReplicaSet",
+                &r.metadata,
+                &template,
+                replicas,
+            );
             expand(
                 m,
                 origin("spec.template.spec"),
@@ -397,6 +443,10 @@ fn add_document(
         }
         ("apps", "DaemonSet") => m.daemon_sets.push(Sourced {
             origin: origin("spec.template.spec"),
+            object: typed(source, &object, prefix, value)?,
+        }),
+        ("", "PodTemplate") => m.pod_templates.push(Sourced {
+            origin: origin(""),
             object: typed(source, &object, prefix, value)?,
         }),
         ("", "Node") => m.nodes.push(Sourced {
@@ -498,6 +548,27 @@ fn typed<T: DeserializeOwned>(
 }
 
 /// Turns a workload into `replicas` pods named `<workload>-<i>` in the workload's namespace.
+/// Records a workload for CapacityBuffers' `scalableRef`s.
+fn scalable(
+    m: &mut Manifests,
+    origin: Origin,
+    kind: &'static str,
+    meta: &ObjectMeta,
+    template: &PodTemplateSpec,
+    replicas: i32,
+) {
+    m.scalables.push(Sourced {
+        origin,
+        object: Scalable {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: meta.name.clone().unwrap_or_default(),
+            template: template.clone(),
+            replicas,
+        },
+    });
+}
+
 fn expand(
     m: &mut Manifests,
     origin: Origin,

@@ -10,6 +10,7 @@
 //! into the same named inputs files give, so the rest is the `-f` path, and `--snapshot`
 //! writes those inputs for `-f` to replay. `--repack` adds the [`repack`] view.
 
+pub mod buffers;
 pub mod catalog;
 pub mod clusterapi;
 pub mod convert;
@@ -111,6 +112,8 @@ pub fn run(config: &Config) -> Result<()> {
         catalog::load(&config.catalog)
             .with_context(|| format!("cannot load the catalog {:?}", config.catalog))?
     };
+    let buffer_pods =
+        buffers::expand(&mut manifests, &mut warnings).context("cannot use the manifests")?;
     let mut converted = convert::problem(&manifests, instance_types, &mut warnings)
         .context("cannot use the manifests")?;
     manifests.release_pending_specs();
@@ -179,6 +182,7 @@ pub fn run(config: &Config) -> Result<()> {
     let mut notes = Vec::new();
     statics::complete(&converted.static_pools, problem, &mut plan, &mut notes);
     let mut report = output::report(&plan);
+    report.buffer_pods = buffer_pods;
     let now = disruption::reference_now(&manifests);
     let mut disruption_plan = None;
     if let Some(mut dp) = disruption::problem(&manifests, &converted, &plan, now, &mut notes) {

@@ -18,6 +18,10 @@ pub struct Report {
     pub existing_nodes: Vec<ExistingNodeReport>,
     /// Pods that cannot be placed, with the reason.
     pub unschedulable: Vec<UnschedulableReport>,
+    /// The pending pods that are CapacityBuffers' virtual pods (`namespace/name`), placed like
+    /// the others but never run; absent without buffers, so other documents are unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub buffer_pods: Vec<String>,
     /// Disruption commands for the input's Karpenter-managed nodes (empty without any).
     pub disruptions: Vec<DisruptionReport>,
     /// Managed nodes no voluntary disruption may touch, and why (`node`, `reason`): shown in
@@ -193,6 +197,7 @@ pub fn report(plan: &Plan) -> Report {
         node_claims,
         existing_nodes,
         unschedulable,
+        buffer_pods: Vec::new(),
         disruptions: Vec::new(),
         protected: Vec::new(),
         repack: None,

@@ -62,7 +62,8 @@ pub fn node_pools(
             Some(
                 KarpenterObject::EC2NodeClass(_)
                 | KarpenterObject::KWOKNodeClass(_)
-                | KarpenterObject::NodeOverlay(_),
+                | KarpenterObject::NodeOverlay(_)
+                | KarpenterObject::CapacityBuffer(_),
             ) => continue,
             Some(KarpenterObject::NodeClaim(_)) | None => {
                 warnings.push(format!(

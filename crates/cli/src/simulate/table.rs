@@ -83,6 +83,14 @@ pub fn render(report: &Report, plan: &Plan, catalog: &[InstanceType]) -> String 
         "{} pending pod(s) placed, {} unschedulable.",
         s.pods, s.unschedulable
     );
+    if !report.buffer_pods.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} of them CapacityBuffer pod(s) (room kept, never run): {}",
+            report.buffer_pods.len(),
+            report.buffer_pods.join(", ")
+        );
+    }
     if !report.existing_nodes.is_empty() {
         let _ = writeln!(out, "\nPods placed on existing nodes:");
         for n in &report.existing_nodes {

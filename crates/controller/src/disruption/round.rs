@@ -127,7 +127,13 @@ pub(super) async fn fresh_input(
     if placeable > 0 {
         return Ok(Err(Skip::Pending(placeable)));
     }
-    let snapshot = ctx.state.snapshot();
+    let mut snapshot = ctx.state.snapshot();
+    if ctx.options.capacity_buffer {
+        // Buffers' virtual pods sit on the nodes the provisioner last put them on: those
+        // nodes are not empty, and the planner must find the pods room before removing one.
+        let placed = crate::capacitybuffer::placed_virtual_pods(&ctx.state, &snapshot);
+        snapshot.pods.extend(placed);
+    }
     let mut catalogs = BTreeMap::new();
     for pool in &snapshot.node_pools {
         let name = pool.metadata.name.clone().unwrap_or_default();

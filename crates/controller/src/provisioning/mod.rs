@@ -25,7 +25,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::{PodState, ReasonPool};
 use crate::state::{Snapshot, Trigger};
-use crate::{nodeoverlay, pods};
+use crate::{capacitybuffer, nodeoverlay, pods};
 use batcher::Batcher;
 use problem::Nomination;
 
@@ -87,7 +87,13 @@ pub async fn run(
         let mut tick = tokio::time::interval(RESYNC_INTERVAL);
         loop {
             tick.tick().await;
-            if resync_ctx.state.has_pending_pods() && resync.send(Trigger::Resync).is_err() {
+            // Buffers' virtual pods are always pending: while there are buffers, each resync
+            // places them again (a real pod may have taken their room).
+            let buffers =
+                resync_ctx.options.capacity_buffer && !resync_ctx.state.capacity_buffers.is_empty();
+            if (resync_ctx.state.has_pending_pods() || buffers)
+                && resync.send(Trigger::Resync).is_err()
+            {
                 break;
             }
         }
@@ -125,7 +131,12 @@ impl Provisioner {
     pub async fn provision(&mut self) -> Result<()> {
         let ctx = self.ctx.clone();
         let turn = ctx.solver_turns.next().await;
-        let snapshot = ctx.state.snapshot();
+        let mut snapshot = ctx.state.snapshot();
+        if ctx.options.capacity_buffer {
+            snapshot
+                .pods
+                .extend(capacitybuffer::pending_virtual_pods(&ctx.state));
+        }
         self.record_pod_states();
         let catalogs = self.catalogs(&snapshot).await;
         self.forget_done(&snapshot);
@@ -150,10 +161,12 @@ impl Provisioner {
         let mut unplaceable: HashSet<String> = round
             .invalid
             .iter()
+            .filter(|(p, _)| !capacitybuffer::is_virtual(p))
             .map(|(p, _)| pods::pod_key(p))
             .collect();
         if round.problem.pods.is_empty() {
             drop(turn);
+            ctx.state.buffer_placements.set(HashMap::new());
             ctx.unplaceable.record(unplaceable);
             ctx.metrics.unschedulable_pods.set(0);
             self.report_invalid(&round).await;
@@ -178,8 +191,9 @@ impl Provisioner {
             "computed a provisioning plan"
         );
 
+        let mut placements = HashMap::new();
         for (planned, name) in self.create(&snapshot, &plan.node_claims).await {
-            self.nominate(&round, &planned.pods, &name, now);
+            self.nominate(&round, &planned.pods, &name, now, &mut placements);
         }
         for placement in &plan.existing_nodes {
             let target = round
@@ -187,14 +201,29 @@ impl Provisioner {
                 .get(&placement.node)
                 .cloned()
                 .unwrap_or_else(|| placement.node.clone());
-            self.nominate(&round, &placement.pods, &target, now);
+            self.nominate(&round, &placement.pods, &target, now, &mut placements);
         }
-        unplaceable.extend(plan.unschedulable.iter().map(|u| u.pod.clone()));
+        ctx.state.buffer_placements.set(placements);
+        let real = |key: &String| {
+            round
+                .pending
+                .get(key)
+                .is_none_or(|p| !capacitybuffer::is_virtual(p))
+        };
+        let unschedulable: Vec<_> = plan.unschedulable.iter().filter(|u| real(&u.pod)).collect();
+        unplaceable.extend(unschedulable.iter().map(|u| u.pod.clone()));
         ctx.unplaceable.record(unplaceable);
         ctx.metrics
             .unschedulable_pods
-            .set(i64::try_from(plan.unschedulable.len()).unwrap_or(i64::MAX));
-        for u in &plan.unschedulable {
+            .set(i64::try_from(unschedulable.len()).unwrap_or(i64::MAX));
+        let virtual_unplaced = plan.unschedulable.len() - unschedulable.len();
+        if virtual_unplaced > 0 {
+            tracing::info!(
+                pods = virtual_unplaced,
+                "capacitybuffer virtual pods fit on no node and no NodePool"
+            );
+        }
+        for u in unschedulable {
             if let Some(pod) = round.pending.get(&u.pod) {
                 self.report(pod, format!("Failed to schedule pod, {}", u.reason))
                     .await;
@@ -306,9 +335,23 @@ impl Provisioner {
         out
     }
 
-    fn nominate(&mut self, round: &problem::Round, pods: &[String], target: &str, now: Instant) {
+    /// Nominates real pods to `target`; buffers' virtual pods are not nominated (they are
+    /// placed afresh every round) but their placement is recorded in `placements`.
+    fn nominate(
+        &mut self,
+        round: &problem::Round,
+        pods: &[String],
+        target: &str,
+        now: Instant,
+        placements: &mut HashMap<String, String>,
+    ) {
         for key in pods {
-            if let Some(uid) = round.pending.get(key).and_then(|p| p.metadata.uid.clone()) {
+            let pod = round.pending.get(key);
+            if pod.is_some_and(|p| capacitybuffer::is_virtual(p)) {
+                placements.insert(key.clone(), target.to_owned());
+                continue;
+            }
+            if let Some(uid) = pod.and_then(|p| p.metadata.uid.clone()) {
                 self.nominations.insert(
                     uid,
                     Nomination {
@@ -325,6 +368,11 @@ impl Provisioner {
     /// pod can be many API calls).
     async fn report_invalid(&mut self, round: &problem::Round) {
         for (pod, reason) in &round.invalid {
+            if capacitybuffer::is_virtual(pod) {
+                // Nothing to tell a pod that does not exist; the buffer's template is wrong.
+                tracing::warn!(Pod = %pods::pod_key(pod), %reason, "capacitybuffer virtual pod cannot be provisioned for");
+                continue;
+            }
             self.report(pod, format!("Failed to schedule pod, {reason}"))
                 .await;
         }

@@ -1,6 +1,7 @@
 //! Cluster state: one watch per kind (Pods, Nodes, NodePools, NodeClaims, DaemonSets,
 //! Namespaces, PersistentVolumeClaims, PersistentVolumes, StorageClasses,
-//! PodDisruptionBudgets, legacy Provisioners, and NodeOverlays with the `NodeOverlay` gate), each object stored once (trimmed of what no
+//! PodDisruptionBudgets, legacy Provisioners, NodeOverlays with the `NodeOverlay` gate, and
+//! CapacityBuffers with what they refer to with the `CapacityBuffer` gate), each object stored once (trimmed of what no
 //! loop reads), indexed, and shared by every loop: they read it and write the API, never poll
 //! it for what the state holds.
 //!
@@ -15,6 +16,7 @@
 //! The provisioner is also told here, through a channel, when something happened that may
 //! need new capacity.
 
+mod buffers;
 pub mod index;
 pub mod inflight;
 pub mod legacy;
@@ -26,11 +28,13 @@ pub mod watch;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
+pub use buffers::{BufferPlacements, BufferStores};
 use futures::Stream;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
+use karpenter_api::autoscaling::CapacityBuffer;
 use karpenter_api::v1::{NodeClaim, NodePool};
 use karpenter_api::v1alpha1::NodeOverlay;
 use karpenter_api::v1alpha5::Provisioner;
@@ -49,6 +53,7 @@ use inflight::Created;
 pub use sync::NotSynced;
 use sync::{KindSync, SyncGate};
 use watch::FanOut;
+use watch::{Served, served};
 
 /// Why the provisioner was woken.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -114,6 +119,14 @@ pub struct ClusterState {
     /// All NodeOverlays (empty unless started with them, [`ClusterState::start`]).
     pub node_overlays: Store<NodeOverlay>,
     node_overlay_changes: tokio::sync::watch::Sender<u64>,
+    /// All CapacityBuffers (empty unless started with them).
+    pub capacity_buffers: Store<CapacityBuffer>,
+    /// What buffers refer to: PodTemplates, Deployments, StatefulSets, ReplicaSets (empty
+    /// unless started with CapacityBuffers).
+    pub buffer_refs: BufferStores,
+    /// Where the last provisioning round placed each buffer's virtual pods.
+    pub buffer_placements: BufferPlacements,
+    buffer_changes: tokio::sync::watch::Sender<u64>,
     indexes: Arc<Indexes>,
     created: Arc<Created>,
     gate: SyncGate,
@@ -180,11 +193,13 @@ where
 impl ClusterState {
     /// Starts the watches. Returns the state and the tasks driving it (abort them to stop).
     /// Provisionable pods and removed capacity are reported on `triggers`. NodeOverlays are
-    /// watched only when `node_overlays` (the `NodeOverlay` feature gate).
+    /// watched only when `node_overlays` (the `NodeOverlay` feature gate), CapacityBuffers and
+    /// PodTemplates only when `capacity_buffers` (the `CapacityBuffer` gate).
     pub fn start(
         client: &Client,
         triggers: UnboundedSender<Trigger>,
         node_overlays: bool,
+        capacity_buffers: bool,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let mut tasks = Vec::new();
         let gate = SyncGate::new();
@@ -211,6 +226,12 @@ impl ClusterState {
             // Never written: no overlays.
             reflector::store().0
         };
+        let (buffer_changes, _) = tokio::sync::watch::channel(0);
+        let buffer_refs = if capacity_buffers {
+            buffers::watch(client, &gate, &mut tasks, &buffer_changes, &triggers)
+        } else {
+            BufferStores::empty()
+        };
         let state = Self {
             pods,
             nodes,
@@ -227,6 +248,10 @@ impl ClusterState {
             pod_disruption_budgets: plain(client, &gate, &mut tasks),
             node_overlays: overlay_store,
             node_overlay_changes,
+            capacity_buffers: buffer_refs.buffers.clone(),
+            buffer_refs,
+            buffer_placements: BufferPlacements::default(),
+            buffer_changes,
             indexes,
             created,
             gate,
@@ -383,6 +408,11 @@ impl ClusterState {
     /// on it after each.
     pub fn node_overlay_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.node_overlay_changes.subscribe()
+    }
+
+    /// A receiver that changes whenever a CapacityBuffer or PodTemplate changes.
+    pub fn buffer_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.buffer_changes.subscribe()
     }
 
     /// Every pod that arrives on or leaves a node from now on (lossy if not read promptly).
@@ -561,29 +591,5 @@ async fn serves_provisioners(client: &Client) -> bool {
             );
             false
         }
-    }
-}
-
-/// Whether the API server serves an optional kind (a CRD that may not be installed) to us.
-pub(super) enum Served {
-    /// Listed, or an error other than "not found" and "forbidden": a flaky API server must
-    /// not make a loop skip the kind.
-    Yes,
-    /// The kind is not served (no CRD).
-    NotFound,
-    /// RBAC does not allow listing it.
-    Forbidden,
-}
-
-/// Lists one object of `K` to see whether it is [`Served`].
-pub(super) async fn served<K>(client: &Client) -> Served
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let api = Api::<K>::all(client.clone());
-    match api.list(&kube::api::ListParams::default().limit(1)).await {
-        Err(kube::Error::Api(e)) if e.code == 404 => Served::NotFound,
-        Err(kube::Error::Api(e)) if e.code == 403 => Served::Forbidden,
-        _ => Served::Yes,
     }
 }

@@ -296,6 +296,30 @@ fn map_event<K, S>(event: watcher::Event<K>, mut f: impl FnMut(K) -> S) -> watch
     }
 }
 
+/// Whether the API server serves an optional kind (a CRD that may not be installed) to us.
+pub(crate) enum Served {
+    /// Listed, or an error other than "not found" and "forbidden": a flaky API server must
+    /// not make a loop skip the kind.
+    Yes,
+    /// The kind is not served (no CRD).
+    NotFound,
+    /// RBAC does not allow listing it.
+    Forbidden,
+}
+
+/// Lists one object of `K` to see whether it is [`Served`].
+pub(crate) async fn served<K>(client: &kube::Client) -> Served
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api = Api::<K>::all(client.clone());
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => Served::NotFound,
+        Err(kube::Error::Api(e)) if e.code == 403 => Served::Forbidden,
+        _ => Served::Yes,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
