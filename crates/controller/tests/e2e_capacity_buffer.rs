@@ -101,8 +101,7 @@ async fn a_buffer_keeps_an_otherwise_empty_node_until_it_is_deleted() -> Result<
 
     // It survives several full disruption evaluations, and no second node is launched. The
     // first violation ends the wait (a replacement could otherwise hide it).
-    let metrics = env.controller.context.metrics.clone();
-    let start = metrics.disruption_evaluation_duration.count();
+    let start = env.disruption_rounds();
     let violation = env
         .cluster
         .wait_for(
@@ -119,7 +118,7 @@ async fn a_buffer_keeps_an_otherwise_empty_node_until_it_is_deleted() -> Result<
                         claims.len()
                     ))));
                 }
-                let done = metrics.disruption_evaluation_duration.count() >= start + ROUNDS;
+                let done = env.disruption_rounds() >= start + ROUNDS;
                 Ok(done.then_some(None))
             },
         )

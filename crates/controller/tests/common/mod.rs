@@ -41,8 +41,6 @@ pub struct Env {
     pub pool: String,
     pub class: String,
     pub controller: Running,
-    /// The metrics of the controller started with the Env (not of one a test restarts).
-    pub metrics: Arc<Metrics>,
     /// The proxy the controller sees the cluster through, if any (stops when dropped).
     _proxy: Option<DelayingProxy>,
 }
@@ -139,16 +137,16 @@ impl Env {
             .create(&PostParams::default(), &np)
             .await
             .context("creating the NodePool")?;
-        let catalog = catalog.unwrap_or_else(karpenter_providers::kwok::catalog);
-        let ((controller, metrics), proxy) = match lag {
-            None => (
-                start_metered(&cluster.config().await?, options, catalog)?,
+        let (controller, proxy) = match (lag, catalog) {
+            (None, Some(catalog)) => (
+                start_controller_on(&cluster.config().await?, options, catalog)?,
                 None,
             ),
-            Some(lag) => {
+            (None, None) => (start_controller(&cluster, options).await?, None),
+            (Some(lag), _) => {
                 let proxy = DelayingProxy::start(client.clone(), lag).await?;
-                let started = start_metered(&proxy.config()?, options, catalog)?;
-                (started, Some(proxy))
+                let controller = start_controller_with(&proxy.config()?, options)?;
+                (controller, Some(proxy))
             }
         };
         Ok(Some(Env {
@@ -158,7 +156,6 @@ impl Env {
             pool,
             class,
             controller,
-            metrics,
             _proxy: proxy,
         }))
     }
@@ -180,8 +177,6 @@ impl Env {
             pool,
             class,
             controller,
-            // The caller's controller keeps its own metrics; these stay empty.
-            metrics: Arc::new(Metrics::new().0),
             _proxy: None,
         }
     }
@@ -221,10 +216,14 @@ impl Env {
             .items)
     }
 
-    /// Disruption planning rounds the controller has run so far (the evaluation-duration
+    /// Disruption planning rounds the Env's controller has run so far (the evaluation-duration
     /// histogram's count: one observation per round that reached the planner).
     pub fn disruption_rounds(&self) -> u64 {
-        self.metrics.disruption_evaluation_duration.count()
+        self.controller
+            .context
+            .metrics
+            .disruption_evaluation_duration
+            .count()
     }
 
     /// Waits until exactly `n` pods of `app` are bound and Running.
@@ -331,21 +330,15 @@ pub fn start_controller_on(
     options: Options,
     catalog: Vec<InstanceType>,
 ) -> Result<Running> {
-    start_metered(config, options, catalog).map(|(running, _)| running)
-}
-
-/// [`start_controller_on`], with the controller's metrics (tests wait on their counts).
-fn start_metered(
-    config: &kube::Config,
-    options: Options,
-    catalog: Vec<InstanceType>,
-) -> Result<(Running, Arc<Metrics>)> {
     let clients = Clients::new(config)?;
     let provider = Arc::new(KwokProvider::with_catalog(clients.client.clone(), catalog));
     let (metrics, _registry) = Metrics::new();
-    let metrics = Arc::new(metrics);
-    let running = karpenter_controller::start(clients, provider, metrics.clone(), options);
-    Ok((running, metrics))
+    Ok(karpenter_controller::start(
+        clients,
+        provider,
+        Arc::new(metrics),
+        options,
+    ))
 }
 
 /// A NodePool over the kwok NodeClass, on-demand linux amd64, labelling its nodes with
