@@ -2,6 +2,8 @@
 //! or not yet judged by kube-scheduler), has it finished, is it a DaemonSet or mirror pod, its
 //! `namespace/name` key.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use crate::state::StoredPod as Pod;
 
 /// Annotation kubelets put on mirror pods of static pods.
@@ -87,17 +89,29 @@ pub fn is_daemon_set_pod(pod: &Pod) -> bool {
 
 /// A static pod's mirror (owned by its Node, or carrying the mirror annotation).
 pub fn is_mirror_pod(pod: &Pod) -> bool {
-    owned_by_kind(pod, "Node")
-        || pod
-            .metadata
+    is_mirror(&pod.metadata)
+}
+
+fn is_mirror(meta: &ObjectMeta) -> bool {
+    meta_owned_by_kind(meta, "Node")
+        || meta
             .annotations
             .as_ref()
             .is_some_and(|a| a.contains_key(MIRROR_POD_ANNOTATION))
 }
 
+/// Whether a pod must move when its node goes (upstream's reschedulable pods): not a
+/// DaemonSet's, not a static pod's mirror.
+pub fn reschedulable(meta: &ObjectMeta) -> bool {
+    !meta_owned_by_kind(meta, "DaemonSet") && !is_mirror(meta)
+}
+
 fn owned_by_kind(pod: &Pod, kind: &str) -> bool {
-    pod.metadata
-        .owner_references
+    meta_owned_by_kind(&pod.metadata, kind)
+}
+
+fn meta_owned_by_kind(meta: &ObjectMeta, kind: &str) -> bool {
+    meta.owner_references
         .as_ref()
         .is_some_and(|refs| refs.iter().any(|r| r.kind == kind))
 }

@@ -14,6 +14,7 @@ use common::{Env, claim_condition, disruption_options, node_disrupting, test_opt
 use k8s_openapi::api::apps::v1::Deployment;
 use karpenter_api::labels::NODE_POOL_HASH_ANNOTATION;
 use karpenter_api::v1::NodePool;
+use karpenter_controller::metrics::PodsDisrupted;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -102,6 +103,27 @@ async fn body(env: &Env) -> Result<()> {
         )
         .await?;
     println!("drifted condition observed: {seen_drifted}");
+    // Each of the 3 pods was on an old node when its NodeClaim was removed: at least 3 pod
+    // disruptions, at most 3 per old node (a pod may land on another old node first).
+    let initiated = env
+        .controller
+        .context
+        .metrics
+        .pods_disruption_initiated
+        .get_or_create(&PodsDisrupted {
+            reason: "drifted".into(),
+            nodepool: env.pool.clone(),
+            capacity_type: "on-demand".into(),
+            consolidation_policy: String::new(),
+            termination_mode: "graceful".into(),
+        })
+        .get();
+    println!("karpenter_pods_disruption_initiated_total{{reason=\"drifted\"}}: {initiated}");
+    assert!(
+        (3..=3 * old.len() as u64).contains(&initiated),
+        "{initiated} pod disruptions for 3 pods on {} drifted nodes",
+        old.len()
+    );
     // The NodePool carries the hash of its current template.
     let pool = pools.get(&env.pool).await?;
     assert!(pool.annotations().contains_key(NODE_POOL_HASH_ANNOTATION));

@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
-use karpenter_api::labels::DISRUPTED_TAINT_KEY;
+use karpenter_api::labels::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODE_POOL_LABEL};
+use karpenter_api::v1::common::parse_duration;
 use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
-use karpenter_api::v1::{NodeClaim, find_condition};
+use karpenter_api::v1::{ConsolidationPolicy, NodeClaim, find_condition};
 use karpenter_solver::disruption::Command;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
@@ -32,7 +33,7 @@ use serde_json::json;
 
 use crate::context::Context;
 use crate::error::{Error, Result, is_status};
-use crate::metrics::ReasonPool;
+use crate::metrics::{PodsDisrupted, ReasonPool};
 use crate::node::termination::logic::disrupted_taint_patch;
 use crate::pods::{is_daemon_set_pod, is_terminal};
 use crate::provisioning::claims;
@@ -307,15 +308,10 @@ async fn finish(ctx: Arc<Context>, record: Record) -> Result<()> {
             .await
         {
             Ok(_) => {
-                let pool = ctx
-                    .state
-                    .node_claims
-                    .find(|x| x.name_any() == *c)
-                    .and_then(|x| {
-                        x.labels()
-                            .get(karpenter_api::labels::NODE_POOL_LABEL)
-                            .cloned()
-                    })
+                let claim = ctx.state.node_claim(c);
+                let pool = claim
+                    .as_ref()
+                    .and_then(|x| x.labels().get(NODE_POOL_LABEL).cloned())
                     .unwrap_or_default();
                 ctx.metrics
                     .nodeclaims_disrupted
@@ -324,6 +320,9 @@ async fn finish(ctx: Arc<Context>, record: Record) -> Result<()> {
                         nodepool: pool,
                     })
                     .inc();
+                if let Some(claim) = claim {
+                    count_pods(&ctx, &record.reason, &claim);
+                }
             }
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(e.into()),
@@ -378,6 +377,61 @@ pub async fn rollback(ctx: &Context, record: &Record, why: &str) {
     }
 }
 
+/// `karpenter_pods_disruption_initiated_total`: the pods that must move off the NodeClaim's
+/// node (not DaemonSet or mirror pods), as the command removes it.
+fn count_pods(ctx: &Context, reason: &str, claim: &NodeClaim) {
+    let node = claim.status.as_ref().and_then(|s| s.node_name.as_deref());
+    let moving = node.map_or(0, |n| {
+        ctx.state
+            .pods_on_node(n)
+            .iter()
+            .filter(|p| crate::pods::reschedulable(&p.metadata))
+            .count()
+    });
+    let label = |key: &str| claim.labels().get(key).cloned().unwrap_or_default();
+    let pool = label(NODE_POOL_LABEL);
+    let policy = ctx
+        .state
+        .node_pools
+        .get(&kube::runtime::reflector::ObjectRef::new(&pool))
+        .map(|np| np.spec.disruption.consolidation_policy);
+    ctx.metrics
+        .pods_disruption_initiated
+        .get_or_create(&PodsDisrupted {
+            reason: reason.to_owned(),
+            nodepool: pool,
+            capacity_type: label(CAPACITY_TYPE_LABEL),
+            consolidation_policy: consolidation_policy_label(reason, policy),
+            termination_mode: termination_mode(claim).to_owned(),
+        })
+        .inc_by(moving as u64);
+}
+
+/// Upstream's `consolidation_policy` label: the NodePool's policy in snake case for the
+/// consolidation reasons, empty for drift and expiry (and for a NodePool that is gone).
+fn consolidation_policy_label(reason: &str, policy: Option<ConsolidationPolicy>) -> String {
+    let consolidation = matches!(reason, "empty" | "underutilized");
+    let label = match policy {
+        Some(ConsolidationPolicy::WhenEmpty) if consolidation => "when_empty",
+        Some(ConsolidationPolicy::WhenEmptyOrUnderutilized) if consolidation => {
+            "when_empty_or_underutilized"
+        }
+        Some(ConsolidationPolicy::Balanced) if consolidation => "balanced",
+        _ => "",
+    };
+    label.to_owned()
+}
+
+/// Upstream's `termination_mode` label: `graceful` without a `terminationGracePeriod`,
+/// `forceful` with a zero one, `eventual` otherwise.
+fn termination_mode(claim: &NodeClaim) -> &'static str {
+    match claim.spec.termination_grace_period.as_deref() {
+        None => "graceful",
+        Some(tgp) if parse_duration(tgp).is_some_and(|d| d.is_zero()) => "forceful",
+        Some(_) => "eventual",
+    }
+}
+
 async fn event(ctx: &Context, claim: &str, type_: EventType, reason: &str, note: String) {
     if let Some(c) = ctx.state.node_claim(claim) {
         ctx.event(&c.object_ref(&()), type_, reason, "Disrupt", note)
@@ -389,6 +443,43 @@ async fn event(ctx: &Context, claim: &str, type_: EventType, reason: &str, note:
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn termination_mode_follows_the_grace_period() {
+        let with = |tgp: Option<&str>| {
+            let mut c = NodeClaim::for_instance("c", None);
+            c.spec.termination_grace_period = tgp.map(str::to_owned);
+            termination_mode(&c)
+        };
+        assert_eq!(with(None), "graceful");
+        assert_eq!(with(Some("0s")), "forceful");
+        assert_eq!(with(Some("30s")), "eventual");
+        assert_eq!(with(Some("1h")), "eventual");
+    }
+
+    #[test]
+    fn consolidation_policy_is_labelled_for_consolidation_reasons_only() {
+        use ConsolidationPolicy::*;
+        let cases = [
+            ("underutilized", Some(Balanced), "balanced"),
+            ("empty", Some(WhenEmpty), "when_empty"),
+            (
+                "underutilized",
+                Some(WhenEmptyOrUnderutilized),
+                "when_empty_or_underutilized",
+            ),
+            ("drifted", Some(WhenEmptyOrUnderutilized), ""),
+            ("expired", Some(Balanced), ""),
+            ("empty", None, ""),
+        ];
+        for (reason, policy, want) in cases {
+            assert_eq!(
+                consolidation_policy_label(reason, policy),
+                want,
+                "{reason} {policy:?}"
+            );
+        }
+    }
 
     #[test]
     fn record_round_trips_through_the_annotation() {

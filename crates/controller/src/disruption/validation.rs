@@ -29,7 +29,7 @@ use super::round::{consolidation_type, fresh_input, options, record_decision};
 use super::{Shared, command, lock};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::metrics::{ConsolidationType, Moves};
+use crate::metrics::ConsolidationType;
 use crate::turns::SolverTurn;
 
 /// How often a validation that found pods pending (or the state re-listing) looks again.
@@ -107,7 +107,6 @@ pub async fn validate_then_start(
                 .insert(key.clone(), (valid.nodes.clone(), names));
         }
         record_decision(ctx, &valid);
-        count_moves(ctx, &valid, &problem);
         let (ctx, shared, claims) = (ctx.clone(), shared.clone(), claims.clone());
         running.spawn(async move {
             if let Err(e) = command::start(ctx, valid, claims).await {
@@ -213,38 +212,4 @@ fn count_failed(ctx: &Context, cmd: &Command) {
             consolidation_type: consolidation_type(cmd).into(),
         })
         .inc();
-}
-
-/// `karpenter_consolidation_moves_total`: the pods a command reschedules (onto existing nodes
-/// or its replacements), so pods moved per node removed can be read off the metrics.
-fn count_moves(ctx: &Context, cmd: &Command, problem: &DisruptionProblem) {
-    let moved: usize = cmd.placements.iter().map(|p| p.pods.len()).sum::<usize>()
-        + cmd.replacements.iter().map(|r| r.pods.len()).sum::<usize>();
-    let Some(first) = cmd.nodes.first() else {
-        return;
-    };
-    let pool = problem
-        .nodes
-        .iter()
-        .find(|n| &n.name == first)
-        .map(|n| n.node_pool.clone())
-        .unwrap_or_default();
-    let policy = problem
-        .policies
-        .iter()
-        .find(|p| p.name == pool)
-        .map(|p| p.consolidation_policy.as_str())
-        .unwrap_or_default();
-    ctx.metrics
-        .consolidation_moves
-        .get_or_create(&Moves {
-            decision: if cmd.replacements.is_empty() {
-                "delete".into()
-            } else {
-                "replace".into()
-            },
-            nodepool: pool,
-            policy: policy.into(),
-        })
-        .inc_by(moved as u64);
 }

@@ -87,15 +87,21 @@ pub struct ConsolidationType {
     pub consolidation_type: String,
 }
 
-/// `{decision, nodepool, policy}` of pods moved by consolidation.
+/// `{reason, nodepool, capacity_type, consolidation_policy, termination_mode}` of the pods
+/// whose disruption a removed NodeClaim started (upstream's labels).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Moves {
-    /// `delete` or `replace`.
-    pub decision: String,
-    /// NodePool of the command's first node.
+pub struct PodsDisrupted {
+    /// `empty`, `underutilized`, `drifted`, `expired`.
+    pub reason: String,
+    /// The NodeClaim's NodePool.
     pub nodepool: String,
-    /// `WhenEmpty`, `WhenEmptyOrUnderutilized` or `Balanced`.
-    pub policy: String,
+    /// The NodeClaim's capacity type.
+    pub capacity_type: String,
+    /// `when_empty`, `when_empty_or_underutilized` or `balanced` for consolidation reasons
+    /// (`empty`, `underutilized`); empty for drift and expiry, as upstream.
+    pub consolidation_policy: String,
+    /// `graceful` (no `terminationGracePeriod`), `forceful` (zero) or `eventual`.
+    pub termination_mode: String,
 }
 
 /// Every metric the controller exports.
@@ -126,9 +132,10 @@ pub struct Metrics {
     /// `karpenter_voluntary_disruption_failed_validations_total{consolidation_type}`: commands
     /// that lost candidates (or all of them) in validation.
     pub disruption_failed_validations: Family<ConsolidationType, Counter>,
-    /// `karpenter_consolidation_moves_total{decision,nodepool,policy}`: pods rescheduled by
-    /// emptiness and consolidation commands.
-    pub consolidation_moves: Family<Moves, Counter>,
+    /// `karpenter_pods_disruption_initiated_total`: per NodeClaim a disruption command
+    /// removes, the pods that must move (not DaemonSet or mirror pods); divided by
+    /// `karpenter_nodeclaims_disrupted_total` it is pods moved per node removed.
+    pub pods_disruption_initiated: Family<PodsDisrupted, Counter>,
     /// `karpenter_voluntary_disruption_queue_failures_total`: commands rolled back.
     pub disruption_queue_failures: Counter,
     /// `karpenter_voluntary_disruption_decision_evaluation_duration_seconds`.
@@ -210,7 +217,7 @@ impl Metrics {
             unschedulable_pods: Gauge::default(),
             disruption_decisions: Family::default(),
             disruption_failed_validations: Family::default(),
-            consolidation_moves: Family::default(),
+            pods_disruption_initiated: Family::default(),
             disruption_queue_failures: Counter::default(),
             disruption_evaluation_duration: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             allowed_disruptions: Family::default(),
@@ -298,9 +305,9 @@ impl Metrics {
             self.disruption_failed_validations.clone(),
         );
         r.register(
-            "consolidation_moves",
-            "Pods rescheduled by emptiness and consolidation commands",
-            self.consolidation_moves.clone(),
+            "pods_disruption_initiated",
+            "Pods whose disruption Karpenter initiated, by the reschedulable pods of each disrupted NodeClaim",
+            self.pods_disruption_initiated.clone(),
         );
         r.register(
             "voluntary_disruption_queue_failures",

@@ -112,6 +112,17 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
         "counter",
         &["consolidation_type"],
     ),
+    (
+        "karpenter_pods_disruption_initiated_total",
+        "counter",
+        &[
+            "reason",
+            "nodepool",
+            "capacity_type",
+            "consolidation_policy",
+            "termination_mode",
+        ],
+    ),
 ];
 
 /// One family of an exposition: its type and the label names of its samples (`le` and
@@ -274,6 +285,15 @@ fn names_types_and_labels_match_upstream() {
             consolidation_type: "single".into(),
         })
         .inc();
+    m.pods_disruption_initiated
+        .get_or_create(&PodsDisrupted {
+            reason: "underutilized".into(),
+            nodepool: "p".into(),
+            capacity_type: "spot".into(),
+            consolidation_policy: "when_empty_or_underutilized".into(),
+            termination_mode: "graceful".into(),
+        })
+        .inc_by(3);
     let families = parse(&encode(&r, Some(&m)).unwrap());
     let diff = differences(&families);
     assert!(diff.is_empty(), "{diff:#?}");
