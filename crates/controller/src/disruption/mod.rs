@@ -21,6 +21,7 @@
 pub mod command;
 pub mod input;
 mod round;
+mod scores;
 mod validation;
 
 use std::collections::{BTreeMap, BTreeSet};

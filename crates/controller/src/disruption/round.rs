@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::command::{self, record_of};
 use super::input::{self, Skip};
-use super::{Shared, lock, validation};
+use super::{Shared, lock, scores, validation};
 use crate::context::Context;
 use crate::drift::hash;
 use crate::error::{Error, Result};
@@ -34,6 +34,8 @@ pub struct Memory {
     blocked: BTreeMap<String, String>,
     /// The last reason a round was skipped (logged only on change).
     skipped: Option<String>,
+    /// The consolidation moves the last round reported.
+    moves: scores::Reported,
 }
 
 /// One round: every command of the plan is started (drift, expiration) or handed to the
@@ -83,6 +85,7 @@ pub async fn run(
         .disruption_evaluation_duration
         .observe(started.elapsed().as_secs_f64());
     report(ctx, &planned, memory).await;
+    scores::report(ctx, &planned.moves, &claims, &mut memory.moves).await;
     for n in &planned.notes {
         tracing::info!(note = %n, "disruption keeps a node group at its minimum size");
     }

@@ -44,8 +44,8 @@ pub use duration::parse_go_duration;
 pub use model::{
     Allowed, BALANCED_K, Blocked, Budget, Command, ConsolidationPolicy, DISRUPTION_COST,
     DO_NOT_DISRUPT, DisruptionError, DisruptionOptions, DisruptionPlan, DisruptionProblem,
-    DoNotDisrupt, Drift, NodeGroup, NodeState, POD_DELETION_COST, Pdb, PodState, PoolPolicy,
-    Reason,
+    DoNotDisrupt, Drift, MoveDecision, MoveScore, NodeGroup, NodeState, POD_DELETION_COST, Pdb,
+    PodState, PoolPolicy, Reason, ScoredMove,
 };
 
 pub use validation::Validation;
@@ -100,6 +100,7 @@ fn run_planner(
             allowed,
             blocked: planner.blocked,
             notes,
+            moves: planner.moves,
         },
         planner.work.simulations,
     ))
@@ -201,6 +202,8 @@ pub(crate) struct Planner<'a> {
     pub multi_done: bool,
     /// Per-NodePool cost and disruption cost at the start (the `Balanced` score's denominators).
     pub totals: HashMap<String, balanced::PoolTotals>,
+    /// Consolidation moves scored so far (see [`DisruptionPlan::moves`]).
+    pub moves: Vec<ScoredMove>,
 }
 
 impl<'a> Planner<'a> {
@@ -266,6 +269,7 @@ impl<'a> Planner<'a> {
             drift_failed: HashSet::new(),
             multi_done: false,
             totals,
+            moves: Vec::new(),
         }
     }
 
