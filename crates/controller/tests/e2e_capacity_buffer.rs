@@ -126,6 +126,23 @@ async fn a_buffer_keeps_an_otherwise_empty_node_until_it_is_deleted() -> Result<
     if let Some(v) = violation {
         bail!(v);
     }
+    // The provisioner's condition: the virtual pod now fits on existing capacity (the first
+    // round, which launched the node, said RequiresNewCapacity; rounds since see the node).
+    env.cluster
+        .wait_for(
+            TIMEOUT,
+            "Provisioning=True (FitsExistingCapacity)",
+            || async {
+                let b = buffers.get("spare").await?;
+                let fits = b.status.unwrap_or_default().conditions.iter().any(|c| {
+                    c.type_ == "Provisioning"
+                        && c.status == "True"
+                        && c.reason.as_deref() == Some("FitsExistingCapacity")
+                });
+                Ok::<_, anyhow::Error>(fits.then_some(()))
+            },
+        )
+        .await?;
 
     // Without the buffer the node is empty and goes.
     buffers.delete("spare", &DeleteParams::default()).await?;

@@ -23,6 +23,10 @@ use crate::validation::{Collector, ValidationErrors};
 pub const ACTIVE_PROVISIONING_STRATEGY: &str = "buffer.x-k8s.io/active-capacity";
 /// Condition type: the buffer's pod template and size were resolved.
 pub const CONDITION_READY_FOR_PROVISIONING: &str = "ReadyForProvisioning";
+/// Condition the provisioner writes: whether the buffer's virtual pods fit on existing
+/// capacity (`True`, `FitsExistingCapacity`) or needed new capacity (`False`,
+/// `RequiresNewCapacity`; `NotReadyForProvisioning` and `BufferEmpty` when there are none).
+pub const CONDITION_PROVISIONING: &str = "Provisioning";
 /// Annotation (value `"true"`) on virtual pods built from a buffer (upstream's key).
 pub const FAKE_POD_ANNOTATION: &str = "karpenter.sh/capacity-buffer-fake-pod";
 /// Annotation on virtual pods: the name of their buffer.

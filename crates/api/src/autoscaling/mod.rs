@@ -9,8 +9,9 @@ pub mod virtual_pods;
 
 pub use capacitybuffer::{
     ACTIVE_PROVISIONING_STRATEGY, BUFFER_NAME_ANNOTATION, BUFFER_NAMESPACE_ANNOTATION,
-    CONDITION_READY_FOR_PROVISIONING, CapacityBuffer, CapacityBufferSpec, CapacityBufferStatus,
-    FAKE_POD_ANNOTATION, LocalObjectRef, ScalableRef, validate_capacity_buffer,
+    CONDITION_PROVISIONING, CONDITION_READY_FOR_PROVISIONING, CapacityBuffer, CapacityBufferSpec,
+    CapacityBufferStatus, FAKE_POD_ANNOTATION, LocalObjectRef, ScalableRef,
+    validate_capacity_buffer,
 };
 pub use replicas::{desired_replicas, limit_replicas, percentage_replicas};
 pub use virtual_pods::{is_virtual_pod, virtual_pods};

@@ -13,6 +13,7 @@
 //! `podTemplateRef`, `podTemplateGeneration`). Everything is read from the state's stores: no
 //! API call per round.
 
+pub mod rounds;
 pub mod status;
 
 use std::collections::HashMap;

@@ -167,6 +167,12 @@ impl Provisioner {
         if round.problem.pods.is_empty() {
             drop(turn);
             ctx.state.buffer_placements.set(HashMap::new());
+            ctx.state
+                .record_buffer_rounds(capacitybuffer::rounds::summarise(
+                    &round.pending,
+                    &round.invalid,
+                    None,
+                ));
             ctx.unplaceable.record(unplaceable);
             ctx.metrics.unschedulable_pods.set(0);
             self.report_invalid(&round).await;
@@ -204,6 +210,12 @@ impl Provisioner {
             self.nominate(&round, &placement.pods, &target, now, &mut placements);
         }
         ctx.state.buffer_placements.set(placements);
+        ctx.state
+            .record_buffer_rounds(capacitybuffer::rounds::summarise(
+                &round.pending,
+                &round.invalid,
+                Some(&plan),
+            ));
         let real = |key: &String| {
             round
                 .pending

@@ -24,6 +24,41 @@ use tokio::task::JoinHandle;
 use super::sync::SyncGate;
 use super::{Served, Trigger, store, watch};
 
+/// How a buffer's virtual pods fared in the last provisioning round: the input of upstream's
+/// `Provisioning` condition.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BufferRound {
+    /// Placed on existing capacity (a node, or a NodeClaim launched by an earlier round).
+    pub existing: u32,
+    /// Placed on a NodeClaim this round creates.
+    pub new_capacity: u32,
+    /// Placed nowhere.
+    pub failed: u32,
+}
+
+/// Buffer (`namespace/name`) → its virtual pods' last round; replaced whole by each round.
+#[derive(Debug, Default, Clone)]
+pub struct BufferRounds(Arc<Mutex<HashMap<String, BufferRound>>>);
+
+impl BufferRounds {
+    /// Replaces the rounds; whether anything changed.
+    pub fn set(&self, rounds: HashMap<String, BufferRound>) -> bool {
+        let mut current = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = *current != rounds;
+        *current = rounds;
+        changed
+    }
+
+    /// The last round of buffer `key` (`namespace/name`), if its virtual pods were in it.
+    pub fn get(&self, key: &str) -> Option<BufferRound> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied()
+    }
+}
+
 /// Virtual pod key (`namespace/name`) → the node, or the NodeClaim of a node still launching,
 /// the last provisioning round placed it on. Replaced whole by each round, as upstream's
 /// per-node buffer pod counts.

@@ -28,7 +28,7 @@ pub mod watch;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
-pub use buffers::{BufferPlacements, BufferStores};
+pub use buffers::{BufferPlacements, BufferRound, BufferRounds, BufferStores};
 use futures::Stream;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -126,6 +126,8 @@ pub struct ClusterState {
     pub buffer_refs: BufferStores,
     /// Where the last provisioning round placed each buffer's virtual pods.
     pub buffer_placements: BufferPlacements,
+    /// How each buffer's virtual pods fared in the last provisioning round.
+    pub buffer_rounds: BufferRounds,
     buffer_changes: tokio::sync::watch::Sender<u64>,
     indexes: Arc<Indexes>,
     created: Arc<Created>,
@@ -251,6 +253,7 @@ impl ClusterState {
             capacity_buffers: buffer_refs.buffers.clone(),
             buffer_refs,
             buffer_placements: BufferPlacements::default(),
+            buffer_rounds: BufferRounds::default(),
             buffer_changes,
             indexes,
             created,
@@ -410,9 +413,17 @@ impl ClusterState {
         self.node_overlay_changes.subscribe()
     }
 
-    /// A receiver that changes whenever a CapacityBuffer or PodTemplate changes.
+    /// A receiver that changes whenever a CapacityBuffer or PodTemplate changes, or a
+    /// provisioning round places the buffers' virtual pods differently.
     pub fn buffer_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.buffer_changes.subscribe()
+    }
+
+    /// Records a provisioning round's buffer outcomes; wakes the status loop if they changed.
+    pub fn record_buffer_rounds(&self, rounds: std::collections::HashMap<String, BufferRound>) {
+        if self.buffer_rounds.set(rounds) {
+            self.buffer_changes.send_modify(|v| *v += 1);
+        }
     }
 
     /// Every pod that arrives on or leaves a node from now on (lossy if not read promptly).
