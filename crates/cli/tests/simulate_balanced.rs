@@ -88,3 +88,44 @@ fn balanced_declines_the_replacement_that_when_empty_or_underutilized_takes() ->
     assert_eq!(d.as_array().map(Vec::len), Some(0), "{d}");
     Ok(())
 }
+
+#[test]
+fn the_declined_move_is_reported_with_its_score() -> TestResult {
+    // Same cluster: busy's replacement saves 0.10 of 2.00 (0.05) for 4 of 6 disruption
+    // (0.6667): score 0.075, below 0.5.
+    let catalog = data("balanced-catalog.json");
+    let v = json(
+        &["-f", "-", "--catalog", &catalog],
+        Some(&cluster("Balanced")),
+    )?;
+    let scores = v["balancedScores"].as_array().cloned().unwrap_or_default();
+    assert_eq!(scores.len(), 1, "{v:#}");
+    let s = &scores[0];
+    assert_eq!(s["nodePool"], "default");
+    assert_eq!(strings(&s["nodes"]), ["busy"]);
+    assert_eq!(s["decision"], "rejected");
+    assert!((f64_of(&s["score"]) - 0.075).abs() < 1e-6, "{s}");
+    assert!((f64_of(&s["threshold"]) - 0.5).abs() < 1e-9, "{s}");
+    assert!((f64_of(&s["savingsFraction"]) - 0.05).abs() < 1e-6, "{s}");
+    assert!(
+        (f64_of(&s["disruptionFraction"]) - 4.0 / 6.0).abs() < 1e-5,
+        "{s}"
+    );
+    // The table says so too.
+    let out = simulate(
+        &["-f", "-", "--catalog", &catalog],
+        Some(&cluster("Balanced")),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("busy in default: saves 5.0% of the pool's cost for 66.7% of its disruption"),
+        "{text}"
+    );
+    // Not a Balanced pool: nothing scored, the field is absent.
+    let v = json(
+        &["-f", "-", "--catalog", &catalog],
+        Some(&cluster("WhenEmptyOrUnderutilized")),
+    )?;
+    assert!(v.get("balancedScores").is_none(), "{v:#}");
+    Ok(())
+}

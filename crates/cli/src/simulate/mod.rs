@@ -198,6 +198,7 @@ pub fn run(config: &Config) -> Result<()> {
             disruption::plan(&dp, now).context("the disruption planner refused the input")?;
         notes.extend(planned.notes.iter().map(|n| format!("note: {n}")));
         report.disruptions = output::disruptions(&planned);
+        report.balanced_scores = output::balanced_scores(&planned);
         report.protected = planned
             .blocked
             .iter()

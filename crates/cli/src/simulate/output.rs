@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use karpenter_solver::disruption::DisruptionPlan;
+use karpenter_solver::disruption::{DisruptionPlan, MoveScore};
 use karpenter_solver::labels::{CAPACITY_TYPE, INSTANCE_TYPE, NODEPOOL, ZONE};
 use karpenter_solver::{Plan, PlannedNodeClaim};
 use serde::Serialize;
@@ -24,6 +24,11 @@ pub struct Report {
     pub buffer_pods: Vec<String>,
     /// Disruption commands for the input's Karpenter-managed nodes (empty without any).
     pub disruptions: Vec<DisruptionReport>,
+    /// The consolidation moves `Balanced` NodePools scored, approved or declined (why a
+    /// Balanced pool keeps an underused node); absent without any, so other documents are
+    /// unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub balanced_scores: Vec<BalancedScoreReport>,
     /// Managed nodes no voluntary disruption may touch, and why (`node`, `reason`): shown in
     /// the table and the HTML page only, the JSON contract has no such field.
     #[serde(skip)]
@@ -110,6 +115,47 @@ pub struct DisruptionReport {
     pub replacements: Vec<NodeClaimReport>,
     /// Σ removed node prices − Σ replacement prices, rounded to [`DECIMALS`] places.
     pub savings_per_hour: f64,
+}
+
+/// A consolidation move a `Balanced` NodePool scored: its share of the pool's cost saved over
+/// its share of the pool's disruption cost, approved at `threshold` (1/2) or more.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BalancedScoreReport {
+    /// NodePool.
+    pub node_pool: String,
+    /// The move's nodes of that pool.
+    pub nodes: Vec<String>,
+    /// Whether the move went ahead (`approved`) or not (`rejected`).
+    pub decision: String,
+    /// The score, rounded; absent when infinite (the move disrupts nothing).
+    pub score: Option<f64>,
+    /// The score needed.
+    pub threshold: f64,
+    /// Share of the pool's cost the move saves, rounded.
+    pub savings_fraction: f64,
+    /// Share of the pool's disruption cost the move causes, rounded.
+    pub disruption_fraction: f64,
+}
+
+/// The report's `balancedScores`: the planner's scored moves of `Balanced` NodePools.
+pub fn balanced_scores(plan: &DisruptionPlan) -> Vec<BalancedScoreReport> {
+    plan.moves
+        .iter()
+        .filter_map(|m| {
+            let s = m.score?;
+            let score = s.score();
+            Some(BalancedScoreReport {
+                node_pool: m.node_pool.clone(),
+                nodes: m.nodes.clone(),
+                decision: m.decision.as_str().to_owned(),
+                score: score.is_finite().then(|| round(score)),
+                threshold: MoveScore::threshold(),
+                savings_fraction: round(s.savings_fraction),
+                disruption_fraction: round(s.disruption_fraction),
+            })
+        })
+        .collect()
 }
 
 /// Totals.
@@ -199,6 +245,7 @@ pub fn report(plan: &Plan) -> Report {
         unschedulable,
         buffer_pods: Vec::new(),
         disruptions: Vec::new(),
+        balanced_scores: Vec::new(),
         protected: Vec::new(),
         repack: None,
         utilization: Default::default(),

@@ -115,6 +115,29 @@ fn disruptions(out: &mut String, report: &Report) {
             let _ = writeln!(out, "  {node}: {why}");
         }
     }
+    let declined: Vec<_> = report
+        .balanced_scores
+        .iter()
+        .filter(|b| b.decision == "rejected")
+        .collect();
+    if !declined.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nConsolidations Balanced NodePools declined (score below {}):",
+            declined[0].threshold
+        );
+        for b in declined {
+            let _ = writeln!(
+                out,
+                "  {} in {}: saves {:.1}% of the pool's cost for {:.1}% of its disruption (score {})",
+                b.nodes.join(", "),
+                b.node_pool,
+                b.savings_fraction * 100.0,
+                b.disruption_fraction * 100.0,
+                b.score.map_or("∞".to_owned(), |s| format!("{s}")),
+            );
+        }
+    }
     if report.disruptions.is_empty() {
         return;
     }
