@@ -1,4 +1,5 @@
-//! e2e: node repair (gate `NodeRepair`). kwok keeps its Nodes `Ready` (its stages flip a
+//! e2e: the legacy node repair loop (gate `NodeRepair` with `--legacy-node-repair`; repair as
+//! a disruption method is `e2e_repair_disruption`). kwok keeps its Nodes `Ready` (its stages flip a
 //! patched `Ready=False` straight back), so the tests use upstream's simulated fault instead:
 //! the Node condition `KWOKUnhealthy=True` (kwok's heartbeat keeps extra conditions), which the
 //! kwok provider tolerates for 30 s. The condition is written with a `lastTransitionTime` an
@@ -32,6 +33,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 fn repair_options() -> Options {
     Options {
         node_repair: true,
+        legacy_node_repair: true,
         repair_poll_period: Duration::from_secs(1),
         // Short, so the blocked Node is looked at again soon after the other recovers.
         repair_blocked_retry: Duration::from_secs(2),

@@ -223,6 +223,7 @@ mod tests {
             }],
             allowed: vec![],
             blocked: vec![],
+            repair_blocked: vec![],
             notes: vec![],
         };
         let u = utilization(&problem, &plan, Some(&disruption));

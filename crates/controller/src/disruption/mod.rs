@@ -15,11 +15,17 @@
 //! - Node groups' minimum sizes ([`karpenter_providers::CloudProvider::node_group_floors`]):
 //!   emptiness and consolidation never take a group below its minimum (the planner's
 //!   [`karpenter_solver::disruption::NodeGroup`]s).
+//! - Node repair (gate `NodeRepair` without `--legacy-node-repair`, upstream v1.15): Nodes
+//!   whose conditions match a repair policy are marked unhealthy in the planner input
+//!   ([`input::mark_unhealthy`]); the planner picks at most one a round within the `Unhealthy`
+//!   budget and the 20% cap, replacements first; the command (not validated) stamps the
+//!   NodeClaim's termination deadline to now before deleting it ([`repair`]).
 //! - Drift is read from the NodeClaims' `Drifted` condition, which [`crate::drift`] keeps
 //!   (also when disruption is off).
 
 pub mod command;
 pub mod input;
+mod repair;
 mod round;
 mod validation;
 

@@ -3,13 +3,16 @@
 //! [`plan`]`(&DisruptionProblem, &DisruptionOptions) -> Result<DisruptionPlan, DisruptionError>`
 //! decides, in upstream Karpenter's order:
 //! 1. **Expiration** (forceful: no budget, no do-not-disrupt): nodes older than `expireAfter`.
-//! 2. **Emptiness**: nodes without reschedulable pods for `consolidateAfter` → one delete.
-//! 3. **Drift**: drifted nodes, empty first then oldest drift, one command each, replaced by
+//! 2. **Repair** (upstream v1.15's first method): the unhealthy node due longest, within the
+//!    `Unhealthy` budget and the 20% cap, replaced by whatever its pods need; at most one a
+//!    call (see `repair`).
+//! 3. **Emptiness**: nodes without reschedulable pods for `consolidateAfter` → one delete.
+//! 4. **Drift**: drifted nodes, empty first then oldest drift, one command each, replaced by
 //!    whatever the pods need.
-//! 4. **Multi-node consolidation** (`WhenEmptyOrUnderutilized`): binary search over the prefix
+//! 5. **Multi-node consolidation** (`WhenEmptyOrUnderutilized`): binary search over the prefix
 //!    of the cheapest-to-disrupt candidates for the largest set whose pods fit on the other
 //!    nodes plus at most one strictly cheaper new node.
-//! 5. **Single-node consolidation**: the first candidate (round-robin across NodePools) that can
+//! 6. **Single-node consolidation**: the first candidate (round-robin across NodePools) that can
 //!    be deleted or replaced by one strictly cheaper node.
 //!
 //! Consolidation acts on `WhenEmptyOrUnderutilized` and `Balanced` NodePools; for `Balanced`
@@ -33,6 +36,7 @@ pub(crate) mod duration;
 pub(crate) mod floors;
 mod methods;
 mod model;
+mod repair;
 mod state;
 mod validation;
 
@@ -43,9 +47,9 @@ pub use candidates::eviction_cost;
 pub use duration::parse_go_duration;
 pub use model::{
     Allowed, BALANCED_K, Blocked, Budget, Command, ConsolidationPolicy, DISRUPTION_COST,
-    DO_NOT_DISRUPT, DisruptionError, DisruptionOptions, DisruptionPlan, DisruptionProblem,
-    DoNotDisrupt, Drift, NodeGroup, NodeState, POD_DELETION_COST, Pdb, PodState, PoolPolicy,
-    Reason,
+    DO_NOT_DISRUPT, DO_NOT_REPAIR, DisruptionError, DisruptionOptions, DisruptionPlan,
+    DisruptionProblem, DoNotDisrupt, Drift, NodeGroup, NodeState, POD_DELETION_COST, Pdb, PodState,
+    PoolPolicy, REPAIR_UNHEALTHY_PERCENT, Reason, RepairBlock, RepairBlocked, Unhealthy,
 };
 
 pub use validation::Validation;
@@ -100,6 +104,7 @@ fn run_planner(
             allowed,
             blocked: planner.blocked,
             notes,
+            repair_blocked: planner.repair_blocked,
         },
         planner.work.simulations,
     ))
@@ -201,6 +206,9 @@ pub(crate) struct Planner<'a> {
     pub multi_done: bool,
     /// Per-NodePool cost and disruption cost at the start (the `Balanced` score's denominators).
     pub totals: HashMap<String, balanced::PoolTotals>,
+    /// NodePools over the repair cap: (unhealthy, nodes).
+    pub repair_tripped: BTreeMap<String, (u32, u32)>,
+    pub repair_blocked: Vec<RepairBlocked>,
 }
 
 impl<'a> Planner<'a> {
@@ -219,6 +227,7 @@ impl<'a> Planner<'a> {
             input.pods.iter().map(|p| (p.key.clone(), p)).collect();
         let (cands, blocked) = candidates::evaluate(input, &mut work, opts, &pod_state);
         let totals = balanced::pool_totals(&cands);
+        let repair_tripped = repair::tripped_pools(input);
         let mut counts: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
         for np in &work.problem.node_pools {
             counts.entry(np.name.as_str()).or_default();
@@ -266,11 +275,14 @@ impl<'a> Planner<'a> {
             drift_failed: HashSet::new(),
             multi_done: false,
             totals,
+            repair_tripped,
+            repair_blocked: Vec::new(),
         }
     }
 
     fn run(&mut self) -> Result<(), DisruptionError> {
         self.expiration()?;
+        self.repair()?;
         loop {
             if self.emptiness() || self.drift()? {
                 continue;
