@@ -69,6 +69,12 @@ pub async fn run(ctx: Arc<Context>) {
         return;
     }
     tracing::info!("disruption loop started");
+    if ctx.options.repairs_in_disruption() && ctx.provider.repair_policies().is_empty() {
+        tracing::info!(
+            provider = ctx.provider.name(),
+            "node repair is enabled, but the cloud provider defines no repair policies"
+        );
+    }
     let shared: Shared = Arc::default();
     let mut memory = round::Memory::default();
     // Dropping the set (leadership lost) aborts the commands; their records resume them.
