@@ -11,6 +11,8 @@
 //!   `unhealthy`.
 //! - do-not-repair: node `b`, unhealthy and annotated `karpenter.sh/do-not-repair: "true"`,
 //!   gets a `DisruptionBlocked` event naming the annotation and is kept round after round.
+//! - The 20% cap: then `a`'s new node turns unhealthy too, 2 of the NodePool's 2 nodes
+//!   (2 > ceil(20% × 2) = 1): `NodeRepairBlocked` on the NodePool, and it is kept.
 
 mod common;
 
@@ -49,7 +51,8 @@ async fn unhealthy_nodes_are_repaired_within_budget_unless_vetoed() -> Result<()
     let result = async {
         setup(&env).await?;
         within_budget(&env).await?;
-        vetoed(&env).await
+        vetoed(&env).await?;
+        capped(&env).await
     }
     .await;
     let cleaned = env.cleanup().await;
@@ -196,5 +199,37 @@ async fn vetoed(env: &Env) -> Result<()> {
     rounds_pass(env).await?;
     assert!(!claim_going(env, &claim).await?, "do-not-repair: kept");
     assert_eq!(repaired(env, "kwok_unhealthy"), 1, "only a's");
+    Ok(())
+}
+
+async fn capped(env: &Env) -> Result<()> {
+    let node = node_of(env, "a").await?;
+    let claim = claim_of(env, &node).await?.name_any();
+    // a's first node gone: the NodePool is a's new node and b.
+    env.cluster
+        .wait_for(DEADLINE, "2 nodes in the NodePool", || async {
+            Ok::<_, anyhow::Error>((env.nodes().await?.len() == 2).then_some(()))
+        })
+        .await?;
+    set_unhealthy(env, &node, Since::HourAgo).await?;
+    let events: Api<Event> = Api::all(env.client.clone());
+    let note = env
+        .cluster
+        .wait_for(DEADLINE, "NodeRepairBlocked on the NodePool", || async {
+            let list = events.list(&ListParams::default()).await?;
+            let note = list.items.into_iter().find_map(|e| {
+                let on_pool = e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("NodePool") && r.name.as_deref() == Some(&env.pool)
+                });
+                (e.reason.as_deref() == Some("NodeRepairBlocked") && on_pool)
+                    .then(|| e.note.unwrap_or_default())
+            });
+            Ok::<_, anyhow::Error>(note)
+        })
+        .await?;
+    assert!(note.contains("20%") && note.contains("(2 of 2)"), "{note}");
+    rounds_pass(env).await?;
+    assert!(!claim_going(env, &claim).await?, "over the cap: kept");
+    assert_eq!(repaired(env, "kwok_unhealthy"), 1, "only the first");
     Ok(())
 }
