@@ -226,3 +226,20 @@ fn a_budget_reason_parses_as_unhealthy() {
     );
     assert_eq!(Reason::Unhealthy.as_str(), "unhealthy");
 }
+
+#[test]
+fn a_repair_command_is_not_validated() {
+    // Like drift: returned as it is, even once the node looks healthy again.
+    let mut f = fleet(10);
+    unhealthy(&mut f, "n03", Some(NOW - 1));
+    let p = f.plan(NOW);
+    let cmd = p.commands[0].clone();
+    state(&mut f, "n03").unhealthy = None;
+    let opts = DisruptionOptions {
+        now: NOW,
+        ..Default::default()
+    };
+    let v = validate_command(&f.dp, &opts, &cmd).unwrap();
+    assert_eq!(v.command, Some(cmd));
+    assert!(v.dropped.is_empty());
+}

@@ -115,8 +115,8 @@ fn run_planner(
 /// do-not-disrupt pod or a blocking PDB, no longer empty for an emptiness command, already
 /// disrupting, gone) or no longer within budget are dropped; a consolidation is simulated
 /// again with exactly the remaining candidates and must still place every pod with no new
-/// node or one strictly cheaper one, else its longest valid prefix is kept. Drift and
-/// expiration commands are returned unchanged (they are not validated).
+/// node or one strictly cheaper one, else its longest valid prefix is kept. Drift,
+/// expiration and repair commands are returned unchanged (they are not validated).
 ///
 /// `input` must not count the command's own nodes as disrupting (they are not yet).
 pub fn validate_command(
