@@ -113,48 +113,9 @@ async fn with_karpenter_the_read_equals_kubectl_and_the_snapshot_replays() -> Re
     let ns = cluster.namespace().await?;
     let run = unique_name("run");
     let pool = run.clone();
-    let dynamic = |group: &str, version: &str, kind: &str, plural: &str| {
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        Api::<DynamicObject>::all_with(
-            cluster.client(),
-            &ApiResource::from_gvk_with_plural(&gvk, plural),
-        )
-    };
-    let class: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass",
-        "metadata": {"name": run}, "spec": {}
-    }))?;
-    dynamic(
-        "karpenter.kwok.sh",
-        "v1alpha1",
-        "KWOKNodeClass",
-        "kwoknodeclasses",
-    )
-    .create(&PostParams::default(), &class)
-    .await?;
+    let dynamic = |group, version, kind, plural| dynamic(&cluster, (group, version, kind, plural));
     // Budgets allow no disruption at all: the empty node stays unless budgets are ignored.
-    let node_pool: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
-        "metadata": {"name": pool},
-        "spec": {
-            "template": {
-                "metadata": {"labels": {RUN_LABEL: run}},
-                "spec": {
-                    "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": run},
-                    "taints": [{"key": RUN_LABEL, "value": run, "effect": "NoSchedule"}],
-                    "requirements": [
-                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-                        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
-                    ]
-                }
-            },
-            "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized",
-                           "consolidateAfter": "0s", "budgets": [{"nodes": "0"}]}
-        }
-    }))?;
-    dynamic("karpenter.sh", "v1", "NodePool", "nodepools")
-        .create(&PostParams::default(), &node_pool)
-        .await?;
+    kwok_pool(&cluster, &run, "0").await?;
     // Read with the rest: on-demand types of more than 4 vCPU cost 1/h more (only the 6-cpu
     // pod's claim is of such a type; no other test's plan here uses one).
     let overlay: DynamicObject = serde_json::from_value(json!({
@@ -389,5 +350,81 @@ async fn the_printed_cluster_role_is_enough_to_read_the_cluster() -> Result<()> 
         .delete(&name, &delete)
         .await?;
     clean_up(&cluster, ns, &[]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_capacity_buffer_is_read_with_its_pod_template() -> Result<()> {
+    let Some(cluster) = TestCluster::start().await else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    cluster.apply_crds(&karpenter_api::all_crds()).await?;
+    let ns = cluster.namespace().await?;
+    let run = unique_name("run");
+    kwok_pool(&cluster, &run, "10%").await?;
+    // Chunks of 1 cpu that only this run's NodePool can take; two of them.
+    let template: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PodTemplate",
+        "metadata": {"name": "chunk", "namespace": ns.name()},
+        "template": {"spec": {
+            "nodeSelector": {RUN_LABEL: run},
+            "tolerations": [{"key": RUN_LABEL, "operator": "Equal", "value": run, "effect": "NoSchedule"}],
+            "containers": [{"name": "c", "image": "busybox",
+                            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]
+        }}
+    }))?;
+    Api::<DynamicObject>::namespaced_with(
+        cluster.client(),
+        ns.name(),
+        &ApiResource::erase::<k8s_openapi::api::core::v1::PodTemplate>(&()),
+    )
+    .create(&PostParams::default(), &template)
+    .await?;
+    let buffer: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "autoscaling.x-k8s.io/v1beta1", "kind": "CapacityBuffer",
+        "metadata": {"name": "spare", "namespace": ns.name()},
+        "spec": {"podTemplateRef": {"name": "chunk"}, "replicas": 2}
+    }))?;
+    let gvk = GroupVersionKind::gvk("autoscaling.x-k8s.io", "v1beta1", "CapacityBuffer");
+    Api::<DynamicObject>::namespaced_with(
+        cluster.client(),
+        ns.name(),
+        &ApiResource::from_gvk_with_plural(&gvk, "capacitybuffers"),
+    )
+    .create(&PostParams::default(), &buffer)
+    .await?;
+
+    let kc = cluster.kubeconfig_path().display().to_string();
+    let dir = std::env::temp_dir().join(unique_name("sim-live"));
+    std::fs::create_dir_all(&dir)?;
+    let dumped_file = dir.join("dump.yaml");
+    let (live, _) = agreeing(&cluster, "--from-cluster vs -f kubectl dump", || {
+        let live = simulate_json(&["--from-cluster", "--kubeconfig", &kc])?;
+        let kinds: Vec<Kind> = KARPENTER_KINDS.iter().chain(&CORE_KINDS).copied().collect();
+        dump(cluster.kubeconfig_path(), &kinds, &dumped_file)?;
+        let dumped = simulate_json(&["-f", &dumped_file.display().to_string()])?;
+        Ok((live, dumped))
+    })
+    .await?;
+
+    // The buffer's two virtual pods, named as the controller names them, each on a NodeClaim
+    // of this run's NodePool (the only one they tolerate).
+    let ns_name = ns.name().to_owned();
+    let want = [
+        format!("{ns_name}/capacity-buffer:spare:1"),
+        format!("{ns_name}/capacity-buffer:spare:2"),
+    ];
+    ensure!(strings(&live["bufferPods"]) == want, "{live:#}");
+    let mut placed: Vec<String> = entries(&live, "nodeClaims")
+        .iter()
+        .filter(|c| c["nodePool"] == run.as_str())
+        .flat_map(|c| strings(&c["pods"]))
+        .collect();
+    placed.sort();
+    ensure!(placed == want, "buffer pods on {run}'s claims: {live:#}");
+
+    clean_up(&cluster, ns, &[]).await?;
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -18,6 +18,7 @@ use common::{Env, disruption_options, fleet, node_disrupting, pod_running};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use karpenter_api::v1::NodePool;
+use karpenter_controller::metrics::Move;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -119,6 +120,21 @@ async fn body(env: &Env) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The declined move was counted and scored at (1/4) / (2/3) = 0.375 (every observation is
+    // that one move: nothing else can be consolidated here).
+    let rejected = moves(env, "rejected", "Balanced");
+    assert!(
+        rejected.is_some_and(|n| n >= 1),
+        "rejections counted: {rejected:?}"
+    );
+    let (count, sum) = scores(env, "rejected", "Balanced");
+    assert!(count >= 1, "a rejected score observed");
+    assert!(
+        (sum / count as f64 - 0.375).abs() < 1e-9,
+        "mean score {}",
+        sum / count as f64
+    );
+    assert_eq!(scores(env, "approved", "Balanced").0, 0);
 
     // The same cluster under WhenEmptyOrUnderutilized: Y is replaced by a 2-cpu node.
     set_policy(env, "WhenEmptyOrUnderutilized").await?;
@@ -138,5 +154,36 @@ async fn body(env: &Env) -> Result<()> {
         })
         .await?;
     assert!(price_after < price_before, "{price_after} < {price_before}");
+    // Counted as an approved move of a policy that is not scored.
+    let approved = moves(env, "approved", "WhenEmptyOrUnderutilized");
+    assert!(
+        approved.is_some_and(|n| n >= 1),
+        "approval counted: {approved:?}"
+    );
+    assert_eq!(scores(env, "approved", "WhenEmptyOrUnderutilized").0, 0);
     Ok(())
+}
+
+fn move_labels(env: &Env, decision: &str, policy: &str) -> Move {
+    Move {
+        decision: decision.into(),
+        nodepool: env.pool.clone(),
+        policy: policy.into(),
+    }
+}
+
+/// `karpenter_consolidation_moves_total` for the test's pool (`None`: never counted).
+fn moves(env: &Env, decision: &str, policy: &str) -> Option<u64> {
+    let m = &env.controller.context.metrics;
+    m.consolidation_moves
+        .get(&move_labels(env, decision, policy))
+        .map(|c| c.get())
+}
+
+/// `karpenter_consolidation_score`'s count and sum for the test's pool.
+fn scores(env: &Env, decision: &str, policy: &str) -> (u64, f64) {
+    let m = &env.controller.context.metrics;
+    m.consolidation_score
+        .get(&move_labels(env, decision, policy))
+        .map_or((0, 0.0), |h| (h.count(), h.sum()))
 }

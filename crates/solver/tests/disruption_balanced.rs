@@ -208,3 +208,83 @@ fn balanced_scores_only_its_own_pool() {
         )]
     );
 }
+
+/// The one scored move of a plan, as (pool, decision, score, nodes, multi-node).
+fn only_move(p: &DisruptionPlan) -> &ScoredMove {
+    assert_eq!(p.moves.len(), 1, "one scored move: {:?}", p.moves);
+    &p.moves[0]
+}
+
+#[test]
+fn scored_moves_report_rejections_and_approvals() {
+    // Balanced at $0.90 (first test): busy's move is scored and rejected. Savings 0.10 of 2.00
+    // = 0.05, disruption 4 of 6: score 0.075. `full` is never scored: nothing can take its pod,
+    // and the two together do not fit on one new node.
+    let p = two_large(ConsolidationPolicy::Balanced, 0.90).plan(100);
+    let m = only_move(&p);
+    assert_eq!(
+        (
+            m.node_pool.as_str(),
+            m.decision,
+            m.nodes.clone(),
+            m.multi_node
+        ),
+        ("p", MoveDecision::Rejected, vec!["busy".to_string()], false)
+    );
+    let s = m.score.expect("a Balanced pool is scored");
+    assert!((s.savings_fraction - 0.05).abs() < 1e-9);
+    assert!((s.disruption_fraction - 4.0 / 6.0).abs() < 1e-9);
+    assert!((s.score() - 0.075).abs() < 1e-9);
+    assert!(!s.approved());
+
+    // At $0.30 it is approved: 0.35 / (4 / 6) = 0.525.
+    let p = two_large(ConsolidationPolicy::Balanced, 0.30).plan(100);
+    let m = only_move(&p);
+    assert_eq!(m.decision, MoveDecision::Approved);
+    assert!((m.score.expect("scored").score() - 0.525).abs() < 1e-9);
+
+    // WhenEmptyOrUnderutilized: the move is counted (approved) but not scored.
+    let p = two_large(ConsolidationPolicy::WhenEmptyOrUnderutilized, 0.90).plan(100);
+    let m = only_move(&p);
+    assert_eq!(
+        (m.decision, m.policy, m.score),
+        (
+            MoveDecision::Approved,
+            ConsolidationPolicy::WhenEmptyOrUnderutilized,
+            None
+        )
+    );
+}
+
+#[test]
+fn a_multi_node_move_is_reported_once_for_the_chosen_set() {
+    // Three `large` nodes ($1.00) with one 500m pod each: all three pods fit on one `medium`
+    // ($0.30). The search tries [a, b] (delete: the pods fit on c) then [a, b, c] (replace by a
+    // medium) and reports only the chosen set: savings 3.00 − 0.30 = 2.70 of 3.00 = 0.9, for
+    // all of the pool's disruption (3 × (1 + 1) of 6): score 0.9, approved.
+    let mut f = Fleet::new(
+        vec![it("large", 4, 1.0), it("medium", 2, 0.30)],
+        vec![pool_p("p")],
+    );
+    for n in ["a", "b", "c"] {
+        f.node(n, "large", Z1, "on-demand", "p", cpu_pods(n, 1, "500m"));
+    }
+    f.policy("p").consolidation_policy = ConsolidationPolicy::Balanced;
+    let p = f.plan(100);
+    check_commands(&f.dp, &p).expect("valid commands");
+    assert_eq!(p.commands.len(), 1);
+    let m = only_move(&p);
+    let mut nodes = m.nodes.clone();
+    nodes.sort();
+    assert_eq!(
+        (m.decision, m.multi_node, nodes),
+        (
+            MoveDecision::Approved,
+            true,
+            vec!["a".into(), "b".into(), "c".into()]
+        )
+    );
+    let s = m.score.expect("scored");
+    assert!((s.savings_fraction - 0.9).abs() < 1e-9, "{s:?}");
+    assert!((s.disruption_fraction - 1.0).abs() < 1e-9, "{s:?}");
+}

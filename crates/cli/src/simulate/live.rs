@@ -6,7 +6,9 @@
 //! Read-only by construction: the only requests are `list` calls (paged with continue tokens),
 //! on the kinds of [`KINDS`]; [`rbac`] prints the ClusterRole that allows exactly those.
 //! Workloads (Deployments, Jobs, ...) are not read: in a cluster their pods exist already, and
-//! reading both would count each replica twice.
+//! reading both would count each replica twice. So a CapacityBuffer is resolved when it names
+//! a PodTemplate (read, with the PodTemplates, when the cluster has buffers); one with a
+//! `scalableRef` gets the same warning as in a file without its workload.
 //!
 //! What the snapshot leaves out (the simulation needs none of it, and a snapshot is meant to
 //! be shared): `metadata.managedFields`, the `kubectl.kubernetes.io/last-applied-configuration`
@@ -39,6 +41,8 @@ enum Need {
     IfServed,
     /// Only with `--catalog clusterapi`, when served.
     ClusterApi,
+    /// Only when a CapacityBuffer was read (the PodTemplates buffers name).
+    WithBuffers,
 }
 
 /// A kind simulate reads from a cluster.
@@ -69,7 +73,7 @@ const fn kind(
 
 /// Every kind read, in the order the inputs are built (and the snapshot written): the
 /// Karpenter objects first, as a user's files usually have them.
-const KINDS: [Kind; 15] = [
+const KINDS: [Kind; 17] = [
     kind(
         "karpenter.sh",
         "v1",
@@ -103,6 +107,13 @@ const KINDS: [Kind; 15] = [
         "v1alpha1",
         "NodeOverlay",
         "nodeoverlays",
+        Need::IfServed,
+    ),
+    kind(
+        "autoscaling.x-k8s.io",
+        "v1beta1",
+        "CapacityBuffer",
+        "capacitybuffers",
         Need::IfServed,
     ),
     kind(
@@ -152,6 +163,7 @@ const KINDS: [Kind; 15] = [
         "storageclasses",
         Need::Always,
     ),
+    kind("", "v1", "PodTemplate", "podtemplates", Need::WithBuffers),
 ];
 
 /// Which cluster to read.
@@ -242,9 +254,12 @@ pub async fn read(client: &Client, target: &Target) -> Result<Read, LiveError> {
     let mut inputs = Vec::new();
     let mut notes = Vec::new();
     let mut karpenter_pools = false;
+    let mut buffers = false;
     let mut absent = Vec::new();
     for k in KINDS {
-        if k.need == Need::ClusterApi && !target.cluster_api {
+        if (k.need == Need::ClusterApi && !target.cluster_api)
+            || (k.need == Need::WithBuffers && !buffers)
+        {
             continue;
         }
         let resource = resource_name(&k);
@@ -264,6 +279,9 @@ pub async fn read(client: &Client, target: &Target) -> Result<Read, LiveError> {
         };
         if matches!(k.kind, "NodePool" | "Provisioner") && !objects.is_empty() {
             karpenter_pools = true;
+        }
+        if k.kind == "CapacityBuffer" && !objects.is_empty() {
+            buffers = true;
         }
         if objects.is_empty() {
             continue;
@@ -364,6 +382,7 @@ fn redact(value: &mut Value) {
     let spec = match value.get("kind").and_then(Value::as_str) {
         Some("Pod") => value.pointer_mut("/spec"),
         Some("DaemonSet") => value.pointer_mut("/spec/template/spec"),
+        Some("PodTemplate") => value.pointer_mut("/template/spec"),
         _ => None,
     };
     let Some(spec) = spec.and_then(Value::as_object_mut) else {

@@ -224,6 +224,7 @@ mod tests {
             allowed: vec![],
             blocked: vec![],
             repair_blocked: vec![],
+            moves: vec![],
             notes: vec![],
         };
         let u = utilization(&problem, &plan, Some(&disruption));

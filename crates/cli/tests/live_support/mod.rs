@@ -22,7 +22,7 @@ pub const RUN_LABEL: &str = "sim-live/run";
 pub const KARPENTER_GROUPS: [&str; 3] = ["karpenter.sh", "karpenter.k8s.aws", "karpenter.kwok.sh"];
 /// (group, version, kind, plural) of what `--from-cluster` reads, in the order it reads them.
 pub type Kind = (&'static str, &'static str, &'static str, &'static str);
-pub const KARPENTER_KINDS: [Kind; 5] = [
+pub const KARPENTER_KINDS: [Kind; 6] = [
     ("karpenter.sh", "v1", "NodePool", "nodepools"),
     ("karpenter.sh", "v1alpha5", "Provisioner", "provisioners"),
     ("karpenter.k8s.aws", "v1", "EC2NodeClass", "ec2nodeclasses"),
@@ -33,8 +33,14 @@ pub const KARPENTER_KINDS: [Kind; 5] = [
         "kwoknodeclasses",
     ),
     ("karpenter.sh", "v1alpha1", "NodeOverlay", "nodeoverlays"),
+    (
+        "autoscaling.x-k8s.io",
+        "v1beta1",
+        "CapacityBuffer",
+        "capacitybuffers",
+    ),
 ];
-pub const CORE_KINDS: [Kind; 8] = [
+pub const CORE_KINDS: [Kind; 9] = [
     ("", "v1", "Namespace", "namespaces"),
     ("", "v1", "Node", "nodes"),
     ("", "v1", "Pod", "pods"),
@@ -48,6 +54,7 @@ pub const CORE_KINDS: [Kind; 8] = [
     ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
     ("", "v1", "PersistentVolume", "persistentvolumes"),
     ("storage.k8s.io", "v1", "StorageClass", "storageclasses"),
+    ("", "v1", "PodTemplate", "podtemplates"),
 ];
 
 /// One test at a time: they change which CRDs the shared plane serves.
@@ -353,4 +360,56 @@ pub fn entries<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 
 pub fn strings(v: &Value) -> Vec<String> {
     super::common::strings(v)
+}
+
+/// A dynamic client for one kind.
+pub fn dynamic(cluster: &TestCluster, (group, version, kind, plural): Kind) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    Api::all_with(
+        cluster.client(),
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+/// A KWOKNodeClass and a NodePool, both named `run`, whose nodes carry the run label and a
+/// taint only the run's pods tolerate; `budget` is its one disruption budget's `nodes`.
+pub async fn kwok_pool(cluster: &TestCluster, run: &str, budget: &str) -> Result<()> {
+    let class: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass",
+        "metadata": {"name": run}, "spec": {}
+    }))?;
+    dynamic(
+        cluster,
+        (
+            "karpenter.kwok.sh",
+            "v1alpha1",
+            "KWOKNodeClass",
+            "kwoknodeclasses",
+        ),
+    )
+    .create(&PostParams::default(), &class)
+    .await?;
+    let node_pool: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+        "metadata": {"name": run},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {RUN_LABEL: run}},
+                "spec": {
+                    "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": run},
+                    "taints": [{"key": RUN_LABEL, "value": run, "effect": "NoSchedule"}],
+                    "requirements": [
+                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+                        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+                    ]
+                }
+            },
+            "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized",
+                           "consolidateAfter": "0s", "budgets": [{"nodes": budget}]}
+        }
+    }))?;
+    dynamic(cluster, ("karpenter.sh", "v1", "NodePool", "nodepools"))
+        .create(&PostParams::default(), &node_pool)
+        .await?;
+    Ok(())
 }

@@ -27,6 +27,7 @@ pub mod command;
 pub mod input;
 mod repair;
 mod round;
+mod scores;
 mod validation;
 
 use std::collections::{BTreeMap, BTreeSet};

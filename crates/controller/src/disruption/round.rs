@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::command::{self, record_of};
 use super::input::{self, Skip};
-use super::{Shared, lock, validation};
+use super::{Shared, lock, scores, validation};
 use crate::context::Context;
 use crate::drift::hash;
 use crate::error::{Error, Result};
@@ -36,6 +36,8 @@ pub struct Memory {
     skipped: Option<String>,
     /// Node → the last note of a repair it was blocked from (events only on change).
     repair_blocked: BTreeMap<String, String>,
+    /// The consolidation moves the last round reported.
+    moves: scores::Reported,
 }
 
 /// One round: every command of the plan is started (drift, expiration) or handed to the
@@ -86,6 +88,7 @@ pub async fn run(
         .observe(started.elapsed().as_secs_f64());
     report(ctx, &planned, memory).await;
     super::repair::report_blocked(ctx, &planned.repair_blocked, &mut memory.repair_blocked).await;
+    scores::report(ctx, &planned.moves, &claims, &mut memory.moves).await;
     for n in &planned.notes {
         tracing::info!(note = %n, "disruption keeps a node group at its minimum size");
     }

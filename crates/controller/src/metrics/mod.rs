@@ -104,6 +104,18 @@ pub struct PodsDisrupted {
     pub termination_mode: String,
 }
 
+/// `{decision, nodepool, policy}` of a scored consolidation move (`approved` / `rejected`;
+/// the NodePool's `consolidationPolicy` as written, e.g. `Balanced`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Move {
+    /// `approved` or `rejected`.
+    pub decision: String,
+    /// NodePool.
+    pub nodepool: String,
+    /// The NodePool's consolidation policy.
+    pub policy: String,
+}
+
 /// Every metric the controller exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -136,6 +148,12 @@ pub struct Metrics {
     /// removes, the pods that must move (not DaemonSet or mirror pods); divided by
     /// `karpenter_nodeclaims_disrupted_total` it is pods moved per node removed.
     pub pods_disruption_initiated: Family<PodsDisrupted, Counter>,
+    /// `karpenter_consolidation_moves_total{decision,nodepool,policy}`: consolidation moves
+    /// the planner scored (every NodePool policy), approved or rejected.
+    pub consolidation_moves: Family<Move, Counter>,
+    /// `karpenter_consolidation_score{decision,nodepool,policy}`: `Balanced` NodePools' scores
+    /// of those moves.
+    pub consolidation_score: Family<Move, Histogram>,
     /// `karpenter_voluntary_disruption_queue_failures_total`: commands rolled back.
     pub disruption_queue_failures: Counter,
     /// `karpenter_voluntary_disruption_decision_evaluation_duration_seconds`.
@@ -218,6 +236,11 @@ impl Metrics {
             disruption_decisions: Family::default(),
             disruption_failed_validations: Family::default(),
             pods_disruption_initiated: Family::default(),
+            consolidation_moves: Family::default(),
+            consolidation_score: Family::new_with_constructor(|| {
+                // Upstream's buckets around the 0.5 threshold.
+                Histogram::new([0.1, 0.25, 0.33, 0.5, 1.0, 2.0, 5.0, 10.0])
+            }),
             disruption_queue_failures: Counter::default(),
             disruption_evaluation_duration: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             allowed_disruptions: Family::default(),
@@ -308,6 +331,16 @@ impl Metrics {
             "pods_disruption_initiated",
             "Pods whose disruption Karpenter initiated, by the reschedulable pods of each disrupted NodeClaim",
             self.pods_disruption_initiated.clone(),
+        );
+        r.register(
+            "consolidation_moves",
+            "Consolidation moves scored, by decision, NodePool and policy",
+            self.consolidation_moves.clone(),
+        );
+        r.register(
+            "consolidation_score",
+            "Balanced consolidation scores of moves, by decision, NodePool and policy",
+            self.consolidation_score.clone(),
         );
         r.register(
             "voluntary_disruption_queue_failures",

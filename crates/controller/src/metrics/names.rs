@@ -113,6 +113,16 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
         &["consolidation_type"],
     ),
     (
+        "karpenter_consolidation_moves_total",
+        "counter",
+        &["decision", "nodepool", "policy"],
+    ),
+    (
+        "karpenter_consolidation_score",
+        "histogram",
+        &["decision", "nodepool", "policy"],
+    ),
+    (
         "karpenter_pods_disruption_initiated_total",
         "counter",
         &[
@@ -285,6 +295,15 @@ fn names_types_and_labels_match_upstream() {
             consolidation_type: "single".into(),
         })
         .inc();
+    let rejected = Move {
+        decision: "rejected".into(),
+        nodepool: "p".into(),
+        policy: "Balanced".into(),
+    };
+    m.consolidation_moves.get_or_create(&rejected).inc();
+    m.consolidation_score
+        .get_or_create(&rejected)
+        .observe(0.375);
     m.pods_disruption_initiated
         .get_or_create(&PodsDisrupted {
             reason: "underutilized".into(),

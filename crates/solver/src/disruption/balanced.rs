@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::candidates::Cand;
-use super::model::{BALANCED_K, ConsolidationPolicy};
+use super::model::{ConsolidationPolicy, MoveDecision, MoveScore, ScoredMove};
 
 /// A NodePool's cost and disruption cost, the denominators of a score.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -33,62 +33,110 @@ pub(crate) fn pool_totals(cands: &[Cand]) -> HashMap<String, PoolTotals> {
     totals
 }
 
-/// Upstream `ScoreMove` + `Score`: (savings / pool cost) ÷ (disruption / pool disruption);
-/// 0 when nothing is saved or the pool has no cost to normalise against, infinite when the
-/// move disrupts nothing.
-pub(crate) fn score(savings: f64, disruption: f64, totals: PoolTotals) -> f64 {
+/// Upstream `ScoreMove`: the move's shares of the NodePool's cost and disruption cost; both 0
+/// when the pool has no cost or no disruption cost to normalise against (score 0: rejected).
+pub(crate) fn score_move(savings: f64, disruption: f64, totals: PoolTotals) -> MoveScore {
     if totals.cost <= 0.0 || totals.disruption <= 0.0 {
-        return 0.0;
+        return MoveScore {
+            savings_fraction: 0.0,
+            disruption_fraction: 0.0,
+        };
     }
-    let saved = savings / totals.cost;
-    let disrupted = disruption / totals.disruption;
-    if saved <= 0.0 {
-        0.0
-    } else if disrupted == 0.0 {
-        f64::INFINITY
-    } else {
-        saved / disrupted
+    MoveScore {
+        savings_fraction: savings / totals.cost,
+        disruption_fraction: disruption / totals.disruption,
     }
+}
+
+/// Upstream `ScoreMove(..).Score()`: (savings / pool cost) ÷ (disruption / pool disruption).
+pub(crate) fn score(savings: f64, disruption: f64, totals: PoolTotals) -> f64 {
+    score_move(savings, disruption, totals).score()
 }
 
 /// Whether a move's score passes (`score ≥ 1 / BALANCED_K`).
 pub(crate) fn approved(score: f64) -> bool {
-    score >= 1.0 / f64::from(BALANCED_K)
+    score >= MoveScore::threshold()
+}
+
+/// One NodePool's part in a move: its candidates and, for a `Balanced` pool, its score.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PoolPart {
+    pub pool: String,
+    pub policy: ConsolidationPolicy,
+    pub nodes: Vec<String>,
+    pub score: Option<MoveScore>,
+}
+
+/// A move's parts, and whether every `Balanced` NodePool among them approved it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Evaluation {
+    pub approved: bool,
+    pub parts: Vec<PoolPart>,
+}
+
+impl Evaluation {
+    /// The move as upstream reports it: one [`ScoredMove`] per NodePool.
+    pub(crate) fn report(self, multi_node: bool) -> impl Iterator<Item = ScoredMove> {
+        let decision = if self.approved {
+            MoveDecision::Approved
+        } else {
+            MoveDecision::Rejected
+        };
+        self.parts.into_iter().map(move |p| ScoredMove {
+            node_pool: p.pool,
+            policy: p.policy,
+            decision,
+            score: p.score,
+            nodes: p.nodes,
+            multi_node,
+        })
+    }
 }
 
 /// Upstream `EvaluateBalancedMove`: every `Balanced` NodePool among the candidates `idx` must
 /// approve the move saving `savings` per hour; other NodePools are not scored. When the move
 /// spans several NodePools, each is credited with the savings in proportion to its share of
 /// the removed nodes' prices.
-pub(crate) fn approve_move(
+pub(crate) fn evaluate_move(
     cands: &[Cand],
     idx: &[usize],
     savings: f64,
     totals: &HashMap<String, PoolTotals>,
-) -> bool {
+) -> Evaluation {
     let mut pools: Vec<&str> = idx.iter().map(|&i| cands[i].pool.as_str()).collect();
     pools.sort_unstable();
     pools.dedup();
+    let several = pools.len() > 1;
     let source: f64 = idx.iter().filter_map(|&i| cands[i].price).sum();
-    pools.iter().all(|&pool| {
+    let mut approved = true;
+    let mut parts = Vec::with_capacity(pools.len());
+    for pool in pools {
         let mine: Vec<&Cand> = idx
             .iter()
             .map(|&i| &cands[i])
             .filter(|c| c.pool == pool)
             .collect();
-        if mine[0].policy.consolidation_policy != ConsolidationPolicy::Balanced {
-            return true;
-        }
-        let pool_source: f64 = mine.iter().filter_map(|c| c.price).sum();
-        let pool_savings = if pools.len() > 1 && source > 0.0 {
-            savings * pool_source / source
-        } else {
-            savings
-        };
-        let disruption: f64 = mine.iter().map(|c| c.reschedule_cost).sum();
-        let totals = totals.get(pool).copied().unwrap_or_default();
-        approved(score(pool_savings, disruption, totals))
-    })
+        let policy = mine[0].policy.consolidation_policy;
+        let score = (policy == ConsolidationPolicy::Balanced).then(|| {
+            let pool_source: f64 = mine.iter().filter_map(|c| c.price).sum();
+            let pool_savings = if several && source > 0.0 {
+                savings * pool_source / source
+            } else {
+                savings
+            };
+            let disruption: f64 = mine.iter().map(|c| c.reschedule_cost).sum();
+            let totals = totals.get(pool).copied().unwrap_or_default();
+            score_move(pool_savings, disruption, totals)
+        });
+        approved &= score.is_none_or(|s| s.approved());
+        parts.push(PoolPart {
+            pool: pool.to_string(),
+            policy,
+            nodes: mine.iter().map(|c| c.name.clone()).collect(),
+            score,
+        });
+    }
+    Evaluation { approved, parts }
 }
 
 /// Upstream `CanPassThreshold`: whether deleting candidate `c` outright (the best any move of

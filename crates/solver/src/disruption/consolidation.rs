@@ -8,7 +8,7 @@ use crate::model::PlannedNodeClaim;
 use crate::requirements::{NodeSelectorRequirement, Operator};
 
 use super::Planner;
-use super::balanced;
+use super::balanced::{self, Evaluation};
 use super::candidates::rank;
 use super::model::{DisruptionError, Reason};
 use super::state::Sim;
@@ -20,6 +20,27 @@ const EPS: f64 = 1e-9;
 
 /// A valid consolidation: the simulation and its 0 or 1 replacement (options filtered).
 type Valid = (Sim, Vec<PlannedNodeClaim>);
+
+/// What checking a move found: the consolidation if it is valid and approved, and the
+/// balanced evaluation when the move got as far as being scored.
+pub(crate) struct Tried {
+    pub valid: Option<Valid>,
+    pub evaluation: Option<Evaluation>,
+}
+
+impl Tried {
+    const INVALID: Tried = Tried {
+        valid: None,
+        evaluation: None,
+    };
+
+    fn scored(evaluation: Evaluation, valid: impl FnOnce() -> Valid) -> Tried {
+        Tried {
+            valid: evaluation.approved.then(valid),
+            evaluation: Some(evaluation),
+        }
+    }
+}
 
 impl Planner<'_> {
     /// The most an offering of `it` with capacity type `ct` may cost at launch (upstream
@@ -56,20 +77,20 @@ impl Planner<'_> {
         &mut self,
         idx: &[usize],
         single: bool,
-    ) -> Result<Option<Valid>, DisruptionError> {
+    ) -> Result<Tried, DisruptionError> {
         let ids: Vec<usize> = idx.iter().map(|&i| self.cands[i].id).collect();
         let total: f64 = idx.iter().filter_map(|&i| self.cands[i].price).sum();
         let mut sim = self.simulate(&ids, true)?;
         if !sim.plan.unschedulable.is_empty() {
-            return Ok(None);
+            return Ok(Tried::INVALID);
         }
         match sim.plan.node_claims.len() {
             0 => {
-                let ok = balanced::approve_move(&self.cands, idx, total, &self.totals);
-                return Ok(ok.then(|| (sim, Vec::new())));
+                let evaluation = balanced::evaluate_move(&self.cands, idx, total, &self.totals);
+                return Ok(Tried::scored(evaluation, || (sim, Vec::new())));
             }
             1 => {}
-            _ => return Ok(None),
+            _ => return Ok(Tried::INVALID),
         }
         let all_spot = idx.iter().all(|&i| self.cands[i].capacity_type == SPOT);
         if all_spot && sim.plan.node_claims[0].capacity_type != SPOT {
@@ -83,10 +104,10 @@ impl Planner<'_> {
         let mut claim = sim.plan.node_claims[0].clone();
         let spot_to_spot = all_spot && claim.capacity_type == SPOT;
         if spot_to_spot && !self.opts.spot_to_spot {
-            return Ok(None);
+            return Ok(Tried::INVALID);
         }
         if claim.price >= total - EPS {
-            return Ok(None);
+            return Ok(Tried::INVALID);
         }
         let mut limit = total;
         if !single {
@@ -109,18 +130,19 @@ impl Planner<'_> {
         if spot_to_spot && single {
             // Enough cheaper spot types, or the new node would soon be consolidated again.
             if options.len() < self.opts.min_spot_options {
-                return Ok(None);
+                return Ok(Tried::INVALID);
             }
             options.truncate(self.opts.min_spot_options.max(1));
         }
         if !options.iter().any(|(_, it)| *it == claim.instance_type) {
-            return Ok(None);
+            return Ok(Tried::INVALID);
         }
-        if !balanced::approve_move(&self.cands, idx, total - claim.price, &self.totals) {
-            return Ok(None);
-        }
-        claim.instance_type_options = options.into_iter().map(|(_, it)| it).collect();
-        Ok(Some((sim, vec![claim])))
+        let evaluation =
+            balanced::evaluate_move(&self.cands, idx, total - claim.price, &self.totals);
+        Ok(Tried::scored(evaluation, || {
+            claim.instance_type_options = options.into_iter().map(|(_, it)| it).collect();
+            (sim, vec![claim])
+        }))
     }
 
     /// Candidates for consolidation, best first, that are still available.
@@ -157,20 +179,32 @@ impl Planner<'_> {
             return Ok(false);
         }
         let (mut lo, mut hi) = (1usize, list.len() - 1);
-        let mut best: Option<(usize, Valid)> = None;
+        let mut best: Option<(usize, Valid, Evaluation)> = None;
+        // Upstream reports a rejection once per search, the last (smallest) one.
+        let mut rejected: Option<Evaluation> = None;
         while lo <= hi {
             let mid = lo + (hi - lo) / 2;
-            match self.consolidate(&list[..=mid], false)? {
-                Some(v) => {
-                    best = Some((mid, v));
+            let tried = self.consolidate(&list[..=mid], false)?;
+            match (tried.valid, tried.evaluation) {
+                (Some(v), Some(evaluation)) => {
+                    best = Some((mid, v, evaluation));
                     lo = mid + 1;
                 }
-                None => hi = mid - 1,
+                (_, evaluation) => {
+                    if evaluation.is_some() {
+                        rejected = evaluation;
+                    }
+                    hi = mid - 1;
+                }
             }
         }
-        let Some((mid, (sim, claims))) = best else {
+        let Some((mid, (sim, claims), evaluation)) = best else {
+            if let Some(evaluation) = rejected {
+                self.moves.extend(evaluation.report(true));
+            }
             return Ok(false);
         };
+        self.moves.extend(evaluation.report(true));
         let replacements = self.replacements(&claims);
         self.decide(Reason::Underutilized, &list[..=mid], &sim, replacements);
         Ok(true)
@@ -193,7 +227,11 @@ impl Planner<'_> {
                 self.failed.insert(self.cands[i].id);
                 continue;
             }
-            match self.consolidate(&[i], true)? {
+            let tried = self.consolidate(&[i], true)?;
+            if let Some(evaluation) = tried.evaluation {
+                self.moves.extend(evaluation.report(false));
+            }
+            match tried.valid {
                 Some((sim, claims)) => {
                     let replacements = self.replacements(&claims);
                     self.decide(Reason::Underutilized, &[i], &sim, replacements);

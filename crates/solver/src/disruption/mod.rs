@@ -48,8 +48,9 @@ pub use duration::parse_go_duration;
 pub use model::{
     Allowed, BALANCED_K, Blocked, Budget, Command, ConsolidationPolicy, DISRUPTION_COST,
     DO_NOT_DISRUPT, DO_NOT_REPAIR, DisruptionError, DisruptionOptions, DisruptionPlan,
-    DisruptionProblem, DoNotDisrupt, Drift, NodeGroup, NodeState, POD_DELETION_COST, Pdb, PodState,
-    PoolPolicy, REPAIR_UNHEALTHY_PERCENT, Reason, RepairBlock, RepairBlocked, Unhealthy,
+    DisruptionProblem, DoNotDisrupt, Drift, MoveDecision, MoveScore, NodeGroup, NodeState,
+    POD_DELETION_COST, Pdb, PodState, PoolPolicy, REPAIR_UNHEALTHY_PERCENT, Reason, RepairBlock,
+    RepairBlocked, ScoredMove, Unhealthy,
 };
 
 pub use validation::Validation;
@@ -105,6 +106,7 @@ fn run_planner(
             blocked: planner.blocked,
             notes,
             repair_blocked: planner.repair_blocked,
+            moves: planner.moves,
         },
         planner.work.simulations,
     ))
@@ -209,6 +211,8 @@ pub(crate) struct Planner<'a> {
     /// NodePools over the repair cap: (unhealthy, nodes).
     pub repair_tripped: BTreeMap<String, (u32, u32)>,
     pub repair_blocked: Vec<RepairBlocked>,
+    /// Consolidation moves scored so far (see [`DisruptionPlan::moves`]).
+    pub moves: Vec<ScoredMove>,
 }
 
 impl<'a> Planner<'a> {
@@ -277,6 +281,7 @@ impl<'a> Planner<'a> {
             totals,
             repair_tripped,
             repair_blocked: Vec::new(),
+            moves: Vec::new(),
         }
     }
 

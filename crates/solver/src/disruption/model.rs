@@ -105,6 +105,80 @@ impl ConsolidationPolicy {
 /// `1 / BALANCED_K` (0.5), i.e. it may disrupt up to twice its share of the savings.
 pub const BALANCED_K: u32 = 2;
 
+/// Whether a scored consolidation move went ahead (the `decision` label of upstream's
+/// `karpenter_consolidation_moves_total` and `karpenter_consolidation_score`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveDecision {
+    /// Every `Balanced` NodePool of the move approved it (or none was scored).
+    Approved,
+    /// A `Balanced` NodePool's score was below the threshold.
+    Rejected,
+}
+
+impl MoveDecision {
+    /// `approved` or `rejected`, as upstream labels it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveDecision::Approved => "approved",
+            MoveDecision::Rejected => "rejected",
+        }
+    }
+}
+
+/// A `Balanced` NodePool's score of a consolidation move (upstream `ScoreResult`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MoveScore {
+    /// The move's savings over the NodePool's cost (0 when the pool has no cost or no
+    /// disruption to normalise against).
+    pub savings_fraction: f64,
+    /// The move's disruption cost over the NodePool's.
+    pub disruption_fraction: f64,
+}
+
+impl MoveScore {
+    /// `savings_fraction / disruption_fraction`: 0 when nothing is saved, infinite when
+    /// nothing is disrupted.
+    pub fn score(&self) -> f64 {
+        if self.savings_fraction <= 0.0 {
+            0.0
+        } else if self.disruption_fraction == 0.0 {
+            f64::INFINITY
+        } else {
+            self.savings_fraction / self.disruption_fraction
+        }
+    }
+
+    /// The score a move needs, `1 / BALANCED_K`.
+    pub fn threshold() -> f64 {
+        1.0 / f64::from(BALANCED_K)
+    }
+
+    /// Whether the score reaches the threshold.
+    pub fn approved(&self) -> bool {
+        self.score() >= Self::threshold()
+    }
+}
+
+/// One NodePool's part in a consolidation move the planner scored: upstream's balanced
+/// evaluator counts every such move (`karpenter_consolidation_moves_total`), observes the
+/// scores of `Balanced` NodePools (`karpenter_consolidation_score`) and announces approved
+/// ones (`ConsolidationApproved` events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredMove {
+    /// The NodePool.
+    pub node_pool: String,
+    /// Its consolidation policy.
+    pub policy: ConsolidationPolicy,
+    /// Whether the whole move was approved.
+    pub decision: MoveDecision,
+    /// This NodePool's score; `None` unless its policy is `Balanced`.
+    pub score: Option<MoveScore>,
+    /// The move's candidates of this NodePool.
+    pub nodes: Vec<String>,
+    /// A multi-node move (its events go to the NodePool, not to its nodes).
+    pub multi_node: bool,
+}
+
 /// One `spec.disruption.budgets[]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
@@ -410,6 +484,10 @@ pub struct DisruptionPlan {
     pub notes: Vec<String>,
     /// Unhealthy nodes due for repair that this plan does not repair, and why.
     pub repair_blocked: Vec<RepairBlocked>,
+    /// Consolidation moves scored while planning: every single-node move found valid, and per
+    /// multi-node search the chosen move (or, when none was chosen, the last one a `Balanced`
+    /// NodePool rejected), as upstream reports them.
+    pub moves: Vec<ScoredMove>,
 }
 
 /// An unhealthy node due for repair that is not repaired.

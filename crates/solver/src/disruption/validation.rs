@@ -133,12 +133,13 @@ impl Planner<'_> {
         // The whole command first: on an unchanged cluster it is the answer at once.
         let mut best = self
             .consolidate(kept, kept.len() == 1)?
+            .valid
             .map(|v| (kept.len(), v));
         if best.is_none() && kept.len() > 1 {
             let (mut lo, mut hi) = (1usize, kept.len() - 1);
             while lo <= hi {
                 let mid = lo + (hi - lo) / 2;
-                match self.consolidate(&kept[..mid], mid == 1)? {
+                match self.consolidate(&kept[..mid], mid == 1)?.valid {
                     Some(v) => {
                         best = Some((mid, v));
                         lo = mid + 1;
