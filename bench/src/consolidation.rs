@@ -104,6 +104,8 @@ pub fn cluster(nodes: usize, pods_per_node: usize, seed: u64) -> DisruptionProbl
             drifted: None,
             do_not_disrupt: Default::default(),
             scale_down_blocked: None,
+            unhealthy: None,
+            do_not_repair: false,
         });
     }
     DisruptionProblem {

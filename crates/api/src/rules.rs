@@ -91,7 +91,7 @@ pub mod msg {
     /// `weight` on a static NodePool.
     pub const STATIC_WEIGHT: &str = "'weight' is not supported on static NodePools";
     /// Budget reasons.
-    pub const BUDGET_REASONS: &str = "must be a subset of Underutilized, Empty, Drifted";
+    pub const BUDGET_REASONS: &str = "must be a subset of Underutilized, Empty, Drifted, Unhealthy";
 }
 
 /// One CEL rule with its message, as it appears under `x-kubernetes-validations`.

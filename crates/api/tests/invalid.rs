@@ -134,6 +134,7 @@ spec:
     budgets:
       - {nodes: "100%"}
       - {nodes: "3", schedule: "@hourly", duration: 1h30m, reasons: [Drifted, Empty]}
+      - {nodes: "1", reasons: [Unhealthy]}
   weight: 100
 "#,
     )

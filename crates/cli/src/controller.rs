@@ -94,7 +94,13 @@ pub struct ControllerArgs {
     /// only (they are not implemented).
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: FeatureGates,
-    /// Do not run the disruption loop (no emptiness, consolidation, drift or expiration).
+    /// With the `NodeRepair` gate: run the legacy node repair loop (upstream's first
+    /// `node.health` controller: every unhealthy node past its toleration is deleted at once,
+    /// no budgets, no `karpenter.sh/do-not-repair`) instead of repair as a disruption method.
+    #[arg(long, env = "LEGACY_NODE_REPAIR")]
+    pub legacy_node_repair: bool,
+    /// Do not run the disruption loop (no emptiness, consolidation, drift, expiration, or node
+    /// repair unless `--legacy-node-repair`).
     #[arg(long, env = "DISABLE_DISRUPTION")]
     pub disable_disruption: bool,
     /// Capacity reservations of the kwok provider, `ID=INSTANCE_TYPE/ZONE:COUNT` comma-separated
@@ -196,6 +202,7 @@ async fn serve(args: &ControllerArgs) -> Result<()> {
         spot_to_spot_consolidation: args.feature_gates.spot_to_spot_consolidation,
         node_overlay: args.feature_gates.node_overlay,
         node_repair: args.feature_gates.node_repair,
+        legacy_node_repair: args.legacy_node_repair,
         reserved_capacity: args.feature_gates.reserved_capacity,
         static_capacity: args.feature_gates.static_capacity,
         capacity_buffer: args.feature_gates.capacity_buffer,
@@ -532,5 +539,28 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(bad.contains("Bogus"), "{bad}");
+    }
+
+    #[test]
+    fn legacy_node_repair_is_off_unless_asked() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ControllerArgs,
+        }
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.args.legacy_node_repair);
+        // The chart sets LEGACY_NODE_REPAIR="false" by default; no test sets it to "true"
+        // (tests share the process environment), the flag stands for it.
+        assert!(matches!(parse(&["k"]), Ok(false)));
+        assert!(matches!(
+            parse(&[
+                "k",
+                "--feature-gates",
+                "NodeRepair=true",
+                "--legacy-node-repair"
+            ]),
+            Ok(true)
+        ));
     }
 }

@@ -57,6 +57,9 @@ pub struct Options {
     /// Replace nodes whose conditions match the provider's repair policies (upstream feature
     /// gate `NodeRepair`, off by default).
     pub node_repair: bool,
+    /// With `node_repair`: run the legacy `node.health` loop (upstream v1.15
+    /// `--legacy-node-repair`, off by default) instead of repair as a disruption method.
+    pub legacy_node_repair: bool,
     /// Use the provider's capacity reservations (upstream feature gate `ReservedCapacity`, on
     /// by default); off, reserved offerings are dropped from the catalog.
     pub reserved_capacity: bool,
@@ -83,6 +86,19 @@ pub struct Options {
     pub leader_election: Option<LeaderElectionConfig>,
 }
 
+impl Options {
+    /// Node repair runs as a disruption method (the `NodeRepair` gate without
+    /// `legacy_node_repair`).
+    pub fn repairs_in_disruption(&self) -> bool {
+        self.node_repair && !self.legacy_node_repair
+    }
+
+    /// Node repair runs as the legacy `node.health` loop.
+    pub fn repairs_in_legacy_loop(&self) -> bool {
+        self.node_repair && self.legacy_node_repair
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
@@ -99,6 +115,7 @@ impl Default for Options {
             spot_to_spot_consolidation: false,
             node_overlay: false,
             node_repair: false,
+            legacy_node_repair: false,
             reserved_capacity: true,
             static_capacity: false,
             capacity_buffer: false,

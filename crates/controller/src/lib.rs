@@ -223,7 +223,7 @@ async fn supervise(
                 static_nodepool::run(ctx.clone()),
             ));
         }
-        if ctx.options.node_repair {
+        if ctx.options.repairs_in_legacy_loop() {
             writers.push(spawn_as("node.health", node::repair::run(ctx.clone())));
         }
         // Like upstream's metrics controllers, only the leader reports the cluster's gauges

@@ -95,6 +95,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
             "settings.featureGates.nodeRepair=true",
             "settings.featureGates.staticCapacity=true",
             "settings.featureGates.capacityBuffer=true",
+            "settings.legacyNodeRepair=true",
         ],
     )?;
     let env = aws
@@ -123,6 +124,7 @@ async fn body(r: &Render<'_>, client: &Client) -> Result<()> {
                 .into()
         )
     );
+    assert_eq!(env_value("LEGACY_NODE_REPAIR"), Some("true".into()));
     let aws_rules = aws
         .iter()
         .find(|d| kind(d) == "ClusterRole")

@@ -1,7 +1,6 @@
-//! e2e: node repair (gate `NodeRepair`). kwok keeps its Nodes `Ready` (its stages flip a
-//! patched `Ready=False` straight back), so the tests use upstream's simulated fault instead:
-//! the Node condition `KWOKUnhealthy=True` (kwok's heartbeat keeps extra conditions), which the
-//! kwok provider tolerates for 30 s. The condition is written with a `lastTransitionTime` an
+//! e2e: the legacy node repair loop (gate `NodeRepair` with `--legacy-node-repair`; repair as
+//! a disruption method is `e2e_repair_disruption`), on the simulated fault `KWOKUnhealthy=True`
+//! (see `common::repair`). The condition is written with a `lastTransitionTime` an
 //! hour ago, so the toleration is already over and no test waits for it.
 //!
 //! - One unhealthy Node of one (1 ≤ ceil(20% × 1) = 1): its NodeClaim is deleted, and its pod
@@ -14,15 +13,14 @@ mod common;
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
+use common::repair::{Since, claim_going, claim_of, node_of, repaired, set_healthy, set_unhealthy};
 use common::{Env, pod_running, test_options};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use karpenter_api::v1::{NodeClaim, NodePool};
+use karpenter_api::v1::NodePool;
 use karpenter_controller::Options;
-use karpenter_controller::metrics::UnhealthyDisrupted;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -32,94 +30,12 @@ const DEADLINE: Duration = Duration::from_secs(120);
 fn repair_options() -> Options {
     Options {
         node_repair: true,
+        legacy_node_repair: true,
         repair_poll_period: Duration::from_secs(1),
         // Short, so the blocked Node is looked at again soon after the other recovers.
         repair_blocked_retry: Duration::from_secs(2),
         ..test_options()
     }
-}
-
-/// When a condition set by the test turned.
-enum Since {
-    /// Now: a `True` condition is within its 30 s toleration.
-    Now,
-    /// An hour ago: a `True` condition is past its toleration.
-    HourAgo,
-}
-
-/// Sets `KWOKUnhealthy=True` on the Node, turned at `since`.
-async fn set_unhealthy(env: &Env, node: &str, since: Since) -> Result<()> {
-    set_condition(env, node, "True", since).await
-}
-
-/// Sets `KWOKUnhealthy=False` on the Node.
-async fn set_healthy(env: &Env, node: &str) -> Result<()> {
-    set_condition(env, node, "False", Since::Now).await
-}
-
-async fn set_condition(env: &Env, node: &str, status: &str, since: Since) -> Result<()> {
-    let now = Timestamp::now();
-    let since = match since {
-        Since::Now => now,
-        Since::HourAgo => now.checked_sub(SignedDuration::from_hours(1))?,
-    };
-    let patch = json!({"status": {"conditions": [{
-        "type": "KWOKUnhealthy",
-        "status": status,
-        "reason": "E2E",
-        "message": "set by e2e_repair",
-        "lastHeartbeatTime": now.to_string(),
-        "lastTransitionTime": since.to_string(),
-    }]}});
-    Api::<Node>::all(env.client.clone())
-        .patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch))
-        .await?;
-    Ok(())
-}
-
-async fn node_of(env: &Env, app: &str) -> Result<String> {
-    env.app_pods(app)
-        .await?
-        .into_iter()
-        .find_map(|p| p.spec.and_then(|s| s.node_name))
-        .with_context(|| format!("no pod of {app} is bound"))
-}
-
-/// The NodeClaim of a Node (kwok names the Node after its NodeClaim; checked by providerID).
-async fn claim_of(env: &Env, node: &str) -> Result<NodeClaim> {
-    let n = Api::<Node>::all(env.client.clone()).get(node).await?;
-    let pid = n
-        .spec
-        .and_then(|s| s.provider_id)
-        .context("no providerID")?;
-    env.node_claims()
-        .await?
-        .into_iter()
-        .find(|c| c.status.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(pid.as_str()))
-        .with_context(|| format!("no NodeClaim for node {node}"))
-}
-
-/// Whether the NodeClaim is gone or being deleted.
-async fn claim_going(env: &Env, name: &str) -> Result<bool> {
-    Ok(Api::<NodeClaim>::all(env.client.clone())
-        .get_opt(name)
-        .await?
-        .is_none_or(|c| c.metadata.deletion_timestamp.is_some()))
-}
-
-fn repaired(env: &Env, condition: &str) -> u64 {
-    let pool = env.pool.clone();
-    env.controller
-        .context
-        .metrics
-        .nodeclaims_unhealthy_disrupted
-        .get_or_create(&UnhealthyDisrupted {
-            condition: condition.into(),
-            nodepool: pool,
-            capacity_type: "on-demand".into(),
-            image_id: String::new(),
-        })
-        .get()
 }
 
 /// One test, the two cases in turn: every controller manages every NodePool, so two tests

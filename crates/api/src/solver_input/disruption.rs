@@ -14,8 +14,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use karpenter_solver::disruption::{
-    Budget, ConsolidationPolicy, DISRUPTION_COST, DO_NOT_DISRUPT, DoNotDisrupt, Drift, NodeState,
-    POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason, parse_go_duration,
+    Budget, ConsolidationPolicy, DISRUPTION_COST, DO_NOT_DISRUPT, DO_NOT_REPAIR, DoNotDisrupt,
+    Drift, NodeState, POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason, parse_go_duration,
 };
 use karpenter_solver::labels::{CAPACITY_TYPE, INSTANCE_TYPE, NODEPOOL, ZONE};
 use karpenter_solver::{
@@ -72,6 +72,7 @@ pub fn pool_policy(np: &v1::NodePool) -> PoolPolicy {
                         v1::nodepool::DisruptionReason::Underutilized => Reason::Underutilized,
                         v1::nodepool::DisruptionReason::Empty => Reason::Empty,
                         v1::nodepool::DisruptionReason::Drifted => Reason::Drifted,
+                        v1::nodepool::DisruptionReason::Unhealthy => Reason::Unhealthy,
                     })
                     .collect()
             }),
@@ -295,6 +296,8 @@ pub fn node_state(
         price,
         created: facts.created,
         scale_down_blocked: None,
+        unhealthy: None,
+        do_not_repair: annotation(md, DO_NOT_REPAIR) == Some("true"),
     }
 }
 

@@ -264,6 +264,9 @@ pub enum DisruptionReason {
     Empty,
     /// Replacement of a drifted node.
     Drifted,
+    /// Repair of a node whose conditions match the cloud provider's repair policies (node
+    /// repair as a disruption method, upstream v1.15).
+    Unhealthy,
 }
 
 /// A disruption budget: at most `nodes` nodes disrupted at once, optionally only during a
@@ -275,7 +278,7 @@ pub struct Budget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 50))]
     #[schemars(transform = AddRules(vec![rules::rule(
-        "self.all(x, x in ['Underutilized', 'Empty', 'Drifted'])",
+        "self.all(x, x in ['Underutilized', 'Empty', 'Drifted', 'Unhealthy'])",
         "spec.disruption.budgets[].reasons",
         msg::BUDGET_REASONS,
     )]))]

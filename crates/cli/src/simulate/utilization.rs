@@ -223,6 +223,7 @@ mod tests {
             }],
             allowed: vec![],
             blocked: vec![],
+            repair_blocked: vec![],
             moves: vec![],
             notes: vec![],
         };

@@ -24,7 +24,7 @@ use karpenter_api::labels::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODE_POOL_
 use karpenter_api::v1::common::parse_duration;
 use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
 use karpenter_api::v1::{ConsolidationPolicy, NodeClaim, find_condition};
-use karpenter_solver::disruption::Command;
+use karpenter_solver::disruption::{Command, Reason};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -47,7 +47,7 @@ pub const COMMAND_ANNOTATION: &str = "karpenter.sh/disruption-command";
 pub struct Record {
     /// Unique id (first candidate NodeClaim and start time).
     pub id: String,
-    /// `empty`, `underutilized`, `drifted` or `expired`.
+    /// `empty`, `underutilized`, `drifted`, `expired` or `unhealthy`.
     pub reason: String,
     /// Candidate NodeClaim names.
     pub candidates: Vec<String>,
@@ -303,6 +303,9 @@ async fn finish(ctx: Arc<Context>, record: Record) -> Result<()> {
             format!("Disrupting NodeClaim: {}", record.reason),
         )
         .await;
+        if record.reason == Reason::Unhealthy.as_str() {
+            super::repair::before_delete(&ctx, c).await?;
+        }
         match claims_api(&ctx)
             .delete(c, &DeleteParams::background())
             .await
@@ -402,7 +405,13 @@ fn count_pods(ctx: &Context, reason: &str, claim: &NodeClaim) {
             nodepool: pool,
             capacity_type: label(CAPACITY_TYPE_LABEL),
             consolidation_policy: consolidation_policy_label(reason, policy),
-            termination_mode: termination_mode(claim).to_owned(),
+            // Repair stamps a deadline of now: forceful whatever the NodeClaim's own.
+            termination_mode: if reason == Reason::Unhealthy.as_str() {
+                "forceful"
+            } else {
+                termination_mode(claim)
+            }
+            .to_owned(),
         })
         .inc_by(moving as u64);
 }

@@ -27,12 +27,13 @@ use karpenter_api::solver_input::disruption::{self as shared, NodeFacts, secs};
 use karpenter_api::solver_input::{self as input};
 use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
 use karpenter_api::v1::{NodeClaim, find_condition};
-use karpenter_providers::NodeGroupFloor;
+use karpenter_providers::{NodeGroupFloor, RepairPolicy};
 use karpenter_solver::disruption::{
-    DisruptionProblem, DoNotDisrupt, Drift, NodeGroup, NodeState, PodState,
+    DisruptionProblem, DoNotDisrupt, Drift, NodeGroup, NodeState, PodState, Unhealthy,
 };
 use karpenter_solver::{InstanceType, PodView};
 
+use crate::node::repair::health;
 use crate::pods::{is_daemon_set_pod, is_terminal};
 use crate::provisioning::problem as round;
 use crate::state::{Snapshot, StoredPod};
@@ -124,6 +125,29 @@ pub fn placeable_pending(problem: &karpenter_solver::Problem) -> usize {
         Ok(plan) => problem.pods.len().saturating_sub(plan.unschedulable.len()),
         // A problem the solver rejects is not one we can reason about: be careful and wait.
         Err(_) => problem.pods.len(),
+    }
+}
+
+/// Node repair through the planner: marks each managed node whose conditions match one of
+/// `policies` as unhealthy, due when the policy's toleration ends (the same matching as the
+/// legacy loop, [`crate::node::repair::health::unhealthy`]).
+pub fn mark_unhealthy(input: &mut Input, snapshot: &Snapshot, policies: &[RepairPolicy]) {
+    if policies.is_empty() {
+        return;
+    }
+    let by_name: HashMap<&str, &k8s_openapi::api::core::v1::Node> = snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n.metadata.name.as_deref()?, n.as_ref())))
+        .collect();
+    for ns in &mut input.problem.nodes {
+        let Some(node) = by_name.get(ns.name.as_str()) else {
+            continue;
+        };
+        ns.unhealthy = health::unhealthy(node, policies).map(|u| Unhealthy {
+            condition: u.condition,
+            due: u.repair_at.map(|t| t.as_second()),
+        });
     }
 }
 
@@ -272,6 +296,8 @@ pub fn build(
             drifted: None,
             do_not_disrupt: DoNotDisrupt::No,
             scale_down_blocked: None,
+            unhealthy: None,
+            do_not_repair: false,
         });
     }
 
@@ -344,6 +370,80 @@ mod tests {
 
     use super::*;
     use crate::provisioning::problem::tests::{WINDOW, catalogs, claim, node, pool, quantities};
+
+    /// A node whose `Ready=False` turned at t=1 000 s is due at 1 000 + 300 (the policy's
+    /// toleration); `Ready=Unknown` matches no policy; a node without conditions is healthy.
+    #[test]
+    fn unhealthy_nodes_are_marked_due_after_their_toleration() {
+        use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let with_ready = |name: &str, status: &str| {
+            let mut n = node(name, &format!("kwok://{name}"));
+            n.metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(NODE_POOL_LABEL.into(), "np".into());
+            n.status.get_or_insert_with(NodeStatus::default).conditions =
+                Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: status.into(),
+                    last_transition_time: Some(Time(
+                        k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap(),
+                    )),
+                    ..Default::default()
+                }]);
+            n
+        };
+        let snapshot = Snapshot {
+            nodes: vec![
+                Arc::new(with_ready("n-bad", "False")),
+                Arc::new(with_ready("n-unknown", "Unknown")),
+            ],
+            node_claims: vec![
+                Arc::new(claim("c-bad", Some("kwok://n-bad"), true)),
+                Arc::new(claim("c-unknown", Some("kwok://n-unknown"), true)),
+            ],
+            node_pools: vec![Arc::new(pool())],
+            ..Default::default()
+        };
+        let args = (&BTreeMap::new(), &BTreeSet::new());
+        let mut input = build(
+            &snapshot,
+            &catalogs(),
+            &[],
+            args.0,
+            args.1,
+            &[],
+            2_000,
+            WINDOW,
+        )
+        .unwrap();
+        let policy = RepairPolicy {
+            condition_type: "Ready".into(),
+            condition_status: "False".into(),
+            toleration: std::time::Duration::from_secs(300),
+        };
+        mark_unhealthy(&mut input, &snapshot, &[policy]);
+        let marks: BTreeMap<&str, Option<Unhealthy>> = input
+            .problem
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.unhealthy.clone()))
+            .collect();
+        assert_eq!(
+            marks,
+            BTreeMap::from([
+                (
+                    "n-bad",
+                    Some(Unhealthy {
+                        condition: "Ready".into(),
+                        due: Some(1_300)
+                    })
+                ),
+                ("n-unknown", None),
+            ])
+        );
+    }
 
     /// Two empty initialized nodes with their NodeClaims, one of the dynamic pool `np` and one
     /// of a static pool: only the dynamic one is the planner's (a candidate), the static one

@@ -15,11 +15,17 @@
 //! - Node groups' minimum sizes ([`karpenter_providers::CloudProvider::node_group_floors`]):
 //!   emptiness and consolidation never take a group below its minimum (the planner's
 //!   [`karpenter_solver::disruption::NodeGroup`]s).
+//! - Node repair (gate `NodeRepair` without `--legacy-node-repair`, upstream v1.15): Nodes
+//!   whose conditions match a repair policy are marked unhealthy in the planner input
+//!   ([`input::mark_unhealthy`]); the planner picks at most one a round within the `Unhealthy`
+//!   budget and the 20% cap, replacements first; the command (not validated) stamps the
+//!   NodeClaim's termination deadline to now before deleting it ([`repair`]).
 //! - Drift is read from the NodeClaims' `Drifted` condition, which [`crate::drift`] keeps
 //!   (also when disruption is off).
 
 pub mod command;
 pub mod input;
+mod repair;
 mod round;
 mod scores;
 mod validation;
@@ -64,6 +70,12 @@ pub async fn run(ctx: Arc<Context>) {
         return;
     }
     tracing::info!("disruption loop started");
+    if ctx.options.repairs_in_disruption() && ctx.provider.repair_policies().is_empty() {
+        tracing::info!(
+            provider = ctx.provider.name(),
+            "node repair is enabled, but the cloud provider defines no repair policies"
+        );
+    }
     let shared: Shared = Arc::default();
     let mut memory = round::Memory::default();
     // Dropping the set (leadership lost) aborts the commands; their records resume them.

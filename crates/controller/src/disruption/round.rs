@@ -34,6 +34,8 @@ pub struct Memory {
     blocked: BTreeMap<String, String>,
     /// The last reason a round was skipped (logged only on change).
     skipped: Option<String>,
+    /// Node → the last note of a repair it was blocked from (events only on change).
+    repair_blocked: BTreeMap<String, String>,
     /// The consolidation moves the last round reported.
     moves: scores::Reported,
 }
@@ -85,13 +87,18 @@ pub async fn run(
         .disruption_evaluation_duration
         .observe(started.elapsed().as_secs_f64());
     report(ctx, &planned, memory).await;
+    super::repair::report_blocked(ctx, &planned.repair_blocked, &mut memory.repair_blocked).await;
     scores::report(ctx, &planned.moves, &claims, &mut memory.moves).await;
     for n in &planned.notes {
         tracing::info!(note = %n, "disruption keeps a node group at its minimum size");
     }
     let mut graceful = Vec::new();
     for c in planned.commands {
-        if matches!(c.reason, Reason::Drifted | Reason::Expired) {
+        // Repair is not validated either (upstream: only graceful methods are).
+        if matches!(
+            c.reason,
+            Reason::Drifted | Reason::Expired | Reason::Unhealthy
+        ) {
             start_now(ctx, shared, tasks, c, &claims);
         } else if let Some(key) = register(shared, &c, &claims) {
             graceful.push((key, c));
@@ -159,7 +166,7 @@ pub(super) async fn fresh_input(
         .node_group_floors()
         .await
         .map_err(|e| Error::Invalid(format!("node group minimum sizes: {e}")))?;
-    Ok(input::build(
+    let built = input::build(
         &snapshot,
         &catalogs,
         &pdbs,
@@ -168,7 +175,13 @@ pub(super) async fn fresh_input(
         &floors,
         Timestamp::now().as_second(),
         ctx.options.nomination_window,
-    ))
+    );
+    Ok(built.map(|mut i| {
+        if ctx.options.repairs_in_disruption() {
+            input::mark_unhealthy(&mut i, &snapshot, &ctx.provider.repair_policies());
+        }
+        i
+    }))
 }
 
 /// Registers a command as in flight (its nodes count as disrupting from now on) under a key;

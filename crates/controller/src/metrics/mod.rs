@@ -74,7 +74,7 @@ pub struct Code {
 pub struct Decision {
     /// `delete` or `replace`.
     pub decision: String,
-    /// `empty`, `underutilized`, `drifted` or `expired`.
+    /// `empty`, `underutilized`, `drifted`, `expired` or `unhealthy`.
     pub reason: String,
     /// `single` or `multi` for consolidation, empty otherwise.
     pub consolidation_type: String,

@@ -7,6 +7,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod repair;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -67,7 +67,12 @@ impl Budgets {
     ) -> Self {
         let mut out = Budgets::default();
         for (name, budgets, num_nodes, disrupting) in pools {
-            for reason in [Reason::Empty, Reason::Underutilized, Reason::Drifted] {
+            for reason in [
+                Reason::Empty,
+                Reason::Underutilized,
+                Reason::Drifted,
+                Reason::Unhealthy,
+            ] {
                 let limit = budgets
                     .iter()
                     .filter(|b| b.reasons.as_ref().is_none_or(|r| r.contains(&reason)))

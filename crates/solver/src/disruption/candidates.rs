@@ -7,7 +7,7 @@ use crate::model::PodView;
 
 use super::model::DO_NOT_DISRUPT;
 use super::model::{
-    Blocked, DisruptionOptions, DisruptionProblem, Drift, Pdb, PodState, PoolPolicy,
+    Blocked, DisruptionOptions, DisruptionProblem, Drift, Pdb, PodState, PoolPolicy, Unhealthy,
 };
 use super::state::Work;
 
@@ -43,6 +43,13 @@ pub(crate) struct Cand {
     pub drift: Option<Drift>,
     pub expired: bool,
     pub policy: PoolPolicy,
+    pub initialized: bool,
+    /// A condition matching a repair policy.
+    pub unhealthy: Option<Unhealthy>,
+    pub do_not_repair: bool,
+    /// Why repair may not touch it: only a missing NodePool or a disruption in flight (repair
+    /// ignores do-not-disrupt, PDBs and initialization, as upstream's forceful repair).
+    pub repairable: Result<(), String>,
 }
 
 impl Cand {
@@ -161,18 +168,23 @@ pub(crate) fn evaluate(
             }
             _ => 1.0,
         };
-        let node_block = if !work
+        let pool_known = work
             .problem
             .node_pools
             .iter()
-            .any(|p| p.name == ns.node_pool)
-        {
-            Some(format!(
+            .any(|p| p.name == ns.node_pool);
+        let repairable = if !pool_known {
+            Err(format!(
                 "its NodePool {:?} is not in the input",
                 ns.node_pool
             ))
         } else if ns.disrupting {
-            Some("it is already being disrupted".to_string())
+            Err("it is already being disrupted".to_string())
+        } else {
+            Ok(())
+        };
+        let node_block = if let Err(why) = &repairable {
+            Some(why.clone())
         } else if !ns.initialized {
             Some("it is not initialized".to_string())
         } else if ns.do_not_disrupt.active(ns.created, now) {
@@ -221,6 +233,10 @@ pub(crate) fn evaluate(
             drift: ns.drifted.clone(),
             expired,
             policy,
+            initialized: ns.initialized,
+            unhealthy: ns.unhealthy.clone(),
+            do_not_repair: ns.do_not_repair,
+            repairable,
         });
     }
     (cands, blocked)

@@ -162,6 +162,8 @@ mod tests {
                 drifted: None,
                 do_not_disrupt: DoNotDisrupt::No,
                 scale_down_blocked: None,
+                unhealthy: None,
+                do_not_repair: false,
             })
             .collect();
         DisruptionProblem {

@@ -3,13 +3,16 @@
 //! [`plan`]`(&DisruptionProblem, &DisruptionOptions) -> Result<DisruptionPlan, DisruptionError>`
 //! decides, in upstream Karpenter's order:
 //! 1. **Expiration** (forceful: no budget, no do-not-disrupt): nodes older than `expireAfter`.
-//! 2. **Emptiness**: nodes without reschedulable pods for `consolidateAfter` → one delete.
-//! 3. **Drift**: drifted nodes, empty first then oldest drift, one command each, replaced by
+//! 2. **Repair** (upstream v1.15's first method): the unhealthy node due longest, within the
+//!    `Unhealthy` budget and the 20% cap, replaced by whatever its pods need; at most one a
+//!    call (see `repair`).
+//! 3. **Emptiness**: nodes without reschedulable pods for `consolidateAfter` → one delete.
+//! 4. **Drift**: drifted nodes, empty first then oldest drift, one command each, replaced by
 //!    whatever the pods need.
-//! 4. **Multi-node consolidation** (`WhenEmptyOrUnderutilized`): binary search over the prefix
+//! 5. **Multi-node consolidation** (`WhenEmptyOrUnderutilized`): binary search over the prefix
 //!    of the cheapest-to-disrupt candidates for the largest set whose pods fit on the other
 //!    nodes plus at most one strictly cheaper new node.
-//! 5. **Single-node consolidation**: the first candidate (round-robin across NodePools) that can
+//! 6. **Single-node consolidation**: the first candidate (round-robin across NodePools) that can
 //!    be deleted or replaced by one strictly cheaper node.
 //!
 //! Consolidation acts on `WhenEmptyOrUnderutilized` and `Balanced` NodePools; for `Balanced`
@@ -33,6 +36,7 @@ pub(crate) mod duration;
 pub(crate) mod floors;
 mod methods;
 mod model;
+mod repair;
 mod state;
 mod validation;
 
@@ -43,9 +47,10 @@ pub use candidates::eviction_cost;
 pub use duration::parse_go_duration;
 pub use model::{
     Allowed, BALANCED_K, Blocked, Budget, Command, ConsolidationPolicy, DISRUPTION_COST,
-    DO_NOT_DISRUPT, DisruptionError, DisruptionOptions, DisruptionPlan, DisruptionProblem,
-    DoNotDisrupt, Drift, MoveDecision, MoveScore, NodeGroup, NodeState, POD_DELETION_COST, Pdb,
-    PodState, PoolPolicy, Reason, ScoredMove,
+    DO_NOT_DISRUPT, DO_NOT_REPAIR, DisruptionError, DisruptionOptions, DisruptionPlan,
+    DisruptionProblem, DoNotDisrupt, Drift, MoveDecision, MoveScore, NodeGroup, NodeState,
+    POD_DELETION_COST, Pdb, PodState, PoolPolicy, REPAIR_UNHEALTHY_PERCENT, Reason, RepairBlock,
+    RepairBlocked, ScoredMove, Unhealthy,
 };
 
 pub use validation::Validation;
@@ -100,6 +105,7 @@ fn run_planner(
             allowed,
             blocked: planner.blocked,
             notes,
+            repair_blocked: planner.repair_blocked,
             moves: planner.moves,
         },
         planner.work.simulations,
@@ -111,8 +117,8 @@ fn run_planner(
 /// do-not-disrupt pod or a blocking PDB, no longer empty for an emptiness command, already
 /// disrupting, gone) or no longer within budget are dropped; a consolidation is simulated
 /// again with exactly the remaining candidates and must still place every pod with no new
-/// node or one strictly cheaper one, else its longest valid prefix is kept. Drift and
-/// expiration commands are returned unchanged (they are not validated).
+/// node or one strictly cheaper one, else its longest valid prefix is kept. Drift,
+/// expiration and repair commands are returned unchanged (they are not validated).
 ///
 /// `input` must not count the command's own nodes as disrupting (they are not yet).
 pub fn validate_command(
@@ -202,6 +208,9 @@ pub(crate) struct Planner<'a> {
     pub multi_done: bool,
     /// Per-NodePool cost and disruption cost at the start (the `Balanced` score's denominators).
     pub totals: HashMap<String, balanced::PoolTotals>,
+    /// NodePools over the repair cap: (unhealthy, nodes).
+    pub repair_tripped: BTreeMap<String, (u32, u32)>,
+    pub repair_blocked: Vec<RepairBlocked>,
     /// Consolidation moves scored so far (see [`DisruptionPlan::moves`]).
     pub moves: Vec<ScoredMove>,
 }
@@ -222,6 +231,7 @@ impl<'a> Planner<'a> {
             input.pods.iter().map(|p| (p.key.clone(), p)).collect();
         let (cands, blocked) = candidates::evaluate(input, &mut work, opts, &pod_state);
         let totals = balanced::pool_totals(&cands);
+        let repair_tripped = repair::tripped_pools(input);
         let mut counts: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
         for np in &work.problem.node_pools {
             counts.entry(np.name.as_str()).or_default();
@@ -269,12 +279,15 @@ impl<'a> Planner<'a> {
             drift_failed: HashSet::new(),
             multi_done: false,
             totals,
+            repair_tripped,
+            repair_blocked: Vec::new(),
             moves: Vec::new(),
         }
     }
 
     fn run(&mut self) -> Result<(), DisruptionError> {
         self.expiration()?;
+        self.repair()?;
         loop {
             if self.emptiness() || self.drift()? {
                 continue;

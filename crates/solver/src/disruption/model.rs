@@ -15,6 +15,9 @@ use crate::selector::LabelSelector;
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 /// The pod annotation that ranks pods for deletion (`controller.kubernetes.io/pod-deletion-cost`).
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// The node annotation that vetoes node repair (upstream v1.15): `"true"` keeps an unhealthy
+/// node from being repaired (do-not-disrupt does not: a broken node is not discretionary).
+pub const DO_NOT_REPAIR: &str = "karpenter.sh/do-not-repair";
 /// Karpenter's own pod annotation for the same ranking (upstream v1.15); it wins over
 /// [`POD_DELETION_COST`] when both are set.
 pub const DISRUPTION_COST: &str = "karpenter.sh/disruption-cost";
@@ -30,6 +33,8 @@ pub enum Reason {
     Drifted,
     /// Older than `expireAfter`.
     Expired,
+    /// Node repair: a condition matches a cloud provider repair policy past its toleration.
+    Unhealthy,
 }
 
 impl Reason {
@@ -40,15 +45,18 @@ impl Reason {
             Reason::Underutilized => "underutilized",
             Reason::Drifted => "drifted",
             Reason::Expired => "expired",
+            Reason::Unhealthy => "unhealthy",
         }
     }
 
-    /// Parses a budget `reasons` entry (`Empty`, `Underutilized`, `Drifted`; any case).
+    /// Parses a budget `reasons` entry (`Empty`, `Underutilized`, `Drifted`, `Unhealthy`; any
+    /// case).
     pub fn from_budget_reason(s: &str) -> Option<Reason> {
         match s.to_ascii_lowercase().as_str() {
             "empty" => Some(Reason::Empty),
             "underutilized" => Some(Reason::Underutilized),
             "drifted" => Some(Reason::Drifted),
+            "unhealthy" => Some(Reason::Unhealthy),
             _ => None,
         }
     }
@@ -278,6 +286,18 @@ pub struct Drift {
     pub since: i64,
 }
 
+/// A node condition matching one of the cloud provider's repair policies (matching is the
+/// caller's: the planner only reads when the policy's toleration ends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhealthy {
+    /// The condition type (`Ready`, `KWOKUnhealthy`, ...).
+    pub condition: String,
+    /// The condition's `lastTransitionTime` plus the policy's toleration: from then on the node
+    /// is due for repair. `None` when the condition has no transition time: the node counts
+    /// as unhealthy (against the 20% cap) but is never due.
+    pub due: Option<i64>,
+}
+
 /// What the planner knows about one Karpenter-managed node (its [`crate::ExistingNode`] in
 /// [`DisruptionProblem::problem`] has the same name and holds its pods). Nodes without a
 /// `NodeState` are unmanaged: they receive pods but are never disrupted.
@@ -312,6 +332,11 @@ pub struct NodeState {
     /// Why emptiness and consolidation may not remove the node (e.g. its cloud node group is
     /// at its minimum size); drift and expiration still may (they replace it).
     pub scale_down_blocked: Option<String>,
+    /// A condition matching a repair policy (node repair); `None` when healthy or when node
+    /// repair does not run through the planner.
+    pub unhealthy: Option<Unhealthy>,
+    /// The node's [`DO_NOT_REPAIR`] is `"true"`.
+    pub do_not_repair: bool,
 }
 
 /// What the planner knows about a bound pod, keyed by `namespace/name`; pods without one are
@@ -457,11 +482,46 @@ pub struct DisruptionPlan {
     pub blocked: Vec<Blocked>,
     /// Commands cut or dropped to keep node groups at their minimum size, a line each.
     pub notes: Vec<String>,
+    /// Unhealthy nodes due for repair that this plan does not repair, and why.
+    pub repair_blocked: Vec<RepairBlocked>,
     /// Consolidation moves scored while planning: every single-node move found valid, and per
     /// multi-node search the chosen move (or, when none was chosen, the last one a `Balanced`
     /// NodePool rejected), as upstream reports them.
     pub moves: Vec<ScoredMove>,
 }
+
+/// An unhealthy node due for repair that is not repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairBlocked {
+    /// Node.
+    pub node: String,
+    /// Its NodePool.
+    pub node_pool: String,
+    /// Why.
+    pub why: RepairBlock,
+}
+
+/// Why a node due for repair is not repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairBlock {
+    /// The node has [`DO_NOT_REPAIR`] (upstream: a `DisruptionBlocked` event).
+    DoNotRepair,
+    /// More than [`REPAIR_UNHEALTHY_PERCENT`] of the NodePool's nodes are unhealthy (a
+    /// correlated failure: replacing them would not help; upstream `NodeRepairBlocked`).
+    TooManyUnhealthy {
+        /// Unhealthy nodes of the NodePool (due or not).
+        unhealthy: u32,
+        /// Nodes of the NodePool.
+        nodes: u32,
+    },
+    /// Some of its pods would find no place, even on new nodes (upstream: a
+    /// `DisruptionBlocked` event naming the scheduling errors).
+    Unschedulable(Vec<String>),
+}
+
+/// Upstream `repairUnhealthyThreshold` (20%): a NodePool with more of its nodes unhealthy
+/// (rounded up, so one unhealthy node of a small NodePool is still repaired) is not repaired.
+pub const REPAIR_UNHEALTHY_PERCENT: u32 = 20;
 
 impl DisruptionPlan {
     /// Σ savings of every command.

@@ -54,7 +54,10 @@ impl Planner<'_> {
 
     /// Re-checks `cmd` on this planner's (fresh) view; see the module docs.
     pub(crate) fn validate(&mut self, cmd: &Command) -> Result<Validation, DisruptionError> {
-        if matches!(cmd.reason, Reason::Drifted | Reason::Expired) {
+        if matches!(
+            cmd.reason,
+            Reason::Drifted | Reason::Expired | Reason::Unhealthy
+        ) {
             // Not graceful: they act at once and are never held for validation.
             return Ok(Validation {
                 command: Some(cmd.clone()),

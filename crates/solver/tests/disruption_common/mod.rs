@@ -89,6 +89,8 @@ impl Fleet {
             drifted: None,
             do_not_disrupt: DoNotDisrupt::No,
             scale_down_blocked: None,
+            unhealthy: None,
+            do_not_repair: false,
         });
         self.dp.nodes.last_mut().expect("just pushed")
     }
