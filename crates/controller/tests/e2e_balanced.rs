@@ -59,17 +59,7 @@ async fn set_policy(env: &Env, policy: &str) -> Result<()> {
 }
 
 async fn body(env: &Env) -> Result<()> {
-    Api::<NodePool>::all(env.client.clone())
-        .patch(
-            &env.pool,
-            &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(json!([{
-                "op": "add",
-                "path": "/spec/template/spec/requirements/-",
-                "value": {"key": "karpenter.kwok.sh/instance-cpu", "operator": "Lt", "values": ["5"]}
-            }]))?),
-        )
-        .await?;
+    env.limit_instance_cpu(5).await?;
     set_policy(env, "Balanced").await?;
     Api::<Pod>::namespaced(env.client.clone(), env.ns())
         .create(&PostParams::default(), &env.pod("big", "3500m"))

@@ -111,15 +111,12 @@ fn watch_commands(env: &Env, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinHandle<
 
 async fn body(env: &Env) -> Result<()> {
     // Nodes of at most 4 cpu, so 240 pods of 300m need about twenty of them; a 50% budget.
+    env.limit_instance_cpu(5).await?;
     Api::<NodePool>::all(env.client.clone())
         .patch(
             &env.pool,
             &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(json!([
-                {"op": "add", "path": "/spec/template/spec/requirements/-",
-                 "value": {"key": "karpenter.kwok.sh/instance-cpu", "operator": "Lt", "values": ["5"]}},
-                {"op": "add", "path": "/spec/disruption/budgets", "value": [{"nodes": "50%"}]}
-            ]))?),
+            &Patch::Merge(&json!({"spec": {"disruption": {"budgets": [{"nodes": "50%"}]}}})),
         )
         .await?;
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), env.ns());

@@ -12,7 +12,6 @@ use anyhow::Result;
 use common::{Env, disruption_options, fleet, node_disrupting, pod_running};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use karpenter_api::v1::NodePool;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -37,17 +36,7 @@ async fn body(env: &Env) -> Result<()> {
     // Nodes of at most 4 cpu: 50 pods of 700m need about ten of them, and the 5 pods left
     // after the scale-down are spread over several nodes (the ReplicaSet removes pods from
     // the fullest nodes first), so only consolidation, not emptiness, can pack them.
-    Api::<NodePool>::all(env.client.clone())
-        .patch(
-            &env.pool,
-            &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(json!([{
-                "op": "add",
-                "path": "/spec/template/spec/requirements/-",
-                "value": {"key": "karpenter.kwok.sh/instance-cpu", "operator": "Lt", "values": ["5"]}
-            }]))?),
-        )
-        .await?;
+    env.limit_instance_cpu(5).await?;
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), env.ns());
     deployments
         .create(

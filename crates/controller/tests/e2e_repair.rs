@@ -19,11 +19,9 @@ use common::{Env, pod_running, test_options};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use karpenter_api::v1::NodePool;
 use karpenter_controller::Options;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -80,17 +78,7 @@ async fn replaced(env: &Env) -> Result<()> {
 /// After [`replaced`]: the pool has one healthy node (the replacement), and gets two more.
 async fn blocked(env: &Env) -> Result<()> {
     // Nodes of at most 4 cpu: two pods of 3 cpu need two new ones.
-    Api::<NodePool>::all(env.client.clone())
-        .patch(
-            &env.pool,
-            &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(json!([{
-                "op": "add",
-                "path": "/spec/template/spec/requirements/-",
-                "value": {"key": "karpenter.kwok.sh/instance-cpu", "operator": "Lt", "values": ["5"]}
-            }]))?),
-        )
-        .await?;
+    env.limit_instance_cpu(5).await?;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), env.ns());
     for app in ["a", "b"] {
         pods.create(&PostParams::default(), &env.pod(app, "3"))

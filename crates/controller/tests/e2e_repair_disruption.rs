@@ -75,17 +75,7 @@ async fn set_repair_budget(env: &Env, nodes: &str) -> Result<()> {
 
 async fn setup(env: &Env) -> Result<()> {
     set_repair_budget(env, "0").await?;
-    Api::<NodePool>::all(env.client.clone())
-        .patch(
-            &env.pool,
-            &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(json!([{
-                "op": "add",
-                "path": "/spec/template/spec/requirements/-",
-                "value": {"key": "karpenter.kwok.sh/instance-cpu", "operator": "Lt", "values": ["5"]}
-            }]))?),
-        )
-        .await?;
+    env.limit_instance_cpu(5).await?;
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), env.ns());
     for app in ["a", "b"] {
         deployments

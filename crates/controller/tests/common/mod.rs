@@ -218,6 +218,24 @@ impl Env {
             .items)
     }
 
+    /// Limits the test's NodePool to kwok instance types of fewer than `below` vCPUs (the
+    /// catalog goes up to 256, and tests that count or shape nodes want small ones).
+    pub async fn limit_instance_cpu(&self, below: u32) -> Result<()> {
+        let requirement = serde_json::json!([{
+            "op": "add",
+            "path": "/spec/template/spec/requirements/-",
+            "value": {"key": "karpenter.kwok.sh/instance-cpu", "operator": "Lt", "values": [below.to_string()]}
+        }]);
+        Api::<NodePool>::all(self.client.clone())
+            .patch(
+                &self.pool,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Json::<()>(serde_json::from_value(requirement)?),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Disruption planning rounds the Env's controller has run so far (the evaluation-duration
     /// histogram's count: one observation per round that reached the planner).
     pub fn disruption_rounds(&self) -> u64 {
