@@ -14,13 +14,15 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::repair::{Since, claim_going, claim_of, node_of, repaired, set_healthy, set_unhealthy};
+use common::repair::{
+    Since, claim_going, claim_of, node_of, repair_blocked_note, repaired, set_healthy,
+    set_unhealthy,
+};
 use common::{Env, pod_running, test_options};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
 use karpenter_controller::Options;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -97,21 +99,7 @@ async fn blocked(env: &Env) -> Result<()> {
     set_unhealthy(env, &node_b, Since::Now).await?;
     set_unhealthy(env, &node_a, Since::HourAgo).await?;
 
-    let events: Api<Event> = Api::all(env.client.clone());
-    let note = env
-        .cluster
-        .wait_for(DEADLINE, "NodeRepairBlocked on the NodePool", || async {
-            let list = events.list(&ListParams::default()).await?;
-            let note = list.items.into_iter().find_map(|e| {
-                let on_pool = e.regarding.as_ref().is_some_and(|r| {
-                    r.kind.as_deref() == Some("NodePool") && r.name.as_deref() == Some(&env.pool)
-                });
-                (e.reason.as_deref() == Some("NodeRepairBlocked") && on_pool)
-                    .then(|| e.note.unwrap_or_default())
-            });
-            Ok::<_, anyhow::Error>(note)
-        })
-        .await?;
+    let note = repair_blocked_note(env, DEADLINE).await?;
     assert!(note.contains("20%"), "{note}");
     // Blocked means not repaired: both NodeClaims are still there, and nothing was counted.
     assert!(!claim_going(env, &claim_a).await?);

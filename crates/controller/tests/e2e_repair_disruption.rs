@@ -19,7 +19,9 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::repair::{Since, claim_going, claim_of, node_of, repaired, set_unhealthy};
+use common::repair::{
+    Since, claim_going, claim_of, node_of, repair_blocked_note, repaired, set_unhealthy,
+};
 use common::{Env, disruption_options, pod_running};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
@@ -202,21 +204,7 @@ async fn capped(env: &Env) -> Result<()> {
         })
         .await?;
     set_unhealthy(env, &node, Since::HourAgo).await?;
-    let events: Api<Event> = Api::all(env.client.clone());
-    let note = env
-        .cluster
-        .wait_for(DEADLINE, "NodeRepairBlocked on the NodePool", || async {
-            let list = events.list(&ListParams::default()).await?;
-            let note = list.items.into_iter().find_map(|e| {
-                let on_pool = e.regarding.as_ref().is_some_and(|r| {
-                    r.kind.as_deref() == Some("NodePool") && r.name.as_deref() == Some(&env.pool)
-                });
-                (e.reason.as_deref() == Some("NodeRepairBlocked") && on_pool)
-                    .then(|| e.note.unwrap_or_default())
-            });
-            Ok::<_, anyhow::Error>(note)
-        })
-        .await?;
+    let note = repair_blocked_note(env, DEADLINE).await?;
     assert!(note.contains("20%") && note.contains("(2 of 2)"), "{note}");
     rounds_pass(env).await?;
     assert!(!claim_going(env, &claim).await?, "over the cap: kept");

@@ -5,11 +5,12 @@
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use karpenter_api::v1::NodeClaim;
 use karpenter_controller::metrics::UnhealthyDisrupted;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::Env;
@@ -96,4 +97,23 @@ pub fn repaired(env: &Env, condition: &str) -> u64 {
             image_id: String::new(),
         })
         .get()
+}
+
+/// Waits for a `NodeRepairBlocked` Event on the test's NodePool; its note.
+pub async fn repair_blocked_note(env: &Env, deadline: std::time::Duration) -> Result<String> {
+    let events: Api<Event> = Api::all(env.client.clone());
+    env.cluster
+        .wait_for(deadline, "NodeRepairBlocked on the NodePool", || async {
+            let list = events.list(&ListParams::default()).await?;
+            let note = list.items.into_iter().find_map(|e| {
+                let on_pool = e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("NodePool") && r.name.as_deref() == Some(&env.pool)
+                });
+                (e.reason.as_deref() == Some("NodeRepairBlocked") && on_pool)
+                    .then(|| e.note.unwrap_or_default())
+            });
+            Ok::<_, anyhow::Error>(note)
+        })
+        .await
+        .context("no NodeRepairBlocked Event on the NodePool")
 }
