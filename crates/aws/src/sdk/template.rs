@@ -15,6 +15,7 @@ use karpenter_api::v1::{NodeClaim, TaintEffect};
 
 use super::error::{AwsError, from_sdk};
 use super::launch;
+use super::reserved::{self, ReservedTarget};
 use crate::userdata::{ClusterInfo, ImageFamily, KubeletConfig, NodeBootstrap, Taint};
 
 /// The image family of a class: its alias's, else `spec.amiFamily`, else AL2023.
@@ -76,7 +77,8 @@ pub fn bootstrap<'a>(
 }
 
 /// Creates the launch template for these inputs unless it exists, and returns its name.
-/// `user_data` is base64, as EC2 takes it.
+/// `user_data` is base64, as EC2 takes it. A launch into a capacity reservation gets its own
+/// template naming the reservation (see [`reserved::template_reservation`]).
 pub async fn ensure(
     client: &Client,
     cluster: &str,
@@ -84,6 +86,7 @@ pub async fn ensure(
     status: &EC2NodeClassStatus,
     image: &str,
     user_data: &str,
+    reservation: Option<&ReservedTarget>,
 ) -> Result<String, AwsError> {
     let sgs: Vec<String> = status
         .security_groups
@@ -105,11 +108,18 @@ pub async fn ensure(
         user_data,
     ];
     parts.extend(sgs.iter().map(String::as_str));
+    if let Some(r) = reservation {
+        parts.extend([r.id.as_str(), r.reservation_type.as_str()]);
+    }
     let name = format!("karpenter.k8s.aws/{:016x}", launch::stable_hash(&parts));
     let mut data = RequestLaunchTemplateData::builder()
         .image_id(image)
         .set_security_group_ids(Some(sgs))
         .user_data(user_data);
+    let (capacity_reservation, market) = reserved::template_reservation(reservation);
+    data = data
+        .set_capacity_reservation_specification(capacity_reservation)
+        .set_instance_market_options(market);
     if let Some(p) = &profile_name {
         data = data.iam_instance_profile(
             LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
