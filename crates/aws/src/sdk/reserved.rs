@@ -154,11 +154,14 @@ pub const RESERVATION_FULL_CODES: &[&str] = &[
     "InvalidCapacityReservationId.Malformed",
 ];
 
-/// Whether a failed reserved launch's errors say the reservation is full (or gone).
+/// Whether an EC2 error code of a reserved launch says the reservation is full (or gone).
+pub fn is_reservation_full_code(code: &str) -> bool {
+    RESERVATION_FULL_CODES.contains(&code)
+}
+
+/// Whether a failed reserved launch's CreateFleet errors say the reservation is full (or gone).
 pub fn is_reservation_full(errors: &[(String, String)]) -> bool {
-    errors
-        .iter()
-        .any(|(c, _)| RESERVATION_FULL_CODES.contains(&c.as_str()))
+    errors.iter().any(|(c, _)| is_reservation_full_code(c))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -386,6 +389,8 @@ mod tests {
         )));
         assert!(!is_reservation_full(&e("UnauthorizedOperation")));
         assert!(!is_reservation_full(&[]));
+        assert!(is_reservation_full_code("ReservationCapacityExceeded"));
+        assert!(!is_reservation_full_code("RequestLimitExceeded"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
@@ -94,13 +95,13 @@ impl Ec2Provider {
             (Ok(out), _) => out,
             // A request-level refusal of the reservation (gone, or full) is its error too.
             (Err(e), Some(r)) => {
+                let code = e.code().map(str::to_owned);
                 let err = from_sdk("CreateFleet", e);
-                if let AwsError::Fatal(m) | AwsError::InsufficientCapacity(m) = &err
-                    && reserved::RESERVATION_FULL_CODES
-                        .iter()
-                        .any(|c| m.contains(&format!(": {c}:")))
+                if code
+                    .as_deref()
+                    .is_some_and(reserved::is_reservation_full_code)
                 {
-                    return Err(self.reservation_full(r, m.clone()));
+                    return Err(self.reservation_full(r, err.to_string()));
                 }
                 return Err(err);
             }
@@ -139,9 +140,58 @@ impl Ec2Provider {
     /// EC2 refused a launch into reservation `r` because it is full or gone: none left until
     /// the next DescribeCapacityReservations says otherwise, so the next round plans without it
     /// (the NodeClaim is deleted and its pods re-solved, as for any insufficient capacity).
-    fn reservation_full(&self, r: &ReservedTarget, message: String) -> AwsError {
+    pub(super) fn reservation_full(&self, r: &ReservedTarget, message: String) -> AwsError {
         tracing::info!(capacity_reservation_id = %r.id, error = %message, "capacity reservation full, marking it unavailable");
         self.reservations.mark_unavailable(&r.id);
         AwsError::InsufficientCapacity(format!("capacity reservation {}: {message}", r.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use karpenter_api::ec2::ResolvedCapacityReservation;
+
+    /// A provider whose client is never called (no endpoint is contacted by these tests).
+    fn offline() -> Ec2Provider {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .build();
+        Ec2Provider::new(
+            aws_sdk_ec2::Client::from_conf(conf),
+            crate::userdata::ClusterInfo {
+                name: "test".into(),
+                endpoint: "https://test.invalid".into(),
+                ca_bundle: String::new(),
+                service_cidr: None,
+            },
+            "us-east-1",
+        )
+    }
+
+    #[test]
+    fn a_refused_reservation_is_emptied_and_reported_as_insufficient_capacity() {
+        let p = offline();
+        let cache = p.reservation_availability();
+        let r = |id: &str| ResolvedCapacityReservation {
+            id: id.into(),
+            available_instance_count: 3,
+            ..Default::default()
+        };
+        cache.sync(&[r("cr-1"), r("cr-2")], Instant::now());
+        let target = ReservedTarget {
+            id: "cr-1".into(),
+            reservation_type: "default".into(),
+        };
+        let e = p.reservation_full(&target, "ReservationCapacityExceeded: full".into());
+        assert!(matches!(e, AwsError::InsufficientCapacity(_)), "{e:?}");
+        assert!(e.to_string().contains("cr-1"), "{e}");
+        assert_eq!(cache.count("cr-1"), Some(0));
+        assert_eq!(
+            cache.count("cr-2"),
+            Some(3),
+            "other reservations keep theirs"
+        );
     }
 }
