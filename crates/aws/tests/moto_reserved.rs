@@ -1,4 +1,5 @@
-//! Launching into capacity reservations against moto. Moto has no DescribeCapacityReservations,
+//! Launching into capacity reservations (and on-demand launches staying out of them) against
+//! moto. Moto has no DescribeCapacityReservations,
 //! so the reservations are written into the resolved status by hand (what the NodeClass status
 //! would hold); CreateFleet and the launch templates are moto's. Moto stores a launch
 //! template's data as sent, so the template read back shows what a launch asked EC2 for.
@@ -170,6 +171,33 @@ async fn a_pinned_claim_launches_into_its_reservation_and_a_full_one_is_skipped(
         "{user_data}"
     );
 
+    // An on-demand launch stays out of open reservations (preference `none`, no target).
+    let od = fixtures::node_claim(
+        "default-od01",
+        "default",
+        "default",
+        vec![
+            req(CAPACITY_TYPE_LABEL, &["on-demand"]),
+            req(INSTANCE_TYPE_LABEL, &["m5.large"]),
+        ],
+    );
+    let launched = provider.create(&od, &nc, &status, &its).await?;
+    let labels = launched.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get(CAPACITY_TYPE_LABEL).map(String::as_str),
+        Some("on-demand")
+    );
+    assert_eq!(labels.get(CAPACITY_RESERVATION_ID_LABEL), None);
+    let data = templates(&ec2, &cluster).await?;
+    let open: Vec<_> = data.iter().filter(|d| targets(d).is_none()).collect();
+    assert_eq!(open.len(), 1, "{data:?}");
+    assert_eq!(
+        open[0]
+            .capacity_reservation_specification()
+            .and_then(|s| s.capacity_reservation_preference()),
+        Some(&CapacityReservationPreference::None)
+    );
+
     // EC2 refused the second reservation (as a full one would): the next launch pinned to it
     // finds no offering, fails with insufficient capacity, and launches nothing.
     cache.mark_unavailable("cr-0aaaaaaaaaaaaaaa2");
@@ -187,7 +215,11 @@ async fn a_pinned_claim_launches_into_its_reservation_and_a_full_one_is_skipped(
         "{full:?}"
     );
     let listed = provider.list(&its).await?;
-    assert_eq!(listed.len(), 1, "only the first launch: {listed:?}");
+    assert_eq!(
+        listed.len(),
+        2,
+        "the reserved and the on-demand launch: {listed:?}"
+    );
     Ok(())
 }
 

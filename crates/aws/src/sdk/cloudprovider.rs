@@ -125,9 +125,11 @@ impl AwsCloudProvider {
     }
 
     /// Feature gate `ReservedCapacity` (on by default): off, the classes' capacity
-    /// reservations are neither offered nor launched into.
+    /// reservations are neither offered nor launched into, and launch templates leave EC2's
+    /// reservation preference at its default (`open`).
     pub fn with_reserved_capacity(mut self, on: bool) -> Self {
         self.reserved_capacity = on;
+        self.ec2 = self.ec2.with_reserved_capacity(on);
         self
     }
 

@@ -22,7 +22,7 @@ use super::error::{AwsError, from_sdk};
 use super::instance::{LIVE_STATES, instance_view, is_live};
 use super::launch::{self, Candidate, NODECLAIM_TAG, NODEPOOL_TAG};
 use super::nodeclass::not_ready_reason;
-use super::reserved::{self, ReservationAvailability};
+use super::reserved::{self, LaunchMode, ReservationAvailability, TemplateReservation};
 use super::template;
 use crate::catalog::StaticCatalog;
 use crate::userdata::ClusterInfo;
@@ -43,6 +43,8 @@ pub struct Ec2Provider {
     unavailable: Mutex<HashMap<(String, String, String), Instant>>,
     /// Instances each capacity reservation can still take.
     reservations: ReservationAvailability,
+    /// Targeted with the `ReservedCapacity` gate (the default), open without.
+    launch_mode: LaunchMode,
 }
 
 /// Instance ids per DescribeInstances call when describing many (EC2 takes up to 200 values per
@@ -60,7 +62,19 @@ impl Ec2Provider {
             region: region.to_owned(),
             unavailable: Mutex::new(HashMap::new()),
             reservations: ReservationAvailability::default(),
+            launch_mode: LaunchMode::Targeted,
         }
+    }
+
+    /// Feature gate `ReservedCapacity` (on by default): off, launch templates say nothing about
+    /// capacity reservations (upstream's open launch mode).
+    pub fn with_reserved_capacity(mut self, on: bool) -> Self {
+        self.launch_mode = if on {
+            LaunchMode::Targeted
+        } else {
+            LaunchMode::Open
+        };
+        self
     }
 
     /// How many instances each capacity reservation can still take (synced from the
@@ -334,7 +348,10 @@ impl Ec2Provider {
                 status,
                 &image,
                 &user_data,
-                reservation.as_ref(),
+                TemplateReservation {
+                    mode: self.launch_mode,
+                    target: reservation.as_ref(),
+                },
             )
             .await?;
             configs.push((name, group));

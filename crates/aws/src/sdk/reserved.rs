@@ -100,18 +100,47 @@ pub fn narrow_to_one_reservation(
     })
 }
 
-/// The launch template's capacity reservation part: reserved launches go only into the target
-/// (`capacity-reservations-only`, so a full reservation fails instead of silently launching on
-/// demand), and a capacity block also needs market type `capacity-block`. Other launches leave
-/// both unset (EC2's default preference `open`).
+/// How launch templates treat capacity reservations (upstream's launch mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchMode {
+    /// `ReservedCapacity` on: reserved launches target their reservation, and on-demand / spot
+    /// launches stay out of open reservations (preference `none`): those are offered as
+    /// `reserved` and counted, and an on-demand launch silently using one would upset the count.
+    Targeted,
+    /// `ReservedCapacity` off: nothing set, EC2's default (`open`) lets on-demand launches use
+    /// open reservations, as before reserved capacity existed.
+    Open,
+}
+
+/// What one launch template says about capacity reservations: the provider's mode and, for a
+/// reserved launch, its target.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateReservation<'a> {
+    /// Targeted or open.
+    pub mode: LaunchMode,
+    /// The reservation a reserved launch goes into.
+    pub target: Option<&'a ReservedTarget>,
+}
+
+/// The launch template's capacity reservation part. Targeted mode: a reserved launch goes only
+/// into its target (`capacity-reservations-only`, so a full reservation fails instead of
+/// silently launching on demand), and a capacity block also needs market type
+/// `capacity-block`; other launches get preference `none`. Open mode sets nothing.
 pub fn template_reservation(
+    mode: LaunchMode,
     target: Option<&ReservedTarget>,
 ) -> (
     Option<LaunchTemplateCapacityReservationSpecificationRequest>,
     Option<LaunchTemplateInstanceMarketOptionsRequest>,
 ) {
-    let Some(t) = target else {
+    if mode == LaunchMode::Open {
         return (None, None);
+    }
+    let Some(t) = target else {
+        let none = LaunchTemplateCapacityReservationSpecificationRequest::builder()
+            .capacity_reservation_preference(CapacityReservationPreference::None)
+            .build();
+        return (Some(none), None);
     };
     let spec = LaunchTemplateCapacityReservationSpecificationRequest::builder()
         .capacity_reservation_preference(CapacityReservationPreference::CapacityReservationsOnly)
@@ -296,7 +325,8 @@ mod tests {
             id: "cr-2".into(),
             reservation_type: "capacity-block".into(),
         };
-        let (spec, market) = template_reservation(Some(&odcr));
+        let t = LaunchMode::Targeted;
+        let (spec, market) = template_reservation(t, Some(&odcr));
         let spec = spec.unwrap();
         assert_eq!(
             spec.capacity_reservation_preference(),
@@ -308,7 +338,7 @@ mod tests {
             Some("cr-1")
         );
         assert!(market.is_none());
-        let (spec, market) = template_reservation(Some(&block));
+        let (spec, market) = template_reservation(t, Some(&block));
         assert_eq!(
             spec.unwrap()
                 .capacity_reservation_target()
@@ -319,7 +349,15 @@ mod tests {
             market.unwrap().market_type(),
             Some(&MarketType::CapacityBlock)
         );
-        let (spec, market) = template_reservation(None);
+        // On-demand / spot in targeted mode: out of open reservations.
+        let (spec, market) = template_reservation(t, None);
+        let spec = spec.unwrap();
+        assert_eq!(
+            spec.capacity_reservation_preference(),
+            Some(&CapacityReservationPreference::None)
+        );
+        assert!(spec.capacity_reservation_target().is_none() && market.is_none());
+        let (spec, market) = template_reservation(LaunchMode::Open, None);
         assert!(spec.is_none() && market.is_none());
 
         assert_eq!(
