@@ -27,7 +27,7 @@ use super::error::AwsError;
 use super::instance::instance_facts;
 use super::launch;
 use super::provider::Ec2Provider;
-use super::reservations::{CAPACITY_RESERVATION_ID_LABEL, add_reserved_offerings};
+use super::reservations::{CAPACITY_RESERVATION_ID_LABEL, offer_reservations};
 use super::status::{EC2_NODE_CLASS_KIND, compute_status};
 use crate::kubelet::KubeletOverrides;
 use crate::userdata::ClusterInfo;
@@ -267,15 +267,13 @@ impl AwsCloudProvider {
                 }
             }
         };
-        if self.reserved_capacity {
-            let availability = self.ec2.reservation_availability();
-            add_reserved_offerings(
-                &mut its,
-                &status.capacity_reservations,
-                |id| availability.count(id),
-                SystemTime::now(),
-            );
-        }
+        offer_reservations(
+            self.reserved_capacity,
+            &mut its,
+            &status.capacity_reservations,
+            self.ec2.reservation_availability(),
+            SystemTime::now(),
+        );
         self.ec2.apply_unavailable(&mut its);
         for it in &mut its {
             let bootable =

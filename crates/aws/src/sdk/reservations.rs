@@ -12,6 +12,7 @@ use karpenter_api::ec2::{CapacityReservationSelectorTerm, ResolvedCapacityReserv
 use karpenter_solver::{InstanceType, Offering};
 
 use super::error::{AwsError, from_sdk};
+use super::reserved::ReservationAvailability;
 
 /// Label of a node launched into a capacity reservation: the reservation's id (upstream's
 /// `cloudprovider.ReservationIDLabel` for AWS).
@@ -156,6 +157,20 @@ pub fn add_reserved_offerings(
             &r.id,
             capacity.max(0),
         ));
+    }
+}
+
+/// The class's reservations as offerings when the `ReservedCapacity` gate is `on` (none when
+/// off), each with what `availability` says it can still take.
+pub fn offer_reservations(
+    on: bool,
+    its: &mut [InstanceType],
+    reservations: &[ResolvedCapacityReservation],
+    availability: &ReservationAvailability,
+    now: SystemTime,
+) {
+    if on {
+        add_reserved_offerings(its, reservations, |id| availability.count(id), now);
     }
 }
 
@@ -326,5 +341,24 @@ mod tests {
         let o = &its[0].offerings[2];
         assert_eq!(o, &Offering::reserved("us-east-1a", 0.0, "cr-a", 0));
         assert!(!o.usable(), "no capacity left");
+    }
+
+    #[test]
+    fn the_gate_decides_whether_reservations_are_offered() {
+        let rs = [reservation("cr-a", "m5.large", "us-east-1a", 3)];
+        let cache = ReservationAvailability::default();
+        let mut off = vec![m5_large()];
+        offer_reservations(false, &mut off, &rs, &cache, SystemTime::UNIX_EPOCH);
+        assert_eq!(off, vec![m5_large()], "gate off: nothing added");
+        // Gate on, the cache synced at 3 and one launch since: 2.
+        let t0 = std::time::Instant::now();
+        cache.sync(&rs, t0);
+        cache.mark_launched("cr-a", t0);
+        let mut on = vec![m5_large()];
+        offer_reservations(true, &mut on, &rs, &cache, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            on[0].offerings[3..],
+            [Offering::reserved("us-east-1a", 0.096 / 1e7, "cr-a", 2)]
+        );
     }
 }
