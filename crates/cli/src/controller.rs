@@ -401,7 +401,8 @@ mod aws {
             .context("no AWS region: set AWS_REGION (or a profile with a region)")?;
         let aws = AwsClients::new(&conf);
         tracing::info!(%cluster, %region, endpoint = %info.endpoint, "AWS provider");
-        let provider = AwsCloudProvider::new(client.clone(), aws.clone(), info, &region);
+        let provider = AwsCloudProvider::new(client.clone(), aws.clone(), info, &region)
+            .with_reserved_capacity(args.feature_gates.reserved_capacity);
         let metrics = InterruptionMetrics::register(registry);
         Ok((
             Arc::new(provider),

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use karpenter_api::ec2::{AWS_GROUP, EC2NodeClass, EC2NodeClassStatus};
 use karpenter_api::v1::{NodeClaim, NodeClassReference, NodePool};
+use karpenter_providers::cloudprovider::ReservationLabel;
 use karpenter_providers::{CloudProvider, CloudProviderError, RepairPolicy};
 use karpenter_solver::InstanceType;
 use karpenter_solver::labels::ARCH;
@@ -26,6 +27,7 @@ use super::error::AwsError;
 use super::instance::instance_facts;
 use super::launch;
 use super::provider::Ec2Provider;
+use super::reservations::{CAPACITY_RESERVATION_ID_LABEL, offer_reservations};
 use super::status::{EC2_NODE_CLASS_KIND, compute_status};
 use crate::kubelet::KubeletOverrides;
 use crate::userdata::ClusterInfo;
@@ -60,6 +62,8 @@ pub struct AwsCloudProvider {
     instance_types: tokio::sync::Mutex<Option<(Instant, Vec<InstanceType>)>>,
     /// Per EC2NodeClass name: its instance types with `spec.kubelet` applied.
     class_types: Mutex<HashMap<String, ClassTypes>>,
+    /// Feature gate `ReservedCapacity`: offer the classes' capacity reservations.
+    reserved_capacity: bool,
 }
 
 fn to_cloud(e: AwsError) -> CloudProviderError {
@@ -116,7 +120,17 @@ impl AwsCloudProvider {
             resolved: Mutex::new(HashMap::new()),
             instance_types: tokio::sync::Mutex::new(None),
             class_types: Mutex::new(HashMap::new()),
+            reserved_capacity: true,
         }
+    }
+
+    /// Feature gate `ReservedCapacity` (on by default): off, the classes' capacity
+    /// reservations are neither offered nor launched into, and launch templates leave EC2's
+    /// reservation preference at its default (`open`).
+    pub fn with_reserved_capacity(mut self, on: bool) -> Self {
+        self.reserved_capacity = on;
+        self.ec2 = self.ec2.with_reserved_capacity(on);
+        self
     }
 
     /// Overrides the cache lifetimes (tests use short ones).
@@ -176,6 +190,10 @@ impl AwsCloudProvider {
         let status = compute_status(&self.aws, self.ec2.cluster(), nc, false, &version)
             .await
             .map_err(to_cloud)?;
+        // Fresh from DescribeCapacityReservations: the counts replace what launches estimated.
+        self.ec2
+            .reservation_availability()
+            .sync(&status.capacity_reservations, Instant::now());
         let mut cache = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(
             name,
@@ -215,8 +233,10 @@ impl AwsCloudProvider {
 
     /// The instance types a NodePool of this class can get: pods and allocatable follow the
     /// class's `spec.kubelet` (cached per class until the shared types are refetched or the
-    /// kubelet settings change); offerings recently out of capacity, in zones without a
-    /// selected subnet, or of an architecture no resolved image boots are unavailable.
+    /// kubelet settings change); with the `ReservedCapacity` gate, each selected capacity
+    /// reservation adds a `reserved` offering with the instances it can still take; offerings
+    /// recently out of capacity, in zones without a selected subnet, or of an architecture no
+    /// resolved image boots are unavailable.
     pub async fn class_instance_types(
         &self,
         nc: &EC2NodeClass,
@@ -247,6 +267,13 @@ impl AwsCloudProvider {
                 }
             }
         };
+        offer_reservations(
+            self.reserved_capacity,
+            &mut its,
+            &status.capacity_reservations,
+            self.ec2.reservation_availability(),
+            SystemTime::now(),
+        );
         self.ec2.apply_unavailable(&mut its);
         for it in &mut its {
             let bootable =
@@ -313,7 +340,17 @@ impl CloudProvider for AwsCloudProvider {
     }
 
     async fn delete(&self, claim: &NodeClaim) -> Result<(), CloudProviderError> {
-        self.ec2.delete(claim).await.map_err(to_cloud)
+        self.ec2.delete(claim).await.map_err(to_cloud)?;
+        // Its slot in the reservation frees up (upstream `MarkTerminated`).
+        if let Some(id) = claim
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CAPACITY_RESERVATION_ID_LABEL))
+        {
+            self.ec2.reservation_availability().mark_terminated(id);
+        }
+        Ok(())
     }
 
     async fn get(&self, provider_id: &str) -> Result<NodeClaim, CloudProviderError> {
@@ -401,6 +438,16 @@ impl CloudProvider for AwsCloudProvider {
             });
         }
         out
+    }
+
+    /// Reserved NodeClaims carry `karpenter.k8s.aws/capacity-reservation-id`; EC2 reports what
+    /// each reservation has left (the provider's availability cache follows launches between
+    /// DescribeCapacityReservations calls), so the controller subtracts nothing.
+    fn reservations(&self) -> Option<ReservationLabel> {
+        Some(ReservationLabel {
+            key: CAPACITY_RESERVATION_ID_LABEL,
+            capacity_is_total: false,
+        })
     }
 
     fn repair_policies(&self) -> Vec<RepairPolicy> {

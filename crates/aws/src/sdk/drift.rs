@@ -25,6 +25,9 @@ pub const AMI_DRIFT: &str = "AMIDrift";
 pub const SUBNET_DRIFT: &str = "SubnetDrift";
 /// Drift reason: the instance's security groups differ from the selected ones.
 pub const SECURITY_GROUP_DRIFT: &str = "SecurityGroupDrift";
+/// Drift reason: the instance runs in a capacity reservation the EC2NodeClass no longer
+/// selects (upstream `CapacityReservationDrift`).
+pub const CAPACITY_RESERVATION_DRIFT: &str = "CapacityReservationDrift";
 /// Drift reason: the static part of the EC2NodeClass spec changed.
 pub const NODECLASS_DRIFT: &str = "NodeClassDrift";
 
@@ -33,7 +36,8 @@ const DYNAMIC_FIELDS: [&str; 4] = [
     "subnetSelectorTerms",
     "securityGroupSelectorTerms",
     "amiSelectorTerms",
-    // Upstream `hash:"ignore"`: changing which reservations are selected drifts nothing.
+    // Upstream `hash:"ignore"`: which reservations are selected is checked against the
+    // instance instead (`CapacityReservationDrift`).
     "capacityReservationSelectorTerms",
 ];
 
@@ -59,9 +63,13 @@ pub struct InstanceFacts {
     pub subnet_id: Option<String>,
     /// Security group ids.
     pub security_groups: BTreeSet<String>,
+    /// The capacity reservation it runs in, as EC2 reports it (none once a reservation ended
+    /// and the instance went on as on-demand).
+    pub capacity_reservation_id: Option<String>,
 }
 
-/// The first drift reason (in upstream's order: static hash, AMI, subnet, security groups), or
+/// The first drift reason (in upstream's order: static hash, AMI, subnet, security groups,
+/// capacity reservation), or
 /// `None`. `claim_hash` is the NodeClaim's [`NODECLASS_HASH_ANNOTATION`] (skipped when absent,
 /// e.g. claims launched before the annotation existed).
 pub fn drift_reason(
@@ -96,6 +104,16 @@ pub fn drift_reason(
     if !selected.is_empty() && selected != instance.security_groups {
         return Some(SECURITY_GROUP_DRIFT);
     }
+    // The reservation status is checked dynamically, like upstream: an instance whose
+    // reservation ended runs on as on-demand and reports none, so it does not drift. No
+    // selected reservations is a valid resolution (terms removed), but a class that resolved
+    // no subnets is not resolved at all.
+    if let Some(id) = &instance.capacity_reservation_id
+        && !status.subnets.is_empty()
+        && !status.capacity_reservations.iter().any(|r| &r.id == id)
+    {
+        return Some(CAPACITY_RESERVATION_DRIFT);
+    }
     None
 }
 
@@ -103,7 +121,8 @@ pub fn drift_reason(
 mod tests {
     use super::*;
     use karpenter_api::ec2::{
-        EC2NodeClassSpec, ResolvedAmi, ResolvedSecurityGroup, ResolvedSubnet, SelectorTerm,
+        EC2NodeClassSpec, ResolvedAmi, ResolvedCapacityReservation, ResolvedSecurityGroup,
+        ResolvedSubnet, SelectorTerm,
     };
 
     fn nc() -> EC2NodeClass {
@@ -141,6 +160,7 @@ mod tests {
             image_id: Some("ami-1".into()),
             subnet_id: Some("subnet-1".into()),
             security_groups: BTreeSet::from(["sg-1".to_owned()]),
+            capacity_reservation_id: None,
         }
     }
 
@@ -184,9 +204,30 @@ mod tests {
             drift_reason(Some(&h), &nc(), &status(), &f),
             Some(SECURITY_GROUP_DRIFT)
         );
+        // In a reservation the class still selects: not drifted; in one it no longer selects
+        // (or the terms were removed): drifted.
+        let mut st = status();
+        st.capacity_reservations = vec![ResolvedCapacityReservation {
+            id: "cr-1".into(),
+            ..Default::default()
+        }];
+        let mut f = facts();
+        f.capacity_reservation_id = Some("cr-1".into());
+        assert_eq!(drift_reason(Some(&h), &nc(), &st, &f), None);
+        f.capacity_reservation_id = Some("cr-2".into());
+        assert_eq!(
+            drift_reason(Some(&h), &nc(), &st, &f),
+            Some(CAPACITY_RESERVATION_DRIFT)
+        );
+        f.capacity_reservation_id = Some("cr-1".into());
+        assert_eq!(
+            drift_reason(Some(&h), &nc(), &status(), &f),
+            Some(CAPACITY_RESERVATION_DRIFT)
+        );
         // Nothing resolved (NodeClass not ready): no verdict on AMIs/subnets/groups.
         let f = InstanceFacts {
             image_id: Some("ami-x".into()),
+            capacity_reservation_id: Some("cr-9".into()),
             ..Default::default()
         };
         assert_eq!(

@@ -30,6 +30,7 @@ pub const CAPACITY_ERROR_CODES: &[&str] = &[
     "InsufficientCapacity",
     "InsufficientHostCapacity",
     "InsufficientReservedInstanceCapacity",
+    "ReservationCapacityExceeded",
     "MaxSpotInstanceCountExceeded",
     "SpotMaxPriceTooLow",
     "UnfulfillableCapacity",

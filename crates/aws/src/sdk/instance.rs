@@ -13,6 +13,8 @@ use karpenter_solver::resources::format_quantity;
 
 use super::drift::InstanceFacts;
 use super::launch::{self, NODECLAIM_TAG, NODEPOOL_TAG};
+use super::reserved::instance_reservation;
+use karpenter_solver::labels::CAPACITY_TYPE_RESERVED;
 
 /// Instance states that still count as "the instance exists" for get/list/GC.
 pub const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
@@ -27,7 +29,8 @@ pub fn is_live(i: &Instance) -> bool {
 }
 
 /// An instance described as a NodeClaim: named after its NodeClaim tag (or its id),
-/// instance-type/zone/capacity-type/NodePool labels, providerID, capacity and allocatable
+/// instance-type/zone/capacity-type/NodePool labels (and the reservation labels of one launched
+/// into a capacity reservation), providerID, capacity and allocatable
 /// from the instance type when known.
 pub fn instance_view(instance: &Instance, instance_types: &[InstanceType]) -> NodeClaim {
     let tags: BTreeMap<&str, &str> = instance
@@ -45,13 +48,19 @@ pub fn instance_view(instance: &Instance, instance_types: &[InstanceType]) -> No
         .instance_type()
         .map(|t| t.as_str())
         .unwrap_or_default();
+    let reservation = instance_reservation(instance);
     let capacity_type = if instance.instance_lifecycle() == Some(&InstanceLifecycleType::Spot) {
         "spot"
+    } else if reservation.is_some() {
+        CAPACITY_TYPE_RESERVED
     } else {
         "on-demand"
     };
     let it = instance_types.iter().find(|t| t.name == it_name);
     let mut labels = it.map(|t| t.labels.clone()).unwrap_or_default();
+    for (k, v) in reservation.iter().flat_map(|r| r.labels()) {
+        labels.insert(k.to_owned(), v);
+    }
     labels.insert(INSTANCE_TYPE_LABEL.to_owned(), it_name.to_owned());
     labels.insert(ZONE_LABEL.to_owned(), zone.to_owned());
     labels.insert(CAPACITY_TYPE_LABEL.to_owned(), capacity_type.to_owned());
@@ -80,7 +89,8 @@ pub fn instance_view(instance: &Instance, instance_types: &[InstanceType]) -> No
     view
 }
 
-/// The facts drift compares with the EC2NodeClass: image, subnet, security groups.
+/// The facts drift compares with the EC2NodeClass: image, subnet, security groups, capacity
+/// reservation.
 pub fn instance_facts(instance: &Instance) -> InstanceFacts {
     InstanceFacts {
         image_id: instance.image_id().map(str::to_owned),
@@ -90,5 +100,6 @@ pub fn instance_facts(instance: &Instance) -> InstanceFacts {
             .iter()
             .filter_map(|g| g.group_id().map(str::to_owned))
             .collect(),
+        capacity_reservation_id: instance_reservation(instance).map(|r| r.id),
     }
 }

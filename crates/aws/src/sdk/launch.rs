@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use karpenter_api::ec2::ResolvedAmi;
+use karpenter_api::ec2::{ResolvedAmi, ResolvedCapacityReservation};
 use karpenter_api::labels::{
     CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODE_POOL_LABEL, ZONE_LABEL,
 };
@@ -12,6 +12,7 @@ use karpenter_solver::quantity::parse_for_resource;
 use karpenter_solver::{InstanceType, Requirements, Resources, labels};
 
 use super::nodeclass::ami_arch;
+use super::reservations::{CAPACITY_RESERVATION_ID_LABEL, CAPACITY_RESERVATION_TYPE_LABEL};
 
 /// CreateFleet accepts at most this many overrides per launch template config.
 pub const MAX_OVERRIDES: usize = 60;
@@ -36,10 +37,12 @@ pub struct Candidate {
     pub instance_type: String,
     /// Zone.
     pub zone: String,
-    /// `spot` or `on-demand`.
+    /// `spot`, `on-demand` or `reserved`.
     pub capacity_type: String,
     /// USD per hour.
     pub price: f64,
+    /// The capacity reservation of a `reserved` candidate.
+    pub reservation_id: Option<String>,
 }
 
 /// One CreateFleet override: an instance type in a subnet.
@@ -71,28 +74,41 @@ pub fn claim_requests(claim: &NodeClaim) -> Result<Resources, String> {
 }
 
 /// Every available offering compatible with `requirements` whose instance type holds
-/// `requests`, cheapest first (ties by instance type, then zone, so the order is stable).
+/// `requests`, cheapest first (ties by instance type, then zone, so the order is stable). A
+/// reserved offering (with capacity left) also carries its reservation's id and type labels
+/// (`reservations`: the NodeClass's), so a NodeClaim pinned to one reservation matches only it.
 pub fn candidates(
     instance_types: &[InstanceType],
     requirements: &Requirements,
     requests: &Resources,
+    reservations: &[ResolvedCapacityReservation],
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
     for it in instance_types {
         if !requests.fits_in(&it.allocatable()) {
             continue;
         }
-        for o in it.offerings.iter().filter(|o| o.available) {
+        for o in it.offerings.iter().filter(|o| o.usable()) {
             let mut labels = it.labels.clone();
             labels.insert(INSTANCE_TYPE_LABEL.to_owned(), it.name.clone());
             labels.insert(ZONE_LABEL.to_owned(), o.zone.clone());
             labels.insert(CAPACITY_TYPE_LABEL.to_owned(), o.capacity_type.clone());
+            if let Some(id) = o.reservation_id() {
+                labels.insert(CAPACITY_RESERVATION_ID_LABEL.to_owned(), id.to_owned());
+                if let Some(r) = reservations.iter().find(|r| r.id == id) {
+                    labels.insert(
+                        CAPACITY_RESERVATION_TYPE_LABEL.to_owned(),
+                        r.reservation_type.clone(),
+                    );
+                }
+            }
             if Requirements::from_labels(&labels).intersects(requirements) {
                 out.push(Candidate {
                     instance_type: it.name.clone(),
                     zone: o.zone.clone(),
                     capacity_type: o.capacity_type.clone(),
                     price: o.price,
+                    reservation_id: o.reservation_id().map(str::to_owned),
                 });
             }
         }
@@ -106,10 +122,15 @@ pub fn candidates(
     out
 }
 
-/// Spot when the NodeClaim allows it and some candidate is spot (upstream's rule: spot is
-/// preferred whenever allowed), otherwise on-demand.
+/// Upstream's preference among the capacity types the candidates allow: reserved (already paid
+/// for), then spot, then on-demand.
 pub fn capacity_type(candidates: &[Candidate]) -> Option<&'static str> {
-    if candidates.iter().any(|c| c.capacity_type == "spot") {
+    if candidates
+        .iter()
+        .any(|c| c.capacity_type == labels::CAPACITY_TYPE_RESERVED)
+    {
+        Some(labels::CAPACITY_TYPE_RESERVED)
+    } else if candidates.iter().any(|c| c.capacity_type == "spot") {
         Some("spot")
     } else if candidates.iter().any(|c| c.capacity_type == "on-demand") {
         Some("on-demand")
@@ -314,15 +335,63 @@ mod tests {
         ];
         let c = claim(&[("karpenter.sh/capacity-type", &["spot"])]);
         let reqs = claim_requirements(&c)?;
-        let cands = candidates(&its, &reqs, &Resources::from_pairs([("cpu", 1000)]));
+        let cands = candidates(&its, &reqs, &Resources::from_pairs([("cpu", 1000)]), &[]);
         let names: Vec<_> = cands
             .iter()
             .map(|c| (c.instance_type.as_str(), c.zone.as_str()))
             .collect();
         assert_eq!(names, [("small", "b"), ("small", "a"), ("big", "a")]);
-        let cands = candidates(&its, &reqs, &Resources::from_pairs([("cpu", 4000)]));
+        let cands = candidates(&its, &reqs, &Resources::from_pairs([("cpu", 4000)]), &[]);
         assert_eq!(cands.len(), 1, "small is too small: {cands:?}");
         assert_eq!(capacity_type(&cands), Some("spot"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_claim_pinned_to_a_reservation_matches_only_its_offering() -> Result<(), String> {
+        let mut m5 = it("m5.large", 2, &[("a", "on-demand", 0.096)]);
+        m5.offerings.extend([
+            Offering::reserved("a", 0.096e-7, "cr-1", 2),
+            Offering::reserved("a", 0.096e-7, "cr-2", 1),
+            Offering::reserved("a", 0.096e-7, "cr-full", 0),
+        ]);
+        let statuses = [("cr-1", "default"), ("cr-2", "capacity-block")].map(|(id, t)| {
+            ResolvedCapacityReservation {
+                id: id.into(),
+                reservation_type: t.into(),
+                ..Default::default()
+            }
+        });
+        let requests = Resources::from_pairs([("cpu", 1000)]);
+        let pinned = claim(&[
+            ("karpenter.sh/capacity-type", &["reserved"]),
+            (CAPACITY_RESERVATION_ID_LABEL, &["cr-2"]),
+        ]);
+        let cands = candidates(
+            &[m5.clone()],
+            &claim_requirements(&pinned)?,
+            &requests,
+            &statuses,
+        );
+        let ids: Vec<_> = cands.iter().map(|c| c.reservation_id.as_deref()).collect();
+        assert_eq!(ids, [Some("cr-2")]);
+        // By type: of the reservations, the capacity block only; on-demand has no type label,
+        // and only labels both sides have are compared (as upstream's undefined labels).
+        let by_type = claim(&[(CAPACITY_RESERVATION_TYPE_LABEL, &["capacity-block"])]);
+        let cands = candidates(
+            &[m5.clone()],
+            &claim_requirements(&by_type)?,
+            &requests,
+            &statuses,
+        );
+        let ids: Vec<_> = cands.iter().map(|c| c.reservation_id.as_deref()).collect();
+        assert_eq!(ids, [Some("cr-2"), None]);
+        // Unpinned: both reservations with capacity left, and on-demand; reserved is preferred.
+        let open = claim(&[]);
+        let cands = candidates(&[m5], &claim_requirements(&open)?, &requests, &statuses);
+        let ids: Vec<_> = cands.iter().map(|c| c.reservation_id.as_deref()).collect();
+        assert_eq!(ids, [Some("cr-1"), Some("cr-2"), None]);
+        assert_eq!(capacity_type(&cands), Some("reserved"));
         Ok(())
     }
 
@@ -335,6 +404,7 @@ mod tests {
                 zone: if i % 2 == 0 { "a".into() } else { "c".into() },
                 capacity_type: "on-demand".into(),
                 price: f64::from(i),
+                reservation_id: None,
             });
         }
         let subnets = vec![

@@ -13,6 +13,7 @@ pub mod launch;
 pub mod nodeclass;
 pub mod provider;
 pub mod reservations;
+pub mod reserved;
 pub mod status;
 pub mod template;
 

@@ -10,25 +10,24 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::primitives::DateTime;
-use aws_sdk_ec2::types::{
-    DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
-    FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
-    FleetOnDemandAllocationStrategy, FleetType, Instance, InstanceType as Ec2InstanceType,
-    LocationType, OnDemandOptionsRequest, ResourceType, SpotAllocationStrategy, SpotOptionsRequest,
-    TargetCapacitySpecificationRequest,
-};
+use aws_sdk_ec2::types::{Filter, Instance, LocationType};
 use karpenter_api::ec2::{EC2NodeClass, EC2NodeClassStatus};
+use karpenter_api::labels::CAPACITY_TYPE_LABEL;
 use karpenter_api::v1::NodeClaim;
 use karpenter_solver::InstanceType;
+use karpenter_solver::labels::CAPACITY_TYPE_RESERVED;
 
 use super::convert::from_ec2;
-use super::error::{AwsError, fleet_error, from_sdk};
+use super::error::{AwsError, from_sdk};
 use super::instance::{LIVE_STATES, instance_view, is_live};
 use super::launch::{self, Candidate, NODECLAIM_TAG, NODEPOOL_TAG};
 use super::nodeclass::not_ready_reason;
-use super::template::{self, tag_spec};
+use super::reserved::{self, LaunchMode, ReservationAvailability, TemplateReservation};
+use super::template;
 use crate::catalog::StaticCatalog;
 use crate::userdata::ClusterInfo;
+
+mod fleet;
 
 /// How long an offering that failed with insufficient capacity is skipped (upstream: 3 min).
 pub const UNAVAILABLE_TTL: Duration = Duration::from_secs(180);
@@ -42,6 +41,10 @@ pub struct Ec2Provider {
     region: String,
     /// (instance type, zone, capacity type) → unavailable until.
     unavailable: Mutex<HashMap<(String, String, String), Instant>>,
+    /// Instances each capacity reservation can still take.
+    reservations: ReservationAvailability,
+    /// Targeted with the `ReservedCapacity` gate (the default), open without.
+    launch_mode: LaunchMode,
 }
 
 /// Instance ids per DescribeInstances call when describing many (EC2 takes up to 200 values per
@@ -58,7 +61,26 @@ impl Ec2Provider {
             cluster,
             region: region.to_owned(),
             unavailable: Mutex::new(HashMap::new()),
+            reservations: ReservationAvailability::default(),
+            launch_mode: LaunchMode::Targeted,
         }
+    }
+
+    /// Feature gate `ReservedCapacity` (on by default): off, launch templates say nothing about
+    /// capacity reservations (upstream's open launch mode).
+    pub fn with_reserved_capacity(mut self, on: bool) -> Self {
+        self.launch_mode = if on {
+            LaunchMode::Targeted
+        } else {
+            LaunchMode::Open
+        };
+        self
+    }
+
+    /// How many instances each capacity reservation can still take (synced from the
+    /// NodeClass's resolved reservations; launches and refusals update it).
+    pub fn reservation_availability(&self) -> &ReservationAvailability {
+        &self.reservations
     }
 
     /// The cluster name instances are tagged with.
@@ -221,9 +243,11 @@ impl Ec2Provider {
         }
     }
 
-    /// Launches one instance for the NodeClaim: the cheapest compatible offerings (spot when
-    /// allowed) as ≤ 60 CreateFleet overrides into the NodeClass's subnets, from a launch
-    /// template with its image and security groups. Idempotent: an instance already tagged
+    /// Launches one instance for the NodeClaim: the cheapest compatible offerings (of the
+    /// capacity types allowed, reserved first, then spot, then on-demand) as ≤ 60 CreateFleet
+    /// overrides into the NodeClass's subnets, from a launch template with its image and
+    /// security groups. A reserved launch targets one capacity reservation (its launch template
+    /// names it) and labels the NodeClaim with it. Idempotent: an instance already tagged
     /// with this NodeClaim is returned instead of launching another.
     pub async fn create(
         &self,
@@ -241,8 +265,12 @@ impl Ec2Provider {
         }
         let requirements = launch::claim_requirements(claim).map_err(AwsError::Fatal)?;
         let requests = launch::claim_requests(claim).map_err(AwsError::Fatal)?;
-        let mut candidates: Vec<Candidate> =
-            launch::candidates(instance_types, &requirements, &requests);
+        let mut candidates: Vec<Candidate> = launch::candidates(
+            instance_types,
+            &requirements,
+            &requests,
+            &status.capacity_reservations,
+        );
         // A type no resolved image can boot is no candidate (e.g. the alias publishes no arm64
         // image), so the cheapest bootable ones fill the override budget.
         candidates.retain(|c| {
@@ -255,6 +283,18 @@ impl Ec2Provider {
                  requests with a resolved image for its architecture"
             )));
         };
+        let reservation = if capacity_type == CAPACITY_TYPE_RESERVED {
+            reserved::narrow_to_one_reservation(&mut candidates, &status.capacity_reservations)
+        } else {
+            None
+        };
+        // The node carries its reservation's labels from the start (kubelet's node labels).
+        let mut claim = claim.clone();
+        if let Some(r) = &reservation {
+            let labels = claim.metadata.labels.get_or_insert_default();
+            labels.extend(r.labels().map(|(k, v)| (k.to_owned(), v)));
+        }
+        let claim = &claim;
         let subnets: Vec<(String, String)> = status
             .subnets
             .iter()
@@ -308,17 +348,30 @@ impl Ec2Provider {
                 status,
                 &image,
                 &user_data,
+                TemplateReservation {
+                    mode: self.launch_mode,
+                    target: reservation.as_ref(),
+                },
             )
             .await?;
             configs.push((name, group));
         }
-        let instance_id = self.create_fleet(&configs, capacity_type, &tags).await?;
+        let instance_id = self
+            .create_fleet(&configs, capacity_type, reservation.as_ref(), &tags)
+            .await?;
         let instance = self.describe(&instance_id).await?;
         let mut view = instance_view(&instance, instance_types);
         // The NodeClaim keeps its own labels and spec; the instance view adds what launching
         // decided (type, zone, capacity type) and the providerID.
         let mut labels = view.metadata.labels.take().unwrap_or_default();
         labels.extend(claim.metadata.labels.clone().unwrap_or_default());
+        if reservation.is_some() {
+            // What was asked for, whether or not DescribeInstances already reports it.
+            labels.insert(
+                CAPACITY_TYPE_LABEL.to_owned(),
+                CAPACITY_TYPE_RESERVED.to_owned(),
+            );
+        }
         let mut out = claim.clone();
         out.metadata.labels = Some(labels);
         let mut st = claim.status.clone().unwrap_or_default();
@@ -329,98 +382,6 @@ impl Ec2Provider {
         st.allocatable = inst.allocatable;
         out.status = Some(st);
         Ok(out)
-    }
-
-    /// CreateFleet with one launch template config per `(template, overrides)`; priorities
-    /// follow the overall price order across the configs.
-    async fn create_fleet(
-        &self,
-        configs: &[(String, Vec<launch::Override>)],
-        capacity_type: &str,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<String, AwsError> {
-        let mut all: Vec<&launch::Override> = configs.iter().flat_map(|(_, g)| g).collect();
-        all.sort_by(|a, b| a.price.total_cmp(&b.price));
-        let priority = |o: &launch::Override| {
-            all.iter()
-                .position(|x| std::ptr::eq(*x, o))
-                .unwrap_or(all.len()) as f64
-        };
-        let requests: Vec<FleetLaunchTemplateConfigRequest> = configs
-            .iter()
-            .map(|(template, group)| {
-                FleetLaunchTemplateConfigRequest::builder()
-                    .launch_template_specification(
-                        FleetLaunchTemplateSpecificationRequest::builder()
-                            .launch_template_name(template)
-                            .version("$Latest")
-                            .build(),
-                    )
-                    .set_overrides(Some(
-                        group
-                            .iter()
-                            .map(|o| {
-                                FleetLaunchTemplateOverridesRequest::builder()
-                                    .instance_type(Ec2InstanceType::from(o.instance_type.as_str()))
-                                    .subnet_id(&o.subnet_id)
-                                    .availability_zone(&o.zone)
-                                    .priority(priority(o))
-                                    .build()
-                            })
-                            .collect(),
-                    ))
-                    .build()
-            })
-            .collect();
-        let spot = capacity_type == "spot";
-        let out = self
-            .client
-            .create_fleet()
-            .r#type(FleetType::Instant)
-            .target_capacity_specification(
-                TargetCapacitySpecificationRequest::builder()
-                    .total_target_capacity(1)
-                    .default_target_capacity_type(if spot {
-                        DefaultTargetCapacityType::Spot
-                    } else {
-                        DefaultTargetCapacityType::OnDemand
-                    })
-                    .build(),
-            )
-            .set_launch_template_configs(Some(requests))
-            .spot_options(
-                SpotOptionsRequest::builder()
-                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
-                    .build(),
-            )
-            .on_demand_options(
-                OnDemandOptionsRequest::builder()
-                    .allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice)
-                    .build(),
-            )
-            .tag_specifications(tag_spec(ResourceType::Instance, tags))
-            .send()
-            .await
-            .map_err(|e| from_sdk("CreateFleet", e))?;
-        if let Some(id) = out.instances().iter().flat_map(|i| i.instance_ids()).next() {
-            return Ok(id.clone());
-        }
-        let errors: Vec<(String, String)> = out
-            .errors()
-            .iter()
-            .map(|e| {
-                (
-                    e.error_code().unwrap_or("Unknown").to_owned(),
-                    e.error_message().unwrap_or("").to_owned(),
-                )
-            })
-            .collect();
-        let err = fleet_error(&errors);
-        if matches!(err, AwsError::InsufficientCapacity(_)) {
-            let tried: Vec<launch::Override> = all.into_iter().cloned().collect();
-            self.mark_unavailable(&tried, capacity_type);
-        }
-        Err(err)
     }
 
     async fn describe_filtered(

@@ -3,13 +3,16 @@
 //! entries, and the `reserved` offerings they add to the instance types.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use aws_sdk_ec2::Client;
+use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat as Format};
 use aws_sdk_ec2::types::{CapacityReservation, Filter};
 use karpenter_api::ec2::{CapacityReservationSelectorTerm, ResolvedCapacityReservation};
 use karpenter_solver::{InstanceType, Offering};
 
 use super::error::{AwsError, from_sdk};
+use super::reserved::ReservationAvailability;
 
 /// Label of a node launched into a capacity reservation: the reservation's id (upstream's
 /// `cloudprovider.ReservationIDLabel` for AWS).
@@ -109,34 +112,65 @@ pub async fn resolve_capacity_reservations(
     Ok(found.into_values().collect())
 }
 
-/// Adds a `reserved` offering per reservation to its instance type: in the reservation's zone,
-/// priced at the type's on-demand price there divided by [`RESERVED_PRICE_DIVISOR`], with the
-/// instances it can still launch. A reservation of a type or zone the catalog does not sell on
-/// demand adds nothing; its offering is available only while that on-demand one is (a zone
-/// without a selected subnet cannot launch either).
+/// Whether the reservation's `endTime` (RFC 3339, as [`resolved`] writes it) is at or before
+/// `now`. No end time, or one that does not parse, is not expired: EC2 refuses launches into an
+/// ended reservation anyway, and the launch error then marks it full.
+pub fn is_expired(r: &ResolvedCapacityReservation, now: SystemTime) -> bool {
+    r.end_time
+        .as_deref()
+        .and_then(|t| DateTime::from_str(t, Format::DateTime).ok())
+        .is_some_and(|end| end <= DateTime::from(now))
+}
+
+/// Adds a `reserved` offering per active, unexpired reservation to its instance type, in the
+/// reservation's zone, priced at the type's on-demand price divided by
+/// [`RESERVED_PRICE_DIVISOR`] (zero when the type has no on-demand price, as upstream), with
+/// the instances it can still take: `available(id)` (the provider's availability cache), else
+/// the status's count. A reservation of a type the catalog lacks, or in a zone the type is not
+/// offered in, adds nothing. Whether the zone has a subnet and the type an image is the
+/// caller's business, as for every offering.
 pub fn add_reserved_offerings(
     its: &mut [InstanceType],
     reservations: &[ResolvedCapacityReservation],
+    available: impl Fn(&str) -> Option<i64>,
+    now: SystemTime,
 ) {
     for r in reservations {
+        if !USABLE_STATES.contains(&r.state.as_str()) || is_expired(r, now) {
+            continue;
+        }
         let Some(it) = its.iter_mut().find(|it| it.name == r.instance_type) else {
             continue;
         };
-        let Some(od) = it
+        if !it.offerings.iter().any(|o| o.zone == r.availability_zone) {
+            continue;
+        }
+        let on_demand = it
             .offerings
             .iter()
-            .find(|o| o.zone == r.availability_zone && o.capacity_type == "on-demand")
-        else {
-            continue;
-        };
-        let mut o = Offering::reserved(
+            .find(|o| o.capacity_type == "on-demand")
+            .map_or(0.0, |o| o.price);
+        let capacity = available(&r.id).unwrap_or(r.available_instance_count);
+        it.offerings.push(Offering::reserved(
             &r.availability_zone,
-            od.price / RESERVED_PRICE_DIVISOR,
+            on_demand / RESERVED_PRICE_DIVISOR,
             &r.id,
-            r.available_instance_count,
-        );
-        o.available = od.available;
-        it.offerings.push(o);
+            capacity.max(0),
+        ));
+    }
+}
+
+/// The class's reservations as offerings when the `ReservedCapacity` gate is `on` (none when
+/// off), each with what `availability` says it can still take.
+pub fn offer_reservations(
+    on: bool,
+    its: &mut [InstanceType],
+    reservations: &[ResolvedCapacityReservation],
+    availability: &ReservationAvailability,
+    now: SystemTime,
+) {
+    if on {
+        add_reserved_offerings(its, reservations, |id| availability.count(id), now);
     }
 }
 
@@ -234,16 +268,14 @@ mod tests {
             id: id.into(),
             availability_zone: zone.into(),
             instance_type: it.into(),
+            state: "active".into(),
             available_instance_count: available,
             ..Default::default()
         }
     }
 
-    #[test]
-    fn reservations_add_near_free_reserved_offerings() {
-        let mut unavailable = Offering::new("us-east-1b", "on-demand", 0.096);
-        unavailable.available = false;
-        let mut its = vec![InstanceType {
+    fn m5_large() -> InstanceType {
+        InstanceType {
             name: "m5.large".into(),
             capacity: Resources::new(),
             overhead: Default::default(),
@@ -251,25 +283,82 @@ mod tests {
             offerings: vec![
                 Offering::new("us-east-1a", "spot", 0.04),
                 Offering::new("us-east-1a", "on-demand", 0.096),
-                unavailable,
+                Offering::new("us-east-1b", "spot", 0.05),
             ],
-        }];
+        }
+    }
+
+    #[test]
+    fn reservations_add_near_free_reserved_offerings() {
+        let mut its = vec![m5_large()];
+        // 2026-01-01T00:00:00Z.
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600);
+        let mut expired = reservation("cr-e", "m5.large", "us-east-1a", 5);
+        expired.end_time = Some("2025-12-31T23:59:59Z".into());
+        let mut later = reservation("cr-b", "m5.large", "us-east-1b", 1);
+        later.end_time = Some("2026-01-01T00:00:01Z".into());
+        let mut expiring = reservation("cr-x", "m5.large", "us-east-1a", 1);
+        expiring.state = "expired".into();
         add_reserved_offerings(
             &mut its,
             &[
                 reservation("cr-a", "m5.large", "us-east-1a", 3),
-                reservation("cr-b", "m5.large", "us-east-1b", 1),
-                reservation("cr-c", "m5.large", "us-east-1z", 1), // zone not sold
+                later,
+                expired,
+                expiring,
+                reservation("cr-c", "m5.large", "us-east-1z", 1), // zone not offered
                 reservation("cr-d", "c5.large", "us-east-1a", 1), // type not in catalog
+                reservation("cr-f", "m5.large", "us-east-1a", 4),
             ],
+            // The cache knows cr-f: 2 left since the status was written.
+            |id| (id == "cr-f").then_some(2),
+            now,
         );
         let reserved: Vec<&Offering> = its[0].offerings[3..].iter().collect();
-        assert_eq!(reserved.len(), 2);
-        // 0.096 / 10⁷.
-        let mut want = Offering::reserved("us-east-1a", 0.096 / 1e7, "cr-a", 3);
-        assert_eq!(reserved[0], &want);
-        want = Offering::reserved("us-east-1b", 0.096 / 1e7, "cr-b", 1);
-        want.available = false;
-        assert_eq!(reserved[1], &want);
+        // 0.096 / 10⁷; cr-b in us-east-1b, where the type sells only spot: same price.
+        assert_eq!(
+            reserved,
+            [
+                &Offering::reserved("us-east-1a", 0.096 / 1e7, "cr-a", 3),
+                &Offering::reserved("us-east-1b", 0.096 / 1e7, "cr-b", 1),
+                &Offering::reserved("us-east-1a", 0.096 / 1e7, "cr-f", 2),
+            ]
+        );
+        assert!(reserved.iter().all(|o| o.capacity_type == "reserved"));
+    }
+
+    #[test]
+    fn a_type_without_on_demand_price_gets_a_free_reservation() {
+        let mut it = m5_large();
+        it.offerings.retain(|o| o.capacity_type == "spot");
+        let mut its = vec![it];
+        add_reserved_offerings(
+            &mut its,
+            &[reservation("cr-a", "m5.large", "us-east-1a", 0)],
+            |_| None,
+            SystemTime::UNIX_EPOCH,
+        );
+        let o = &its[0].offerings[2];
+        assert_eq!(o, &Offering::reserved("us-east-1a", 0.0, "cr-a", 0));
+        assert!(!o.usable(), "no capacity left");
+    }
+
+    #[test]
+    fn the_gate_decides_whether_reservations_are_offered() {
+        let rs = [reservation("cr-a", "m5.large", "us-east-1a", 3)];
+        let cache = ReservationAvailability::default();
+        let mut off = vec![m5_large()];
+        offer_reservations(false, &mut off, &rs, &cache, SystemTime::UNIX_EPOCH);
+        assert_eq!(off, vec![m5_large()], "gate off: nothing added");
+        // Gate on, the cache synced at 3 and one launch since: 2.
+        let t0 = std::time::Instant::now();
+        cache.sync(&rs, t0);
+        cache.mark_launched("cr-a", t0);
+        let mut on = vec![m5_large()];
+        offer_reservations(true, &mut on, &rs, &cache, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            on[0].offerings[3..],
+            [Offering::reserved("us-east-1a", 0.096 / 1e7, "cr-a", 2)]
+        );
     }
 }

@@ -15,6 +15,7 @@ use karpenter_api::v1::{NodeClaim, TaintEffect};
 
 use super::error::{AwsError, from_sdk};
 use super::launch;
+use super::reserved::{self, LaunchMode, TemplateReservation};
 use crate::userdata::{ClusterInfo, ImageFamily, KubeletConfig, NodeBootstrap, Taint};
 
 /// The image family of a class: its alias's, else `spec.amiFamily`, else AL2023.
@@ -76,7 +77,9 @@ pub fn bootstrap<'a>(
 }
 
 /// Creates the launch template for these inputs unless it exists, and returns its name.
-/// `user_data` is base64, as EC2 takes it.
+/// `user_data` is base64, as EC2 takes it. A launch into a capacity reservation gets its own
+/// template naming the reservation; the mode says what the others say about reservations (see
+/// [`reserved::template_reservation`]).
 pub async fn ensure(
     client: &Client,
     cluster: &str,
@@ -84,6 +87,7 @@ pub async fn ensure(
     status: &EC2NodeClassStatus,
     image: &str,
     user_data: &str,
+    reservation: TemplateReservation<'_>,
 ) -> Result<String, AwsError> {
     let sgs: Vec<String> = status
         .security_groups
@@ -105,11 +109,22 @@ pub async fn ensure(
         user_data,
     ];
     parts.extend(sgs.iter().map(String::as_str));
+    match (reservation.mode, reservation.target) {
+        (_, Some(r)) => parts.extend([r.id.as_str(), r.reservation_type.as_str()]),
+        // The open templates keep the names they had before launch modes existed.
+        (LaunchMode::Targeted, None) => parts.push("capacity-reservation-preference=none"),
+        (LaunchMode::Open, None) => {}
+    }
     let name = format!("karpenter.k8s.aws/{:016x}", launch::stable_hash(&parts));
     let mut data = RequestLaunchTemplateData::builder()
         .image_id(image)
         .set_security_group_ids(Some(sgs))
         .user_data(user_data);
+    let (capacity_reservation, market) =
+        reserved::template_reservation(reservation.mode, reservation.target);
+    data = data
+        .set_capacity_reservation_specification(capacity_reservation)
+        .set_instance_market_options(market);
     if let Some(p) = &profile_name {
         data = data.iam_instance_profile(
             LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
