@@ -17,6 +17,7 @@ use karpenter_solver::disruption::{
     Budget, ConsolidationPolicy, DISRUPTION_COST, DO_NOT_DISRUPT, DO_NOT_REPAIR, DoNotDisrupt,
     Drift, NodeState, POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason, parse_go_duration,
 };
+use karpenter_solver::instance_type::find_for_pool;
 use karpenter_solver::labels::{CAPACITY_TYPE, INSTANCE_TYPE, NODEPOOL, ZONE};
 use karpenter_solver::{
     InstanceType, LabelSelector, PodView, Requirements, SelectorOperator, SelectorRequirement,
@@ -269,7 +270,8 @@ pub fn node_state(
         get(ZONE),
         get(CAPACITY_TYPE),
     );
-    let price = instance_types.iter().find(|t| t.name == it).and_then(|t| {
+    // The NodePool's own entry: NodeOverlays may price the type per NodePool.
+    let price = find_for_pool(instance_types, &pool, &it).and_then(|t| {
         t.offerings
             .iter()
             .find(|o| o.zone == zone && o.capacity_type == ct)
