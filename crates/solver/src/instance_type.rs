@@ -129,28 +129,28 @@ pub fn reserved_to(it: &InstanceType) -> Option<&str> {
     it.labels.get(crate::labels::NODEPOOL).map(String::as_str)
 }
 
-/// The entry of instance type `name` that NodePool `pool` sees: its own copy if it has one,
-/// else the shared entry, else (a node of a NodePool no longer listed) the first copy.
+/// The entry of instance type `name` that NodePool `pool` sees in a catalog from
+/// [`crate::overlay::merge_catalogs`]: the shared entry, else its own copy, else (a node of a
+/// NodePool no longer listed) the first copy.
 /// A linear scan, as a lookup by name is; use [`CatalogIndex`] for many.
 pub fn find_for_pool<'a>(
     catalog: &'a [InstanceType],
     pool: &str,
     name: &str,
 ) -> Option<&'a InstanceType> {
-    let mut shared = None;
     let mut first = None;
     for it in catalog.iter().filter(|it| it.name == name) {
         match reserved_to(it) {
+            // A merged catalog has either one shared entry of a type or only copies: the
+            // first shared entry is the answer (and as quick as a plain lookup by name).
+            None => return Some(it),
             Some(p) if p == pool => return Some(it),
             Some(_) => {
                 first.get_or_insert(it);
             }
-            None => {
-                shared.get_or_insert(it);
-            }
         }
     }
-    shared.or(first)
+    first
 }
 
 /// Catalog positions by instance-type name, aware of per-NodePool copies (same answers as
