@@ -160,3 +160,80 @@ fn a_malformed_overlay_is_an_error_naming_the_field() -> TestResult {
     );
     Ok(())
 }
+
+/// (pod, NodePool, instance type, price per hour) of a NodeClaim.
+type Claim = (String, String, String, f64);
+
+/// Pools `default` (KWOK_POOL) and `gpu` (template label team=ml), pod `web` pinned to
+/// default and `ml` pinned to gpu, plus `extra`; the claims' (NodePool, type, price), by pod.
+fn two_pools(extra: &str) -> Result<Vec<Claim>, Box<dyn std::error::Error>> {
+    let gpu_pool = KWOK_POOL.replace("name: default}", "name: gpu}").replace(
+        "  template:\n",
+        "  template:\n    metadata: {labels: {team: ml}}\n",
+    );
+    let pin = |pool: &str| format!("  nodeSelector: {{karpenter.sh/nodepool: {pool}}}\n");
+    let input = format!(
+        "{KWOK_POOL}---\n{gpu_pool}{}{}{extra}",
+        pod("web", "1", &pin("default")),
+        pod("ml", "1", &pin("gpu"))
+    );
+    let p = json(
+        &["-f", "-", "--catalog", &data("overlay-catalog.json")],
+        Some(&input),
+    )?;
+    let mut out = Vec::new();
+    for c in p["nodeClaims"].as_array().cloned().unwrap_or_default() {
+        let s = |k: &str| c[k].as_str().unwrap_or("").to_owned();
+        let pods = c["pods"].as_array().cloned().unwrap_or_default();
+        let pod = pods
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        out.push((
+            pod,
+            s("nodePool"),
+            s("instanceType"),
+            f64_of(&c["pricePerHour"]),
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(out.len(), 2, "{p:#}");
+    Ok(out)
+}
+
+#[test]
+fn an_overlay_on_karpenter_sh_nodepool_changes_only_that_pools_choice() -> TestResult {
+    let claims = two_pools(&overlay(
+        "cheap-dear-in-gpu",
+        "  requirements:\n  - {key: karpenter.sh/nodepool, operator: In, values: [gpu]}\n  - {key: node.kubernetes.io/instance-type, operator: In, values: [dear.4x]}\n  price: \"0.01\"\n",
+    ))?;
+    // In gpu dear.4x costs 0.01 < cheap.2x's 0.2; in default it still costs 0.3 > 0.2.
+    let (ml, web) = (&claims[0], &claims[1]);
+    assert_eq!(
+        (ml.0.as_str(), ml.1.as_str(), ml.2.as_str()),
+        ("default/ml", "gpu", "dear.4x")
+    );
+    assert!(close(ml.3, 0.01), "{}", ml.3);
+    assert_eq!(
+        (web.0.as_str(), web.1.as_str(), web.2.as_str()),
+        ("default/web", "default", "cheap.2x")
+    );
+    assert!(close(web.3, 0.2), "{}", web.3);
+    Ok(())
+}
+
+#[test]
+fn an_overlay_on_a_template_label_changes_only_the_pools_carrying_it() -> TestResult {
+    let claims = two_pools(&overlay(
+        "dear-for-ml",
+        "  requirements:\n  - {key: team, operator: In, values: [ml]}\n  - {key: node.kubernetes.io/instance-type, operator: In, values: [cheap.2x]}\n  priceAdjustment: \"+100%\"\n",
+    ))?;
+    // For team=ml (gpu) cheap.2x costs 0.2 + 100% = 0.4 > dear.4x's 0.3; default keeps 0.2.
+    let (ml, web) = (&claims[0], &claims[1]);
+    assert_eq!((ml.1.as_str(), ml.2.as_str()), ("gpu", "dear.4x"));
+    assert!(close(ml.3, 0.3), "{}", ml.3);
+    assert_eq!((web.1.as_str(), web.2.as_str()), ("default", "cheap.2x"));
+    assert!(close(web.3, 0.2), "{}", web.3);
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! Instance types and their offerings (zone × capacity type × price).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::resources::Resources;
 
@@ -118,6 +118,79 @@ impl InstanceType {
                 .then_with(|| a.zone.cmp(&b.zone))
                 .then_with(|| a.capacity_type.cmp(&b.capacity_type))
         })
+    }
+}
+
+/// The NodePool an entry of the catalog is reserved to: a catalog merged from NodePools that
+/// see an instance type differently (a NodeOverlay scoped to one NodePool) lists that type
+/// once per NodePool, each copy labelled `karpenter.sh/nodepool` (see
+/// [`crate::overlay::merge_catalogs`]); `None` for an entry every NodePool shares.
+pub fn reserved_to(it: &InstanceType) -> Option<&str> {
+    it.labels.get(crate::labels::NODEPOOL).map(String::as_str)
+}
+
+/// The entry of instance type `name` that NodePool `pool` sees in a catalog from
+/// [`crate::overlay::merge_catalogs`]: the shared entry, else its own copy, else (a node of a
+/// NodePool no longer listed) the first copy.
+/// A linear scan, as a lookup by name is; use [`CatalogIndex`] for many.
+pub fn find_for_pool<'a>(
+    catalog: &'a [InstanceType],
+    pool: &str,
+    name: &str,
+) -> Option<&'a InstanceType> {
+    let mut first = None;
+    for it in catalog.iter().filter(|it| it.name == name) {
+        match reserved_to(it) {
+            // A merged catalog has either one shared entry of a type or only copies: the
+            // first shared entry is the answer (and as quick as a plain lookup by name).
+            None => return Some(it),
+            Some(p) if p == pool => return Some(it),
+            Some(_) => {
+                first.get_or_insert(it);
+            }
+        }
+    }
+    first
+}
+
+/// Catalog positions by instance-type name, aware of per-NodePool copies (same answers as
+/// [`find_for_pool`], in constant time).
+#[derive(Debug, Clone, Default)]
+pub struct CatalogIndex {
+    shared: HashMap<String, usize>,
+    /// name → NodePool → position, for copies reserved to a NodePool.
+    own: HashMap<String, BTreeMap<String, usize>>,
+}
+
+impl CatalogIndex {
+    /// Indexes `catalog` (positions are indices into it).
+    pub fn new(catalog: &[InstanceType]) -> Self {
+        let mut index = Self::default();
+        for (i, it) in catalog.iter().enumerate() {
+            match reserved_to(it) {
+                Some(pool) => {
+                    index
+                        .own
+                        .entry(it.name.clone())
+                        .or_default()
+                        .entry(pool.to_owned())
+                        .or_insert(i);
+                }
+                None => {
+                    index.shared.entry(it.name.clone()).or_insert(i);
+                }
+            }
+        }
+        index
+    }
+
+    /// The position of the entry of `name` that NodePool `pool` sees (`None`: any NodePool).
+    pub fn get(&self, pool: Option<&str>, name: &str) -> Option<usize> {
+        let own = self.own.get(name);
+        own.and_then(|m| pool.and_then(|p| m.get(p)))
+            .or_else(|| self.shared.get(name))
+            .or_else(|| own.and_then(|m| m.values().min()))
+            .copied()
     }
 }
 

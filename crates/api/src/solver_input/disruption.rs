@@ -17,6 +17,7 @@ use karpenter_solver::disruption::{
     Budget, ConsolidationPolicy, DISRUPTION_COST, DO_NOT_DISRUPT, DO_NOT_REPAIR, DoNotDisrupt,
     Drift, NodeState, POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason, parse_go_duration,
 };
+use karpenter_solver::instance_type::find_for_pool;
 use karpenter_solver::labels::{CAPACITY_TYPE, INSTANCE_TYPE, NODEPOOL, ZONE};
 use karpenter_solver::{
     InstanceType, LabelSelector, PodView, Requirements, SelectorOperator, SelectorRequirement,
@@ -269,7 +270,8 @@ pub fn node_state(
         get(ZONE),
         get(CAPACITY_TYPE),
     );
-    let price = instance_types.iter().find(|t| t.name == it).and_then(|t| {
+    // The NodePool's own entry: NodeOverlays may price the type per NodePool.
+    let price = find_for_pool(instance_types, &pool, &it).and_then(|t| {
         t.offerings
             .iter()
             .find(|o| o.zone == zone && o.capacity_type == ct)
@@ -378,5 +380,45 @@ mod tests {
             ..Default::default()
         });
         assert!(node_state(&n, facts, &[], &mut Vec::new()).disrupting);
+    }
+
+    #[test]
+    fn a_node_is_priced_from_its_own_nodepools_copy_of_its_type() {
+        use karpenter_solver::{InstanceType, Offering, Resources};
+        // A per-NodePool overlay made "x" cost 0.01 in pool a; pool b keeps 0.3; "y" is shared.
+        let it = |name: &str, pool: Option<&str>, price: f64| InstanceType {
+            name: name.into(),
+            capacity: Resources::new(),
+            overhead: Default::default(),
+            labels: pool
+                .map(|p| BTreeMap::from([(NODEPOOL.to_owned(), p.to_owned())]))
+                .unwrap_or_default(),
+            offerings: vec![Offering::new("z1", "on-demand", price)],
+        };
+        let catalog = [
+            it("y", None, 0.2),
+            it("x", Some("a"), 0.01),
+            it("x", Some("b"), 0.3),
+        ];
+        let price = |pool: &str, ty: &str| {
+            let n: k8s::Node = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "n", "labels": {
+                    NODEPOOL: pool, INSTANCE_TYPE: ty, ZONE: "z1", CAPACITY_TYPE: "on-demand"}},
+            }))
+            .unwrap();
+            let facts = NodeFacts {
+                created: 0,
+                last_pod_event: None,
+                initialized: true,
+                drifted: None,
+                disrupting: false,
+            };
+            node_state(&n, facts, &catalog, &mut Vec::new()).price
+        };
+        assert_eq!(price("a", "x"), Some(0.01));
+        assert_eq!(price("b", "x"), Some(0.3));
+        assert_eq!(price("b", "y"), Some(0.2));
+        // A NodePool without a copy (gone since) gets the first one rather than nothing.
+        assert_eq!(price("gone", "x"), Some(0.01));
     }
 }

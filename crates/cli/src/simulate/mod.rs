@@ -139,12 +139,8 @@ pub fn run(config: &Config) -> Result<()> {
             ));
         }
     }
-    overlays::apply(
-        &manifests,
-        &mut converted.problem.instance_types,
-        &mut warnings,
-    )
-    .context("cannot use the manifests")?;
+    overlays::apply(&manifests, &mut converted.problem, &mut warnings)
+        .context("cannot use the manifests")?;
     print_warnings(&warnings);
     let options = Options {
         optimise: config.optimise,

@@ -16,7 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1 as k8s;
-use karpenter_solver::labels::{CAPACITY_TYPE, INSTANCE_TYPE, ZONE};
+use karpenter_solver::instance_type::find_for_pool;
+use karpenter_solver::labels::{CAPACITY_TYPE, INSTANCE_TYPE, NODEPOOL, ZONE};
 use karpenter_solver::{InstanceType, NodePoolView, Options, Plan, Problem, SolveError, solve};
 use serde::Serialize;
 
@@ -130,9 +131,10 @@ fn current_cost(m: &Manifests, catalog: &[InstanceType]) -> (f64, Vec<String>) {
         let md = &n.object.metadata;
         let label = |k: &str| md.labels.as_ref().and_then(|l| l.get(k)).cloned();
         let it = label(INSTANCE_TYPE).unwrap_or_default();
+        let pool = label(NODEPOOL).unwrap_or_default();
         let zone = label(ZONE).unwrap_or_default();
         let ct = label(CAPACITY_TYPE).unwrap_or_else(|| "on-demand".to_owned());
-        match node_price(catalog, &it, &zone, &ct) {
+        match node_price(catalog, &pool, &it, &zone, &ct) {
             Some(price) => total += round(price),
             None => unpriced.push(md.name.clone().unwrap_or_default()),
         }
@@ -140,8 +142,8 @@ fn current_cost(m: &Manifests, catalog: &[InstanceType]) -> (f64, Vec<String>) {
     (total, unpriced)
 }
 
-fn node_price(catalog: &[InstanceType], it: &str, zone: &str, ct: &str) -> Option<f64> {
-    let offerings = &catalog.iter().find(|t| t.name == it)?.offerings;
+fn node_price(catalog: &[InstanceType], pool: &str, it: &str, zone: &str, ct: &str) -> Option<f64> {
+    let offerings = &find_for_pool(catalog, pool, it)?.offerings;
     let same_type = offerings.iter().filter(|o| o.capacity_type == ct);
     match offerings
         .iter()

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use comfy_table::{CellAlignment, Table, presets};
+use karpenter_solver::instance_type::find_for_pool;
 use karpenter_solver::{InstanceType, Plan, Resources};
 
 use super::output::Report;
@@ -32,9 +33,7 @@ pub fn render(report: &Report, plan: &Plan, catalog: &[InstanceType]) -> String 
             "MEMORY USED/ALLOC",
         ]);
         for (c, planned) in report.node_claims.iter().zip(&plan.node_claims) {
-            let alloc = catalog
-                .iter()
-                .find(|it| it.name == c.instance_type)
+            let alloc = find_for_pool(catalog, &c.node_pool, &c.instance_type)
                 .map(InstanceType::allocatable)
                 .unwrap_or_default();
             table.add_row([

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use karpenter_solver::disruption::DisruptionPlan;
+use karpenter_solver::instance_type::find_for_pool;
 use karpenter_solver::labels::{INSTANCE_TYPE, NODEPOOL};
 use karpenter_solver::{InstanceType, Plan, PlannedNodeClaim, Problem, Resources};
 use serde::Serialize;
@@ -82,9 +83,7 @@ impl NodeUtilization {
     }
 
     fn claim(c: &PlannedNodeClaim, kind: NodeKind, catalog: &[InstanceType]) -> Self {
-        let allocatable = catalog
-            .iter()
-            .find(|t| t.name == c.instance_type)
+        let allocatable = find_for_pool(catalog, &c.node_pool, &c.instance_type)
             .map(InstanceType::allocatable)
             .unwrap_or_default();
         NodeUtilization {

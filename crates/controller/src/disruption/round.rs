@@ -154,7 +154,7 @@ pub(super) async fn fresh_input(
             Err(e) => tracing::warn!(NodePool = %name, error = %e, "listing instance types failed"),
         }
     }
-    crate::nodeoverlay::apply(ctx, &mut catalogs);
+    crate::nodeoverlay::apply(ctx, &snapshot.node_pools, &mut catalogs);
     crate::reservations::apply(ctx, &snapshot, &mut catalogs);
     let pdbs: Vec<PodDisruptionBudget> = snapshot
         .pod_disruption_budgets

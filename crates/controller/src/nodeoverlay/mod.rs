@@ -6,16 +6,20 @@
 //! The overlays are read from the state at every round, so a change takes effect on the next
 //! provisioning batch (and the change itself asks for one). Which overlays conflict is decided
 //! by the same pure function in both places ([`evaluate`]), so the catalog never uses an overlay
-//! whose status says it was left out.
+//! whose status says it was left out. Overlays naming `karpenter.sh/nodepool` or a NodePool
+//! template label key apply per NodePool (the round's merged catalog then lists a type once
+//! per NodePool that sees it differently, [`karpenter_solver::overlay::merge_catalogs`]).
 
 pub mod launch;
 pub mod status;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use karpenter_api::solver_input::{self, ConvertError};
+use karpenter_api::v1::NodePool;
 use karpenter_solver::InstanceType;
-use karpenter_solver::overlay::{Evaluation, apply_overlays_per_pool};
+use karpenter_solver::overlay::{Evaluation, PoolLabels, apply_overlays_per_pool};
 
 use crate::context::Context;
 use launch::Prices;
@@ -29,17 +33,30 @@ pub struct Outcome {
     pub evaluation: Evaluation,
 }
 
-/// Applies the cluster's NodeOverlays to `catalogs` (NodePool name → instance types) and says
-/// which were left out. Pure given the overlays: no API calls.
+/// NodePool name → template labels (what per-NodePool overlays may require).
+fn pool_labels(pools: &[Arc<NodePool>]) -> PoolLabels {
+    pools
+        .iter()
+        .map(|np| {
+            let name = np.metadata.name.clone().unwrap_or_default();
+            (name, np.spec.template.metadata.labels.clone())
+        })
+        .collect()
+}
+
+/// Applies the cluster's NodeOverlays to `catalogs` (NodePool name → instance types; `pools`
+/// gives their template labels) and says which were left out. Pure given the overlays: no
+/// API calls.
 pub fn evaluate(
-    overlays: &[std::sync::Arc<karpenter_api::v1alpha1::NodeOverlay>],
+    overlays: &[Arc<karpenter_api::v1alpha1::NodeOverlay>],
+    pools: &[Arc<NodePool>],
     catalogs: &mut BTreeMap<String, Vec<InstanceType>>,
 ) -> Outcome {
     let (good, invalid) = solver_input::overlays(overlays.iter().map(AsRef::as_ref));
     let evaluation = if good.is_empty() {
         Evaluation::default()
     } else {
-        apply_overlays_per_pool(catalogs, &good)
+        apply_overlays_per_pool(catalogs, &pool_labels(pools), &good)
     };
     Outcome {
         invalid,
@@ -48,9 +65,14 @@ pub fn evaluate(
 }
 
 /// With the `NodeOverlay` gate on, applies the state's NodeOverlays to `catalogs`; otherwise
-/// leaves them as the provider listed them. The resulting prices are kept for the NodeClaims
-/// created from this round's plan ([`launch::LaunchPrices`]).
-pub fn apply(ctx: &Context, catalogs: &mut BTreeMap<String, Vec<InstanceType>>) {
+/// leaves them as the provider listed them (`pools`: the NodePools, for their template
+/// labels). The resulting prices are kept for the NodeClaims created from this round's plan
+/// ([`launch::LaunchPrices`]).
+pub fn apply(
+    ctx: &Context,
+    pools: &[Arc<NodePool>],
+    catalogs: &mut BTreeMap<String, Vec<InstanceType>>,
+) {
     if !ctx.options.node_overlay {
         return;
     }
@@ -60,9 +82,8 @@ pub fn apply(ctx: &Context, catalogs: &mut BTreeMap<String, Vec<InstanceType>>) 
         return;
     }
     let before = catalogs.clone();
-    let outcome = evaluate(&overlays, catalogs);
-    let (prices, capacity) =
-        launch::overlaid(before.values().flatten(), catalogs.values().flatten());
+    let outcome = evaluate(&overlays, pools, catalogs);
+    let (prices, capacity) = launch::overlaid(&before, catalogs);
     tracing::debug!(
         overlays = overlays.len(),
         invalid = outcome.invalid.len(),
@@ -70,5 +91,5 @@ pub fn apply(ctx: &Context, catalogs: &mut BTreeMap<String, Vec<InstanceType>>) 
         "applied nodeoverlays to the catalog"
     );
     ctx.launch_prices
-        .record(Prices::new(catalogs.values().flatten(), prices, capacity));
+        .record(Prices::new(catalogs, prices, capacity));
 }

@@ -57,7 +57,7 @@ async fn reconcile(ctx: &Context) {
             Err(e) => tracing::warn!(NodePool = %name, error = %e, "listing instance types failed"),
         }
     }
-    let outcome = evaluate(&overlays, &mut catalogs);
+    let outcome = evaluate(&overlays, &snapshot.node_pools, &mut catalogs);
     let now = Timestamp::now();
     for overlay in &overlays {
         write(ctx, overlay, &outcome, now).await;

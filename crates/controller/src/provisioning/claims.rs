@@ -44,7 +44,7 @@ pub fn launched_node_claim(
     // Marked by what the plan weighed (all its options), as upstream marks the template.
     let mut options = planned.instance_type_options.clone();
     options.push(planned.instance_type.clone());
-    let marks = launch.annotations(&options);
+    let marks = launch.annotations(&planned.node_pool, &options);
     if !marks.is_empty() {
         claim
             .metadata

@@ -260,7 +260,7 @@ impl Provisioner {
                 }
             }
         }
-        nodeoverlay::apply(&self.ctx, &mut catalogs);
+        nodeoverlay::apply(&self.ctx, &snapshot.node_pools, &mut catalogs);
         crate::reservations::apply(&self.ctx, snapshot, &mut catalogs);
         catalogs
     }

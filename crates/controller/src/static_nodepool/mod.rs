@@ -249,7 +249,7 @@ async fn plan(
         .await
         .map_err(|e| format!("listing instance types failed: {e}"))?;
     let mut catalogs = BTreeMap::from([(name.clone(), its)]);
-    nodeoverlay::apply(ctx, &mut catalogs);
+    nodeoverlay::apply(ctx, &[Arc::new(pool.clone())], &mut catalogs);
     let mut its = catalogs.remove(&name).unwrap_or_default();
     // One plan serves every replica created in a round, so a reservation's capacity would not
     // be counted per claim: static NodePools launch without reservations.

@@ -45,9 +45,10 @@ impl Tried {
 impl Planner<'_> {
     /// The most an offering of `it` with capacity type `ct` may cost at launch (upstream
     /// `WorstLaunchPrice`; zones are not known here, so every zone counts: conservative).
-    fn worst_price(&self, it: &str, ct: &str) -> Option<f64> {
-        let i = self.work.catalog.get(it)?;
-        self.work.problem.instance_types[*i]
+    /// The entry of NodePool `pool`'s catalog counts (NodeOverlays may price it per NodePool).
+    fn worst_price(&self, pool: &str, it: &str, ct: &str) -> Option<f64> {
+        let i = self.work.catalog.get(Some(pool), it)?;
+        self.work.problem.instance_types[i]
             .offerings
             .iter()
             .filter(|o| o.usable() && o.capacity_type == ct)
@@ -123,7 +124,10 @@ impl Planner<'_> {
         let mut options: Vec<(f64, String)> = claim
             .instance_type_options
             .iter()
-            .filter_map(|it| Some((self.worst_price(it, &claim.capacity_type)?, it.clone())))
+            .filter_map(|it| {
+                let price = self.worst_price(&claim.node_pool, it, &claim.capacity_type)?;
+                Some((price, it.clone()))
+            })
             .filter(|(p, _)| *p < limit - EPS)
             .collect();
         options.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));

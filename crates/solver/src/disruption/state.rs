@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::SolveError;
+use crate::instance_type::CatalogIndex;
 use crate::model::{ExistingNode, Options, Plan, PlannedNodeClaim, PodView, Problem};
 use crate::resources::{NODES, PODS, Resources};
 use crate::scheduling::solve;
@@ -66,8 +67,8 @@ pub(crate) struct Work {
     ids: Vec<usize>,
     pub meta: Vec<NodeMeta>,
     by_name: HashMap<String, usize>,
-    /// Catalog index by instance-type name.
-    pub catalog: HashMap<String, usize>,
+    /// Catalog positions by NodePool and instance-type name.
+    pub catalog: CatalogIndex,
     /// Replacements launched so far (for unique names).
     replacements: usize,
     /// Simulations run (for benchmarks and tests of pruning).
@@ -79,12 +80,7 @@ impl Work {
     /// own `problem` is not read); `closed`/`recent` are set by the caller per node afterwards.
     pub fn new(input: &DisruptionProblem, mut problem: Problem) -> Self {
         problem.pods.clear();
-        let catalog: HashMap<String, usize> = problem
-            .instance_types
-            .iter()
-            .enumerate()
-            .map(|(i, it)| (it.name.clone(), i))
-            .collect();
+        let catalog = CatalogIndex::new(&problem.instance_types);
         let pool_of: HashMap<&str, &str> = input
             .nodes
             .iter()
@@ -103,8 +99,8 @@ impl Work {
                 pool: pool_of.get(n.name.as_str()).map(|p| p.to_string()),
                 capacity: it_of
                     .get(n.name.as_str())
-                    .and_then(|it| catalog.get(*it))
-                    .map(|i| problem.instance_types[*i].capacity.clone())
+                    .and_then(|it| catalog.get(pool_of.get(n.name.as_str()).copied(), it))
+                    .map(|i| problem.instance_types[i].capacity.clone())
                     .unwrap_or_else(|| n.allocatable.clone()),
                 closed: false,
                 recent: false,
@@ -266,8 +262,8 @@ impl Work {
     fn add_closed_claim(&mut self, claim: &PlannedNodeClaim, sim: &Sim) {
         let capacity = self
             .catalog
-            .get(&claim.instance_type)
-            .map(|i| self.problem.instance_types[*i].capacity.clone())
+            .get(Some(&claim.node_pool), &claim.instance_type)
+            .map(|i| self.problem.instance_types[i].capacity.clone())
             .unwrap_or_default();
         let mut labels = claim.labels.clone();
         labels.insert(crate::labels::HOSTNAME.to_string(), claim.name.clone());

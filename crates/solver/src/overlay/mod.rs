@@ -11,12 +11,14 @@
 //! Price and capacity are tracked separately, so a price overlay and a capacity overlay of
 //! equal weight never conflict.
 
+mod pools;
 mod price;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use pools::{PoolLabels, apply_overlays_per_pool, apply_overlays_to_problem, merge_catalogs};
 pub use price::PriceChange;
 use thiserror::Error;
 
@@ -146,10 +148,22 @@ struct Entries {
 /// `node.kubernetes.io/instance-type`, `topology.kubernetes.io/zone` and
 /// `karpenter.sh/capacity-type` satisfy every requirement; a requirement on a label the
 /// instance type does not carry matches only if it admits absence (`NotIn`, `DoesNotExist`).
-fn matches(catalog: &[InstanceType], overlay: &Overlay) -> Vec<(usize, Vec<usize>)> {
+/// `scope_labels` are the labels nodes get besides the instance type's own (a NodePool's name
+/// and template labels; none for a catalog shared by every NodePool).
+fn matches(
+    catalog: &[InstanceType],
+    scope_labels: &BTreeMap<String, String>,
+    overlay: &Overlay,
+) -> Vec<(usize, Vec<usize>)> {
     let mut out = Vec::new();
     for (i, it) in catalog.iter().enumerate() {
-        let mut node_labels = it.labels.clone();
+        let mut node_labels = if scope_labels.is_empty() {
+            it.labels.clone()
+        } else {
+            let mut l = scope_labels.clone();
+            l.extend(it.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            l
+        };
         node_labels.insert(labels::INSTANCE_TYPE.to_owned(), it.name.clone());
         let offerings: Vec<usize> = it
             .offerings
@@ -243,56 +257,70 @@ impl Entries {
     }
 }
 
-/// Applies `overlays` to `catalog` in place (see the module docs for precedence and
-/// conflicts) and reports the overlays left out.
-pub fn apply_overlays(catalog: &mut [InstanceType], overlays: &[Overlay]) -> Evaluation {
+impl Entries {
+    /// Writes the recorded changes into `catalog`.
+    fn write(self, catalog: &mut [InstanceType]) {
+        for ((i, j), e) in self.prices {
+            let offering = &mut catalog[i].offerings[j];
+            offering.price = e.change.apply(offering.price);
+        }
+        for (i, e) in self.capacity {
+            for (r, v) in e.merged.0 {
+                catalog[i].capacity.set(&r, v);
+            }
+        }
+    }
+}
+
+/// A catalog overlays are judged on, with the labels its nodes get besides the instance
+/// type's own (a NodePool's `karpenter.sh/nodepool` and template labels, or none).
+pub(crate) struct Scope<'a> {
+    pub catalog: &'a mut [InstanceType],
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Applies `overlays` to every scope, as upstream evaluates them per NodePool: overlays in
+/// precedence order, each checked for conflicts in every scope and left out of all if it
+/// conflicts in any, else recorded in all.
+pub(crate) fn apply_scoped(scopes: &mut [Scope<'_>], overlays: &[Overlay]) -> Evaluation {
     let mut order: Vec<&Overlay> = overlays.iter().collect();
     order.sort_by(|a, b| b.weight.cmp(&a.weight).then_with(|| b.name.cmp(&a.name)));
-    let mut entries = Entries::default();
+    let mut entries: Vec<Entries> = scopes.iter().map(|_| Entries::default()).collect();
     let mut evaluation = Evaluation::default();
     for overlay in order {
-        let matched = matches(catalog, overlay);
-        if let Some(conflict) = entries.conflict(catalog, overlay, &matched) {
+        let matched: Vec<_> = scopes
+            .iter()
+            .map(|s| matches(s.catalog, &s.labels, overlay))
+            .collect();
+        let conflict = scopes
+            .iter()
+            .zip(&entries)
+            .zip(&matched)
+            .find_map(|((s, e), m)| e.conflict(s.catalog, overlay, m));
+        if let Some(conflict) = conflict {
             evaluation.conflicts.insert(overlay.name.clone(), conflict);
             continue;
         }
-        entries.record(overlay, matched);
-    }
-    for ((i, j), e) in entries.prices {
-        let offering = &mut catalog[i].offerings[j];
-        offering.price = e.change.apply(offering.price);
-    }
-    for (i, e) in entries.capacity {
-        for (r, v) in e.merged.0 {
-            catalog[i].capacity.set(&r, v);
+        for (e, m) in entries.iter_mut().zip(matched) {
+            e.record(overlay, m);
         }
+    }
+    for (scope, e) in scopes.iter_mut().zip(entries) {
+        e.write(scope.catalog);
     }
     evaluation
 }
 
-/// Applies `overlays` to each NodePool's catalog (NodePool name → instance types). Conflicts
-/// are judged once, over the union of the catalogs (an instance type several NodePools list is
-/// counted once, as the provisioner merges them), as upstream judges them across every
-/// NodePool: an overlay left out is left out everywhere.
-pub fn apply_overlays_per_pool(
-    catalogs: &mut BTreeMap<String, Vec<InstanceType>>,
-    overlays: &[Overlay],
-) -> Evaluation {
-    let mut seen = BTreeSet::new();
-    let mut union: Vec<InstanceType> = catalogs
-        .values()
-        .flatten()
-        .filter(|it| seen.insert(it.name.as_str()))
-        .cloned()
-        .collect();
-    let evaluation = apply_overlays(&mut union, overlays);
-    let accepted: Vec<Overlay> = overlays
-        .iter()
-        .filter(|o| !evaluation.conflicts.contains_key(&o.name))
-        .cloned()
-        .collect();
-    for catalog in catalogs.values_mut() {
-        apply_overlays(catalog, &accepted);
-    }
-    evaluation
+/// Applies `overlays` to `catalog` in place (see the module docs for precedence and
+/// conflicts) and reports the overlays left out. The catalog is taken as shared by every
+/// NodePool: requirements on `karpenter.sh/nodepool` or NodePool labels see no such label
+/// (see [`apply_overlays_per_pool`] and [`apply_overlays_to_problem`] for those).
+pub fn apply_overlays(catalog: &mut [InstanceType], overlays: &[Overlay]) -> Evaluation {
+    apply_scoped(
+        &mut [Scope {
+            catalog,
+            labels: BTreeMap::new(),
+        }],
+        overlays,
+    )
 }

@@ -345,7 +345,7 @@ fn per_pool_conflicts_are_judged_over_every_pool() {
         &[req(labels::INSTANCE_TYPE, Operator::In, &["large"])],
         "0.1",
     );
-    let e = apply_overlays_per_pool(&mut catalogs, &[a, b]);
+    let e = apply_overlays_per_pool(&mut catalogs, &PoolLabels::new(), &[a, b]);
     assert_eq!(e.conflicts["a"].with, "b");
     assert_prices(&catalogs["only-small"], &[0.2, 0.3, 0.3]);
     assert_prices(&catalogs["only-large"], &[0.1, 0.1]);

@@ -34,6 +34,8 @@ use karpenter_api::solver_input::{
 };
 use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
 use karpenter_api::v1::{NodeClaim, find_condition};
+use karpenter_solver::instance_type::reserved_to;
+use karpenter_solver::overlay::merge_catalogs;
 use karpenter_solver::{
     DaemonSetView, ExistingNode, InstanceType, NodePoolView, PodView, Problem, Requirements,
     Resources,
@@ -197,15 +199,10 @@ pub fn build(
     round
 }
 
-/// Instance types: the union of the NodePools' lists (each pool is restricted to its own).
+/// Instance types: the union of the NodePools' lists (each pool is restricted to its own); a
+/// type NodePools see differently (per-NodePool NodeOverlays) is listed once per NodePool.
 fn union_of(catalogs: &BTreeMap<String, Vec<InstanceType>>) -> Vec<InstanceType> {
-    let mut seen = HashSet::new();
-    catalogs
-        .values()
-        .flatten()
-        .filter(|it| seen.insert(it.name.as_str()))
-        .cloned()
-        .collect()
+    merge_catalogs(catalogs)
 }
 
 /// Pending pods, converted; those nominated to capacity that still holds are set aside by
@@ -517,11 +514,18 @@ fn smallest_option(claim: &NodeClaim, catalog: &[InstanceType]) -> Resources {
         .filter(|r| r.key == INSTANCE_TYPE_LABEL)
         .flat_map(|r| r.values.iter().map(String::as_str))
         .collect();
+    let pool = claim
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(NODE_POOL_LABEL))
+        .map(String::as_str);
     let mut out: Option<Resources> = None;
-    for it in catalog
-        .iter()
-        .filter(|it| allowed.contains(&it.name.as_str()))
-    {
+    // Copies of a type reserved to another NodePool (per-NodePool overlays) are not its.
+    for it in catalog.iter().filter(|it| {
+        allowed.contains(&it.name.as_str())
+            && reserved_to(it).is_none_or(|p| pool.is_none_or(|pool| p == pool))
+    }) {
         let a = it.allocatable();
         out = Some(match out {
             None => a,
