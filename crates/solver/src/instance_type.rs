@@ -121,11 +121,11 @@ impl InstanceType {
     }
 }
 
-/// The NodePool an entry of the catalog is reserved to: a catalog merged from NodePools that
+/// The NodePool an entry of the catalog is a copy for: a catalog merged from NodePools that
 /// see an instance type differently (a NodeOverlay scoped to one NodePool) lists that type
 /// once per NodePool, each copy labelled `karpenter.sh/nodepool` (see
 /// [`crate::overlay::merge_catalogs`]); `None` for an entry every NodePool shares.
-pub fn reserved_to(it: &InstanceType) -> Option<&str> {
+pub fn pool_of_copy(it: &InstanceType) -> Option<&str> {
     it.labels.get(crate::labels::NODEPOOL).map(String::as_str)
 }
 
@@ -140,7 +140,7 @@ pub fn find_for_pool<'a>(
 ) -> Option<&'a InstanceType> {
     let mut first = None;
     for it in catalog.iter().filter(|it| it.name == name) {
-        match reserved_to(it) {
+        match pool_of_copy(it) {
             // A merged catalog has either one shared entry of a type or only copies: the
             // first shared entry is the answer (and as quick as a plain lookup by name).
             None => return Some(it),
@@ -167,7 +167,7 @@ impl CatalogIndex {
     pub fn new(catalog: &[InstanceType]) -> Self {
         let mut index = Self::default();
         for (i, it) in catalog.iter().enumerate() {
-            match reserved_to(it) {
+            match pool_of_copy(it) {
                 Some(pool) => {
                     index
                         .own

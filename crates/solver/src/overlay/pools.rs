@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{Evaluation, Overlay, Scope, apply_overlays, apply_scoped};
-use crate::instance_type::{InstanceType, reserved_to};
+use crate::instance_type::{InstanceType, pool_of_copy};
 use crate::labels::NODEPOOL;
 use crate::model::Problem;
 
@@ -102,7 +102,7 @@ pub fn merge_catalogs(catalogs: &BTreeMap<String, Vec<InstanceType>>) -> Vec<Ins
     for name in order {
         let c = &copies[name];
         let (_, first) = c[0];
-        if c.iter().all(|(_, it)| *it == first) && reserved_to(first).is_none() {
+        if c.iter().all(|(_, it)| *it == first) && pool_of_copy(first).is_none() {
             out.push(first.clone());
             continue;
         }

@@ -34,7 +34,7 @@ use karpenter_api::solver_input::{
 };
 use karpenter_api::v1::nodeclaim::CONDITION_INITIALIZED;
 use karpenter_api::v1::{NodeClaim, find_condition};
-use karpenter_solver::instance_type::reserved_to;
+use karpenter_solver::instance_type::pool_of_copy;
 use karpenter_solver::overlay::merge_catalogs;
 use karpenter_solver::{
     DaemonSetView, ExistingNode, InstanceType, NodePoolView, PodView, Problem, Requirements,
@@ -524,7 +524,7 @@ fn smallest_option(claim: &NodeClaim, catalog: &[InstanceType]) -> Resources {
     // Copies of a type reserved to another NodePool (per-NodePool overlays) are not its.
     for it in catalog.iter().filter(|it| {
         allowed.contains(&it.name.as_str())
-            && reserved_to(it).is_none_or(|p| pool.is_none_or(|pool| p == pool))
+            && pool_of_copy(it).is_none_or(|p| pool.is_none_or(|pool| p == pool))
     }) {
         let a = it.allocatable();
         out = Some(match out {
