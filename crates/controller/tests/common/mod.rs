@@ -7,6 +7,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod overlay;
 pub mod repair;
 
 use std::collections::BTreeMap;
