@@ -280,12 +280,18 @@ pub fn parse(inputs: &[Input]) -> Result<Manifests, ManifestError> {
             file: input.name.clone(),
             message,
         };
-        yaml::for_each_document(&input.text, yaml_error, |document, value| {
+        yaml::for_each_document(&input.text, yaml_error, |document, content| {
             let source = Source {
                 file: input.name.clone(),
                 document,
             };
-            add_document(&mut manifests, &source, "", value)
+            match content {
+                yaml::Document::Value(value) => add_document(&mut manifests, &source, "", value),
+                yaml::Document::Pod(pod) => {
+                    add_pod(&mut manifests, &source, pod);
+                    Ok(())
+                }
+            }
         })?;
     }
     Ok(manifests)
@@ -491,6 +497,24 @@ fn add_document(
         )),
     }
     Ok(())
+}
+
+/// Adds a Pod document the reader typed already: as the `Pod` arm of [`add_document`] would.
+fn add_pod(m: &mut Manifests, source: &Source, pod: Box<Pod>) {
+    let name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
+    let object = match &pod.metadata.namespace {
+        Some(ns) => format!("Pod {ns}/{name}"),
+        None => format!("Pod {name}"),
+    };
+    m.pods.push(Sourced {
+        origin: Origin {
+            source: source.clone(),
+            object,
+            spec_path: "spec".to_owned(),
+            prefix: String::new(),
+        },
+        object: pod,
+    });
 }
 
 fn object_items(value: &Value) -> Option<Vec<Value>> {

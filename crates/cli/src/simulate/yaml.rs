@@ -4,7 +4,7 @@
 //! serde-saphyr (the project's YAML reader everywhere else) reads ~5 MB/s into
 //! `serde_json::Value`: 1.2 of the 2 CPU seconds `simulate` spends on 20 000 pods. `yaml_serde`
 //! (libyaml translated to Rust, kept by the YAML organisation) reads the same text ~4x faster.
-//! It is the fast path only: [`Strict`] refuses everything where the two readers could disagree
+//! It is the fast path only: [`StrictVisitor`] refuses everything where the two readers could disagree
 //! (duplicate keys, merge keys, tags, keys that are not plain strings, deep nesting, scalars a
 //! YAML 1.1 reader takes for bools or numbers), a stream with aliases skips it, and on the first
 //! document the fast path refuses or fails to parse, serde-saphyr reads the stream again from
@@ -14,18 +14,23 @@
 
 use std::fmt;
 
+mod typed;
+
 use karpenter_api::read::yaml_documents;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// Calls `add` with the index and value of every non-empty document of `text` in order (empty
-/// and `null` documents are skipped and not counted, as in [`yaml_documents`]). Stops at the
-/// first error: `add`'s, or serde-saphyr's message, through `yaml_error`, for the first document
-/// that is not valid YAML.
+pub use typed::Document;
+
+/// Calls `add` with the index and content of every non-empty document of `text` in order
+/// (empty and `null` documents are skipped and not counted, as in [`yaml_documents`]): a `v1`
+/// Pod typed already when its `apiVersion` and `kind` come before another of its fields
+/// ([`typed`]), any other document as a JSON value. Stops at the first error: `add`'s, or serde-saphyr's message,
+/// through `yaml_error`, for the first document that is not valid YAML.
 pub fn for_each_document<E>(
     text: &str,
     yaml_error: impl Fn(String) -> E,
-    mut add: impl FnMut(usize, Value) -> Result<(), E>,
+    mut add: impl FnMut(usize, Document) -> Result<(), E>,
 ) -> Result<(), E> {
     if may_have_aliases(text) {
         // serde-saphyr budgets aliases (counts, alias/anchor ratio) where libyaml only caps
@@ -36,10 +41,10 @@ pub fn for_each_document<E>(
     // yaml_serde reports a syntax error as a document that fails to deserialize, so a loop
     // that runs out of documents has read the whole stream.
     for document in yaml_serde::Deserializer::from_str(text) {
-        match Strict::deserialize(document) {
-            Ok(Strict(Value::Null)) => {}
-            Ok(Strict(value)) => {
-                add(read, value)?;
+        match Document::deserialize(document) {
+            Ok(Document::Value(Value::Null)) => {}
+            Ok(document) => {
+                add(read, document)?;
                 read += 1;
             }
             Err(_) => return reference(text, read, yaml_error, add),
@@ -74,7 +79,7 @@ fn reference<E>(
     text: &str,
     skip: usize,
     yaml_error: impl Fn(String) -> E,
-    mut add: impl FnMut(usize, Value) -> Result<(), E>,
+    mut add: impl FnMut(usize, Document) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut bytes = text.as_bytes();
     let values = yaml_documents::<_, Value>(&mut bytes)
@@ -82,27 +87,18 @@ fn reference<E>(
         .enumerate()
         .skip(skip);
     for (index, value) in values {
-        add(index, value.map_err(|e| yaml_error(e.to_string()))?)?;
+        let value = value.map_err(|e| yaml_error(e.to_string()))?;
+        add(index, Document::Value(value))?;
     }
     Ok(())
-}
-
-/// A JSON value read from YAML, refusing what serde-saphyr would read differently.
-struct Strict(Value);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        StrictVisitor { depth: 0 }
-            .deserialize(deserializer)
-            .map(Strict)
-    }
 }
 
 /// Collections nested deeper than this are left to serde-saphyr, whose own limit (64, counting
 /// the document's top collection) refuses them; real manifests nest about 15 deep.
 const MAX_DEPTH: usize = 48;
 
-/// Reads one value `depth` collections down.
+/// Reads one value `depth` collections down, refusing what serde-saphyr would read
+/// differently.
 struct StrictVisitor {
     depth: usize,
 }

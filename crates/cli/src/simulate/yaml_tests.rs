@@ -4,15 +4,35 @@ use proptest::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Strict, for_each_document, may_have_aliases, reference};
+use k8s_openapi::api::core::v1::Pod;
+
+use super::{Document, for_each_document, may_have_aliases, reference};
 
 /// What a reader returned: the documents with their indices, then the error if any.
 type Read = (Vec<(usize, Value)>, Option<String>);
 
+/// A document as the manifest reader ends up with it: a `v1` Pod typed (from the JSON value
+/// when the reader gave one, as `manifests::typed` does), then written back as JSON so both
+/// paths compare; anything else as read.
+fn normalise(document: Document) -> Value {
+    let pod = match document {
+        Document::Pod(pod) => *pod,
+        Document::Value(value) => {
+            let is_pod = value.get("apiVersion") == Some(&json!("v1"))
+                && value.get("kind") == Some(&json!("Pod"));
+            match serde_json::from_value::<Pod>(value.clone()) {
+                Ok(pod) if is_pod => pod,
+                _ => return value,
+            }
+        }
+    };
+    serde_json::to_value(pod).expect("a Pod serializes")
+}
+
 fn read_with(text: &str, fast: bool) -> Read {
     let mut documents = Vec::new();
-    let add = |index, value| {
-        documents.push((index, value));
+    let add = |index, document| {
+        documents.push((index, normalise(document)));
         Ok::<(), String>(())
     };
     let result = if fast {
@@ -26,7 +46,7 @@ fn read_with(text: &str, fast: bool) -> Read {
 /// Whether the fast path alone reads `text` (no fallback to serde-saphyr).
 fn fast_path_alone(text: &str) -> bool {
     !may_have_aliases(text)
-        && yaml_serde::Deserializer::from_str(text).all(|d| Strict::deserialize(d).is_ok())
+        && yaml_serde::Deserializer::from_str(text).all(|d| Document::deserialize(d).is_ok())
 }
 
 fn assert_same(text: &str) {
@@ -296,5 +316,162 @@ proptest! {
         }
         let fast = read_with(&text, true);
         prop_assert_eq!(&fast, &read_with(&text, false), "on:\n{}", text);
+    }
+}
+
+/// How many documents of `text` the fast path alone hands over typed as Pods.
+fn typed_pods(text: &str) -> usize {
+    yaml_serde::Deserializer::from_str(text)
+        .map(Document::deserialize)
+        .filter(|d| matches!(d, Ok(Document::Pod(_))))
+        .count()
+}
+
+const POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web-0
+  namespace: shop
+  labels: {app: web, tier: "1", version: "1.20"}
+  annotations:
+    karpenter.sh/do-not-disrupt: "true"
+  creationTimestamp: "2026-12-05T10:00:00Z"
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-abc, uid: u-1, controller: true}
+spec:
+  nodeSelector: {topology.kubernetes.io/zone: zone-a}
+  priority: -5
+  containers:
+  - name: app
+    image: nginx
+    ports: [{containerPort: 80}]
+    livenessProbe: {httpGet: {port: http, path: /}, periodSeconds: 10}
+    readinessProbe: {tcpSocket: {port: 8080}}
+    resources:
+      requests: {cpu: 1, memory: 1.5Gi, ephemeral-storage: 0.5}
+      limits: {cpu: "2", nvidia.com/gpu: 1}
+  initContainers:
+  - {name: init, image: busybox, resources: {requests: {cpu: 250m}}}
+  tolerations:
+  - {key: dedicated, operator: Equal, value: web, effect: NoSchedule}
+  - {operator: Exists, tolerationSeconds: 300}
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - labelSelector: {matchLabels: {app: web}}
+        topologyKey: kubernetes.io/hostname
+    nodeAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 50
+        preference:
+          matchExpressions: [{key: karpenter.sh/capacity-type, operator: In, values: [spot]}]
+  topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule,
+     labelSelector: {matchExpressions: [{key: app, operator: Exists}]}, minDomains: 2}
+  volumes:
+  - name: data
+    persistentVolumeClaim: {claimName: data-web-0}
+  schedulingGates: ~
+  unknownField: {nested: [1, {a: b}]}
+status:
+  phase: Pending
+  conditions: [{type: PodScheduled, status: "False", reason: Unschedulable}]
+"#;
+
+#[test]
+fn pod_documents_are_typed_on_the_way_and_equal_the_json_path() {
+    let minimal = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n";
+    let null_parts = "kind: Pod\napiVersion: v1\nmetadata:\nspec:\nstatus: ~\n";
+    let empty_spec = "apiVersion: v1\nkind: Pod\nspec: {}\nmetadata: {name: b, labels: {}}\n";
+    let text = format!("{POD}---\n{minimal}---\n{null_parts}---\n{empty_spec}");
+    assert_eq!(typed_pods(&text), 4, "every Pod typed on the way");
+    assert!(fast_path_alone(&text));
+    assert_same(&text);
+    let (documents, error) = read_with(&text, true);
+    assert_eq!(error, None);
+    // The JSON path's reading of the first Pod, field by field where a reader could slip.
+    let pod: Pod = serde_json::from_value(documents[0].1.clone()).expect("a Pod");
+    let spec = pod.spec.expect("spec");
+    let requests = spec.containers[0]
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.clone())
+        .expect("requests");
+    assert_eq!(requests["cpu"].0, "1");
+    assert_eq!(requests["memory"].0, "1.5Gi");
+    assert_eq!(requests["ephemeral-storage"].0, "0.5");
+    assert_eq!(spec.priority, Some(-5));
+    assert_eq!(spec.tolerations.as_ref().map(Vec::len), Some(2));
+    let labels = pod.metadata.labels.expect("labels");
+    assert_eq!(labels["tier"], "1", "a quoted number stays a string");
+    assert_eq!(labels["version"], "1.20");
+}
+
+#[test]
+fn pods_whose_kind_comes_last_are_read_as_values() {
+    // Keys before `apiVersion` and `kind` are read as values and handed over with them.
+    let late = "metadata: {name: late}\napiVersion: v1\nkind: Pod\nspec: {containers: []}\n";
+    assert_eq!(typed_pods(late), 1);
+    assert_same(late);
+    let last = "metadata: {name: last}\nspec: {containers: []}\napiVersion: v1\nkind: Pod\n";
+    assert_eq!(typed_pods(last), 0);
+    assert_same(last);
+    let other = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n";
+    assert_eq!(typed_pods(other), 0);
+    assert_same(other);
+    let v2 = "apiVersion: v2\nkind: Pod\nmetadata: {name: p}\n";
+    assert_eq!(typed_pods(v2), 0);
+    assert_same(v2);
+}
+
+#[test]
+fn what_the_fast_path_refuses_inside_a_pod_is_left_to_serde_saphyr() {
+    let refused = [
+        "metadata: {name: p, labels: {a: '1', a: '2'}}", // duplicate key
+        "metadata: {name: p, labels: {enabled: yes}}",   // YAML 1.1 bool
+        "metadata: {name: p}\nspec: {priority: 017}",    // YAML 1.1 octal
+        "metadata: {name: p}\nspec: {containers: !custom x}", // a tag
+        "metadata: {name: p}\nunknown: {a: 1, a: 2}",    // duplicate in an ignored field
+        "metadata: {name: p}\nspec: {activeDeadlineSeconds: .inf}", // not JSON
+        "metadata: {name: p}\nspec: {containers: [1]}",  // a type error: the reference's message
+        "metadata: {name: p}\nmetadata: {name: q}",      // duplicate top-level key
+    ];
+    for bad in refused {
+        let text = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: first}}\n---\napiVersion: v1\nkind: Pod\n{bad}\n---\nlast: 2\n"
+        );
+        assert!(!fast_path_alone(&text), "fast path accepted:\n{text}");
+        assert_same(&text);
+    }
+}
+
+fn pod_value() -> impl Strategy<Value = Value> {
+    (
+        "[a-z][a-z0-9-]{0,8}",
+        prop::collection::btree_map("[a-z][a-z0-9./-]{0,8}", json_leaf(), 0..4),
+        json_value(),
+        json_value(),
+    )
+        .prop_map(|(name, labels, containers, selector)| {
+            json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"containers": containers, "nodeSelector": selector},
+            })
+        })
+}
+
+proptest! {
+    /// Pod documents with arbitrary labels and spec parts (most of them not a valid Pod) read
+    /// back the same typed on the way as through the JSON path, refusals and errors included.
+    #[test]
+    fn written_pods_read_the_same(pods in prop::collection::vec(pod_value(), 1..4)) {
+        let mut text = String::new();
+        for pod in &pods {
+            text.push_str("---\n");
+            text.push_str(&serde_saphyr::to_string(pod).expect("serializable"));
+        }
+        prop_assert_eq!(&read_with(&text, true), &read_with(&text, false), "on:\n{}", text);
     }
 }
