@@ -37,7 +37,7 @@ mod colgen;
 mod cuts;
 mod lp;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 

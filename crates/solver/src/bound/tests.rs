@@ -21,7 +21,7 @@ fn mib(v: i64) -> i64 {
 
 /// An instance type: cpu, memory GiB, max pods, price per offering (one offering per zone,
 /// spot or on-demand by parity).
-fn arb_it() -> impl Strategy<Value = (i64, i64, i64, Vec<u32>)> {
+pub(crate) fn arb_it() -> impl Strategy<Value = (i64, i64, i64, Vec<u32>)> {
     (
         1i64..17,
         1i64..33,
@@ -32,11 +32,11 @@ fn arb_it() -> impl Strategy<Value = (i64, i64, i64, Vec<u32>)> {
 
 /// A pod: cpu and memory from small menus (so identical pods are common), and whether it
 /// has self anti-affinity on hostname.
-fn arb_pod() -> impl Strategy<Value = (usize, usize, bool)> {
+pub(crate) fn arb_pod() -> impl Strategy<Value = (usize, usize, bool)> {
     (0..CPUS.len(), 0..MEMS.len(), prop::bool::weighted(0.25))
 }
 
-fn problem(its: &[(i64, i64, i64, Vec<u32>)], pods: &[(usize, usize, bool)]) -> Problem {
+pub(crate) fn problem(its: &[(i64, i64, i64, Vec<u32>)], pods: &[(usize, usize, bool)]) -> Problem {
     let instance_types = its
         .iter()
         .enumerate()

@@ -1,7 +1,7 @@
 //! Turns the simulation state into the public [`Plan`]: cheapest offering per claim, labels,
 //! instance-type options, reasons, totals and the lower bound.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 
 use crate::instance_type::Offering;
 use crate::labels::{CAPACITY_TYPE, ZONE};
@@ -39,26 +39,33 @@ pub(crate) fn choose(
     let pool = &s.prep.pools[claim.pool];
     let mut opts: Vec<(f64, u32, usize)> = Vec::new();
     let admitted = s.prep.places.admitted(&claim.reqs);
-    for &j in &claim.its {
+    let option = |j: u32| -> Option<(f64, u32, usize)> {
         if !claim
             .used
             .iter()
             .zip(&pool.eff_alloc[j as usize])
             .all(|(u, a)| u <= a)
         {
-            continue;
+            return None;
         }
         let ci = pool.its[j as usize];
         let offerings = &s.p.instance_types[ci].offerings;
         let room = |o: usize| ledger.is_none_or(|l| has_room(&offerings[o], l));
-        if let Some(o) = s.prep.places.offering_index(offerings, ci, &admitted, room) {
-            opts.push((offerings[o].price, j, o));
-        }
-    }
+        let o = s
+            .prep
+            .places
+            .offering_index(offerings, ci, &admitted, room)?;
+        Some((offerings[o].price, j, o))
+    };
     let rank = |j: u32| s.prep.name_rank[pool.its[j as usize]];
     let order = |a: &(f64, u32, usize), b: &(f64, u32, usize)| {
         a.0.total_cmp(&b.0).then_with(|| rank(a.1).cmp(&rank(b.1)))
     };
+    if s.prep.reservations {
+        opts.extend(claim.its.iter().filter_map(|&j| option(j)));
+    } else {
+        cheapest_options(s, pool, &claim.its, keep.max(1), option, &mut opts);
+    }
     let first = *opts.iter().min_by(|a, b| order(a, b))?;
     let chosen = &s.p.instance_types[pool.its[first.1 as usize]].offerings[first.2];
     if let Some(id) = chosen.reservation_id() {
@@ -83,6 +90,63 @@ pub(crate) fn choose(
     opts.sort_unstable_by(order);
     let options = opts.iter().map(|(p, j, _)| (*p, *j)).collect();
     Some(((first.1, first.2, first.0), options))
+}
+
+/// The options among `its` (positions into `pool.its`) that can be among the `keep` cheapest,
+/// read in the pool's price order: a type whose cheapest offering already costs more than the
+/// `keep`-th cheapest option found cannot be one, nor can any type after it. Types a claim
+/// fits are most of the catalog (~400) and a plan lists ~60 per claim, so most are never
+/// priced.
+fn cheapest_options(
+    s: &Scheduler<'_>,
+    pool: &crate::scheduling::prepare::PoolInfo,
+    its: &[u32],
+    keep: usize,
+    option: impl Fn(u32) -> Option<(f64, u32, usize)>,
+    opts: &mut Vec<(f64, u32, usize)>,
+) {
+    let mut member = vec![false; pool.its.len()];
+    for &j in its {
+        member[j as usize] = true;
+    }
+    // The `keep` cheapest prices so far, most expensive on top.
+    let mut kept: BinaryHeap<Price> = BinaryHeap::with_capacity(keep + 1);
+    for &j in &pool.by_price {
+        if !member[j as usize] {
+            continue;
+        }
+        let floor = s.prep.floor_price[pool.its[j as usize]];
+        // Equal is not enough to stop: a type at the same price may still win on its name.
+        if kept.len() == keep && kept.peek().is_some_and(|top| floor > top.0) {
+            break;
+        }
+        let Some(found) = option(j) else {
+            continue;
+        };
+        kept.push(Price(found.0));
+        if kept.len() > keep {
+            kept.pop();
+        }
+        opts.push(found);
+    }
+}
+
+/// A price ordered by [`f64::total_cmp`].
+#[derive(PartialEq)]
+struct Price(f64);
+
+impl Eq for Price {}
+
+impl PartialOrd for Price {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Price {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 /// Price of claim `c` with its cheapest fitting offering (None if it cannot be launched),
@@ -214,3 +278,7 @@ pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
         lower_bound,
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

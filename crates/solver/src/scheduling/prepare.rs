@@ -86,6 +86,9 @@ pub(crate) struct PoolInfo {
     pub defined: BTreeSet<String>,
     /// `minValues` per requirement key ([`Problem::min_values`]), ascending by key.
     pub min_values: Vec<(String, usize)>,
+    /// Positions into `its` by their cheapest usable offering (ties by name): a claim's
+    /// options are read in this order and the scan stops once no cheaper one can come.
+    pub by_price: Vec<u32>,
 }
 
 /// A pending pod, prepared.
@@ -117,6 +120,12 @@ pub(crate) struct Prepared {
     /// Per instance type (index in `Problem::instance_types`): its position in name order, so
     /// price ties are broken by name without comparing strings.
     pub name_rank: Vec<u32>,
+    /// Per instance type: the price of its cheapest usable offering (infinite without one), a
+    /// lower bound on what any claim pays for it.
+    pub floor_price: Vec<f64>,
+    /// Whether any offering is on a capacity reservation (a claim's options then depend on
+    /// the reservation its choice lands on, so they are not read in price order).
+    pub reservations: bool,
 }
 
 /// Each instance type's position in name order (ties, which a valid catalog does not have, by
@@ -443,6 +452,23 @@ impl Prepared {
             });
         }
 
+        let name_rank = name_rank(&p.instance_types);
+        let floor_price: Vec<f64> = p
+            .instance_types
+            .iter()
+            .map(|it| {
+                it.offerings
+                    .iter()
+                    .filter(|o| o.usable())
+                    .map(|o| o.price)
+                    .min_by(f64::total_cmp)
+                    .unwrap_or(f64::INFINITY)
+            })
+            .collect();
+        let reservations = p
+            .instance_types
+            .iter()
+            .any(|it| it.offerings.iter().any(|o| o.reservation.is_some()));
         let mut order: Vec<usize> = (0..p.node_pools.len()).collect();
         order.sort_by(|a, b| {
             let (x, y) = (&p.node_pools[*a], &p.node_pools[*b]);
@@ -480,6 +506,7 @@ impl Prepared {
                     .flatten()
                     .map(|(k, v)| (k.clone(), (*v).max(0) as usize))
                     .collect(),
+                by_price: Vec::new(),
             };
             for (i, it) in p.instance_types.iter().enumerate() {
                 if allowed
@@ -519,6 +546,13 @@ impl Prepared {
             }
             pool.defined.insert(ZONE.to_string());
             pool.defined.insert(CAPACITY_TYPE.to_string());
+            pool.by_price = (0..pool.its.len() as u32).collect();
+            pool.by_price.sort_by(|a, b| {
+                let (x, y) = (pool.its[*a as usize], pool.its[*b as usize]);
+                floor_price[x]
+                    .total_cmp(&floor_price[y])
+                    .then_with(|| name_rank[x].cmp(&name_rank[y]))
+            });
             if let Some(l) = &np.limits {
                 let mut rem = vec![None; res.len()];
                 for (k, v) in &l.0 {
@@ -579,7 +613,9 @@ impl Prepared {
             pods,
             any_prefer_no_schedule,
             places: Places::new(&p.instance_types),
-            name_rank: name_rank(&p.instance_types),
+            name_rank,
+            floor_price,
+            reservations,
         })
     }
 
