@@ -41,6 +41,11 @@ pub struct SizeSummary {
     /// The longest Pending -> Running (s) of the pods recreated during the scale-down (those
     /// replacing evicted ones).
     pub rescheduled_max_wait: Option<f64>,
+    /// Their p99 (nearest rank).
+    pub rescheduled_p99_wait: Option<f64>,
+    /// NodeClaims provisioning (not a disruption command) launched during the scale-down
+    /// (`None`: no controller log to read).
+    pub provisioning_claims_down: Option<usize>,
     pub budget_exceeded: Option<bool>,
     pub max_disrupting: usize,
     pub allowed_at_max: usize,
@@ -83,8 +88,8 @@ fn verbs(m: &BTreeMap<String, u64>) -> String {
 /// The Markdown table, one row per size.
 pub fn table(rows: &[SizeSummary]) -> String {
     let mut out = String::from(
-        "| pods | all Running s | p50 / p99 s | nodes | $/h live / simulate / bound | settled $/h | peak RSS MB | CPU s (scale-up / run) | controller API requests (scale-up) | orphans | scale-down to | → 1.25x / 1.10x s | final ratio | commands (nodes/cmd) | evicted/node (longest wait of a rescheduled pod, s) | budget kept (max disrupting / allowed) |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| pods | all Running s | p50 / p99 s | nodes | $/h live / simulate / bound | settled $/h | peak RSS MB | CPU s (scale-up / run) | controller API requests (scale-up) | orphans | scale-down to | → 1.25x / 1.10x s | final ratio | commands (nodes/cmd) | evicted/node | rescheduled-pod wait max / p99 s | NodeClaims launched by provisioning (scale-down) | budget kept (max disrupting / allowed) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let (sim, bound) = r.sim_up.map_or((None, None), |p| {
@@ -103,7 +108,7 @@ pub fn table(rows: &[SizeSummary]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} / {} | {} | {:.2} / {} / {} | {} | {:.0} | {:.1} / {:.1} | {} | {} | {} | {} / {} | {} | {} ({}) | {} ({}) | {} |{}",
+            "| {} | {} | {} / {} | {} | {:.2} / {} / {} | {} | {:.0} | {:.1} / {:.1} | {} | {} | {} | {} / {} | {} | {} ({}) | {} | {} / {} | {} | {} |{}",
             r.size,
             opt(r.up_seconds, 0),
             opt(r.p50, 0),
@@ -126,6 +131,9 @@ pub fn table(rows: &[SizeSummary]) -> String {
             opt(r.nodes_per_command, 1),
             opt(r.evicted_per_node, 1),
             opt(r.rescheduled_max_wait, 0),
+            opt(r.rescheduled_p99_wait, 0),
+            r.provisioning_claims_down
+                .map_or("–".into(), |n| n.to_string()),
             budget,
             r.error
                 .as_ref()

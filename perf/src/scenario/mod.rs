@@ -178,17 +178,24 @@ async fn api_since(env: &Env, mark: &ApiMark) -> Result<(audit::Requests, Value)
 }
 
 /// The controller's `karpenter_voluntary_disruption_decisions_total` by reason (empty if the
-/// endpoint cannot be read: the figure from the log is reported anyway).
+/// metrics cannot be read).
 async fn decisions(sup: &Supervisor) -> BTreeMap<String, f64> {
+    controller_counter(
+        sup,
+        "karpenter_voluntary_disruption_decisions_total",
+        "reason",
+    )
+    .await
+}
+
+/// A counter of the running controller summed by `label` (empty if the metrics cannot be
+/// read).
+async fn controller_counter(sup: &Supervisor, name: &str, label: &str) -> BTreeMap<String, f64> {
     let Some((port, _)) = sup.current() else {
         return BTreeMap::new();
     };
     match promtext::local_http(port).await {
-        Ok(text) => promtext::sum_by(
-            &text,
-            "karpenter_voluntary_disruption_decisions_total",
-            "reason",
-        ),
+        Ok(text) => promtext::sum_by(&text, name, label),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the controller's metrics");
             BTreeMap::new()

@@ -2,18 +2,28 @@
 //! 1.10x of what `karpenter simulate` plans for the remaining pods, how many disruption
 //! commands it took and how many nodes each removed, how many pods were evicted per node, and
 //! whether more nodes were ever disrupting than the budget allows.
+//!
+//! It also counts the NodeClaims provisioning launched during the scale-down. Pods only go
+//! away here, so capacity a command needs comes with the command (its replacements); a
+//! provisioning launch means kube-scheduler put the evicted pods' successors elsewhere than the
+//! command planned, and some of them found no room. They are read from the controller's own
+//! account, not guessed from NodeClaim ages: each provisioning launch logs `created nodeclaim`
+//! with the pods it was planned for (replacements do not), and
+//! `karpenter_nodeclaims_created_total` counts launches by reason (`provisioning` or the
+//! command's reason; in the JSON as a cross-check, it restarts from 0 with the process).
 
 use anyhow::Result;
 use serde_json::json;
 
 use super::settle::wait_quiet;
-use super::{Env, api_mark, api_since, decisions, emit, percentile};
+use super::{Env, api_mark, api_since, controller_counter, decisions, emit, percentile};
 use crate::{logscan, promtext, setup, snapshot};
 
 pub async fn run(env: &mut Env) -> Result<()> {
     let target = env.plan_down.price_per_hour;
     let api_before = api_mark(env).await?;
     let decisions_before = decisions(&env.sup).await;
+    let created_before = claims_created(env).await;
     let log = env
         .sup
         .current()
@@ -41,6 +51,10 @@ pub async fn run(env: &mut Env) -> Result<()> {
         None => Vec::new(),
     };
     let cmd_nodes: usize = commands.iter().map(|(_, n)| n).sum();
+    let launches = match &log {
+        Some((path, off)) => logscan::provisioning_launches_since(path, *off)?,
+        None => Vec::new(),
+    };
     let disrupted = phase.disrupted_nodes.len();
     let ratio = snap.price / target;
     let s = &mut env.summary;
@@ -56,6 +70,8 @@ pub async fn run(env: &mut Env) -> Result<()> {
         percentile(&mut phase.latencies, 99.0),
     ];
     s.rescheduled_max_wait = max_wait;
+    s.rescheduled_p99_wait = wait_p50_p99[1];
+    s.provisioning_claims_down = log.is_some().then_some(launches.len());
     s.budget_exceeded = Some(phase.over_budget_events > 0);
     s.max_disrupting = phase.max_disrupting;
     s.allowed_at_max = phase.allowed_at_max;
@@ -76,11 +92,19 @@ pub async fn run(env: &mut Env) -> Result<()> {
             "pods_rescheduled": phase.latencies.len(), "rescheduled_max_wait_s": max_wait,
             "rescheduled_wait_p50_p99_s": wait_p50_p99, "pod_deletions": phase.pod_deletions,
             "max_disrupting": phase.max_disrupting, "budget_allowed_at_max": phase.allowed_at_max,
+            "provisioning_nodeclaims": launches.len(),
+            "provisioning_nodeclaims_pods": launches,
+            "nodeclaims_created_by_reason": promtext::delta(&created_before, &claims_created(env).await),
             "over_budget_events": phase.over_budget_events, "worst_excess": phase.worst_excess,
             "api_requests": api_since(env, &api_before).await?.1,
         }),
     );
     Ok(())
+}
+
+/// `karpenter_nodeclaims_created_total` of the running controller by reason.
+async fn claims_created(env: &Env) -> std::collections::BTreeMap<String, f64> {
+    controller_counter(&env.sup, "karpenter_nodeclaims_created_total", "reason").await
 }
 
 fn count_by_reason(commands: &[(String, usize)]) -> std::collections::BTreeMap<String, usize> {
