@@ -8,7 +8,7 @@
 //! the node gets anyway). Overlays that name neither key take the shared-catalog path, as
 //! before: no copies, no extra work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Evaluation, Overlay, Scope, apply_overlays, apply_scoped};
 use crate::instance_type::{InstanceType, pool_of_copy};
@@ -133,10 +133,15 @@ pub fn apply_overlays_to_problem(problem: &mut Problem, overlays: &[Overlay]) ->
         .node_pools
         .iter()
         .map(|np| {
+            // A set: each NodePool's list is checked against every type of the catalog.
+            let names: Option<HashSet<&str>> = np
+                .instance_types
+                .as_ref()
+                .map(|names| names.iter().map(String::as_str).collect());
             let allowed = |it: &&InstanceType| {
-                np.instance_types
+                names
                     .as_ref()
-                    .is_none_or(|names| names.contains(&it.name))
+                    .is_none_or(|names| names.contains(it.name.as_str()))
             };
             let catalog = problem.instance_types.iter().filter(allowed).cloned();
             (np.name.clone(), catalog.collect())
@@ -152,8 +157,7 @@ pub fn apply_overlays_to_problem(problem: &mut Problem, overlays: &[Overlay]) ->
         .rev()
         .map(|(i, it)| (it.name.as_str(), i))
         .collect();
-    let listed: std::collections::HashSet<&str> =
-        merged.iter().map(|it| it.name.as_str()).collect();
+    let listed: HashSet<&str> = merged.iter().map(|it| it.name.as_str()).collect();
     let unused = problem
         .instance_types
         .iter()
