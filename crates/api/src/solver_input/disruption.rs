@@ -17,7 +17,7 @@ use karpenter_solver::disruption::{
     Budget, ConsolidationPolicy, DISRUPTION_COST, DO_NOT_DISRUPT, DO_NOT_REPAIR, DoNotDisrupt,
     Drift, NodeState, POD_DELETION_COST, Pdb, PodState, PoolPolicy, Reason, parse_go_duration,
 };
-use karpenter_solver::instance_type::find_for_pool;
+use karpenter_solver::instance_type::CatalogIndex;
 use karpenter_solver::labels::{CAPACITY_TYPE, INSTANCE_TYPE, NODEPOOL, ZONE};
 use karpenter_solver::{
     InstanceType, LabelSelector, PodView, Requirements, SelectorOperator, SelectorRequirement,
@@ -249,14 +249,43 @@ pub struct NodeFacts {
     pub disrupting: bool,
 }
 
+/// A round's catalog, indexed once: [`node_state`] looks every node's instance type up in it
+/// (a scan of the catalog per node grows with nodes x types).
+#[derive(Debug, Clone)]
+pub struct NodeCatalog<'a> {
+    instance_types: &'a [InstanceType],
+    index: CatalogIndex,
+}
+
+impl<'a> NodeCatalog<'a> {
+    /// Indexes `instance_types` (a catalog from `merge_catalogs`: per-NodePool copies allowed).
+    pub fn new(instance_types: &'a [InstanceType]) -> Self {
+        Self {
+            instance_types,
+            index: CatalogIndex::new(instance_types),
+        }
+    }
+
+    /// Whether the catalog has instance type `name` at all (for any NodePool).
+    pub fn lists(&self, name: &str) -> bool {
+        self.index.get(None, name).is_some()
+    }
+
+    /// The entry of instance type `name` NodePool `pool` sees (as `find_for_pool`).
+    fn find(&self, pool: &str, name: &str) -> Option<&'a InstanceType> {
+        let i = self.index.get(Some(pool), name)?;
+        self.instance_types.get(i)
+    }
+}
+
 /// The planner's view of a Karpenter-managed Node: NodePool, instance type, zone and capacity
-/// type from its labels (the price is that offering's in `instance_types`), do-not-disrupt from
+/// type from its labels (the price is that offering's in `catalog`), do-not-disrupt from
 /// its annotations; disrupting when it is being deleted or carries the `karpenter.sh/disrupted`
 /// taint (or `facts` says so).
 pub fn node_state(
     n: &k8s::Node,
     facts: NodeFacts,
-    instance_types: &[InstanceType],
+    catalog: &NodeCatalog<'_>,
     warnings: &mut Vec<String>,
 ) -> NodeState {
     static EMPTY: BTreeMap<String, String> = BTreeMap::new();
@@ -271,7 +300,7 @@ pub fn node_state(
         get(CAPACITY_TYPE),
     );
     // The NodePool's own entry: NodeOverlays may price the type per NodePool.
-    let price = find_for_pool(instance_types, &pool, &it).and_then(|t| {
+    let price = catalog.find(&pool, &it).and_then(|t| {
         t.offerings
             .iter()
             .find(|o| o.zone == zone && o.capacity_type == ct)
@@ -368,7 +397,7 @@ mod tests {
             drifted: None,
             disrupting: false,
         };
-        let s = node_state(&n, facts.clone(), &[], &mut Vec::new());
+        let s = node_state(&n, facts.clone(), &NodeCatalog::new(&[]), &mut Vec::new());
         assert!(!s.disrupting);
         assert_eq!((s.node_pool.as_str(), s.created, s.price), ("np", 5, None));
         n.spec = Some(k8s::NodeSpec {
@@ -379,7 +408,7 @@ mod tests {
             }]),
             ..Default::default()
         });
-        assert!(node_state(&n, facts, &[], &mut Vec::new()).disrupting);
+        assert!(node_state(&n, facts, &NodeCatalog::new(&[]), &mut Vec::new()).disrupting);
     }
 
     #[test]
@@ -400,6 +429,7 @@ mod tests {
             it("x", Some("a"), 0.01),
             it("x", Some("b"), 0.3),
         ];
+        let catalog = NodeCatalog::new(&catalog);
         let price = |pool: &str, ty: &str| {
             let n: k8s::Node = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "n", "labels": {

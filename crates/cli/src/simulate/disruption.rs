@@ -141,6 +141,7 @@ pub fn problem(
     }
 
     let pools = node_pools(m);
+    let catalog = shared::NodeCatalog::new(&problem.instance_types);
     let mut nodes = Vec::new();
     for n in managed {
         let md = &n.metadata;
@@ -156,7 +157,7 @@ pub fn problem(
         }
         let created = secs(md.creation_timestamp.as_ref()).unwrap_or(now);
         let it = l.get(INSTANCE_TYPE).map(String::as_str).unwrap_or_default();
-        let drifted = if !problem.instance_types.iter().any(|t| t.name == it) {
+        let drifted = if !catalog.lists(it) {
             Some("InstanceTypeNotFound".to_owned())
         } else {
             let pool = l.get(NODEPOOL).map(String::as_str).unwrap_or_default();
@@ -181,12 +182,7 @@ pub fn problem(
             }),
             disrupting: false,
         };
-        nodes.push(shared::node_state(
-            n,
-            facts,
-            &problem.instance_types,
-            warnings,
-        ));
+        nodes.push(shared::node_state(n, facts, &catalog, warnings));
     }
 
     let pdbs = m

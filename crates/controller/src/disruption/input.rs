@@ -197,6 +197,7 @@ pub fn build(
         .iter()
         .map(|n| n.name.clone())
         .collect();
+    let catalog = shared::NodeCatalog::new(&problem.instance_types);
     let mut nodes = Vec::new();
     for node in &snapshot.nodes {
         let Some(name) = node.metadata.name.clone() else {
@@ -248,12 +249,7 @@ pub fn build(
         {
             continue;
         }
-        nodes.push(shared::node_state(
-            node,
-            facts,
-            &problem.instance_types,
-            &mut out.warnings,
-        ));
+        nodes.push(shared::node_state(node, facts, &catalog, &mut out.warnings));
         out.claims.insert(name, claim_name);
     }
 
