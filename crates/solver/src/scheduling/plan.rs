@@ -109,8 +109,9 @@ fn cheapest_options(
     for &j in its {
         member[j as usize] = true;
     }
-    // The `keep` cheapest prices so far, most expensive on top.
-    let mut kept: BinaryHeap<Price> = BinaryHeap::with_capacity(keep + 1);
+    // The `keep` cheapest prices so far, most expensive on top (`keep` may be `usize::MAX`:
+    // every option, as disruption asks).
+    let mut kept: BinaryHeap<Price> = BinaryHeap::with_capacity(keep.min(its.len()) + 1);
     for &j in &pool.by_price {
         if !member[j as usize] {
             continue;
@@ -254,11 +255,12 @@ pub(crate) fn build(s: &Scheduler<'_>, opts: &Options) -> Plan {
         })
         .collect();
     existing_nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let mut types = explain::CompatibleTypes::default();
     let unschedulable: Vec<Unschedulable> = (0..s.prep.pods.len())
         .filter(|p| s.placement[*p] == Place::None || unschedulable_extra[*p])
         .map(|p| Unschedulable {
             pod: s.prep.pods[p].key.clone(),
-            reason: explain::reason(s, p),
+            reason: explain::reason(s, p, &mut types),
         })
         .collect();
     let placed: Vec<usize> = (0..s.prep.pods.len())

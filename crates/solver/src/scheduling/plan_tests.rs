@@ -32,7 +32,7 @@ proptest! {
     fn options_in_price_order_equal_a_full_scan(
         its in prop::collection::vec(arb_it(), 1..24),
         pods in prop::collection::vec(arb_pod(), 1..20),
-        keep in prop::sample::select(vec![1usize, 2, 3, 5, 60]),
+        keep in prop::sample::select(vec![1usize, 2, 3, 5, 60, usize::MAX]),
     ) {
         let p = problem(&its, &pods);
         let (ordered, full) = both_ways(&p, keep)?;
@@ -48,7 +48,7 @@ proptest! {
         menu in prop::collection::vec(prop::sample::select(vec![100u32, 200, 300]), 72),
         pods in prop::collection::vec(arb_pod(), 1..12),
         pins in prop::collection::vec(0usize..6, 12),
-        keep in prop::sample::select(vec![1usize, 2, 4]),
+        keep in prop::sample::select(vec![1usize, 2, 4, usize::MAX]),
     ) {
         let its: Vec<_> = its
             .into_iter()
