@@ -314,3 +314,46 @@ fn a_resource_no_instance_type_offers_is_named_as_such() {
         "{r}"
     );
 }
+
+#[test]
+fn each_unschedulable_pod_gets_its_own_reason_among_replicas() {
+    // Reasons are worked out once per NodePool and requirement set: replicas share one, pods
+    // with other requirements must not inherit it.
+    let nowhere = |name: &str| {
+        let mut p = pod(name, &[("cpu", "1")]);
+        p.node_selector = labels(&[("topology.kubernetes.io/zone", "zone-that-does-not-exist")]);
+        p
+    };
+    let mut arm = pod("arm", &[("cpu", "1")]);
+    arm.node_selector = labels(&[("node.kubernetes.io/instance-type", "no-such-type")]);
+    let huge = pod("huge", &[("cpu", "500")]);
+    let plan = solve_default(&problem(
+        catalog_f(),
+        vec![pool_p("default")],
+        vec![nowhere("a"), arm, nowhere("b"), huge, nowhere("c")],
+    ));
+    let reason = |name: &str| {
+        plan.unschedulable
+            .iter()
+            .find(|u| u.pod == format!("default/{name}"))
+            .map(|u| u.reason.clone())
+            .unwrap_or_else(|| panic!("{name} should be unschedulable"))
+    };
+    let zone =
+        "nodePool \"default\": no available offering matches the zone/capacity-type requirements";
+    for name in ["a", "b", "c"] {
+        assert_eq!(reason(name), zone);
+    }
+    assert!(
+        reason("arm").starts_with(
+            "nodePool \"default\": no instance type satisfies node.kubernetes.io/instance-type"
+        ),
+        "{}",
+        reason("arm")
+    );
+    assert!(
+        reason("huge").starts_with("nodePool \"default\": no instance type has 500 cpu"),
+        "{}",
+        reason("huge")
+    );
+}

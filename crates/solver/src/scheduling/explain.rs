@@ -1,5 +1,8 @@
 //! Why-not reasons: what ruled a pod out of each NodePool, instance type and existing node.
 
+use std::collections::HashMap;
+
+use crate::requirements::Requirements;
 use crate::resources::format_amount;
 use crate::taints::first_untolerated;
 
@@ -18,8 +21,58 @@ pub(crate) fn relaxed_ctx(s: &Scheduler<'_>, pod: usize) -> Ctx {
     Ctx::new(s.p, s.prep, pod, a)
 }
 
+/// Per NodePool and requirements: the positions of the pool's instance types that satisfy
+/// them, and the first conflict of the others. A plan's unschedulable pods are often thousands
+/// of replicas asking the same question (7 503 at 100 000 pods of upstream's benchmark shape),
+/// and answering it scans the catalog.
+#[derive(Debug, Default)]
+pub(crate) struct CompatibleTypes(HashMap<(usize, Requirements), (Vec<u32>, Option<String>)>);
+
+impl CompatibleTypes {
+    fn compatible(
+        &mut self,
+        s: &Scheduler<'_>,
+        pi: usize,
+        merged: &Requirements,
+    ) -> &(Vec<u32>, Option<String>) {
+        self.0
+            .entry((pi, merged.clone()))
+            .or_insert_with(|| scan_types(s, pi, merged))
+    }
+}
+
+fn scan_types(s: &Scheduler<'_>, pi: usize, merged: &Requirements) -> (Vec<u32>, Option<String>) {
+    let pool = &s.prep.pools[pi];
+    let mut compatible = Vec::new();
+    let mut first_conflict: Option<String> = None;
+    for (j, &ci) in pool.its.iter().enumerate() {
+        let it = &s.prep.its[ci];
+        match it_conflict(it, &s.p.instance_types[ci].offerings, merged, &pool.reqs) {
+            None => compatible.push(j as u32),
+            Some(k) => {
+                if first_conflict.is_none() {
+                    let r = merged.get(k).map(|r| r.describe()).unwrap_or_default();
+                    first_conflict = Some(if k == crate::labels::ZONE {
+                        "no available offering matches the zone/capacity-type requirements"
+                            .to_string()
+                    } else {
+                        format!("no instance type satisfies {k} {r}")
+                    });
+                }
+            }
+        }
+    }
+    (compatible, first_conflict)
+}
+
 /// Why NodePool `pi` cannot take `pod` on a new NodeClaim, or None if it could.
-pub(crate) fn pool_reason(s: &Scheduler<'_>, pod: usize, ctx: &Ctx, pi: usize) -> Option<String> {
+pub(crate) fn pool_reason(
+    s: &Scheduler<'_>,
+    pod: usize,
+    ctx: &Ctx,
+    pi: usize,
+    types: &mut CompatibleTypes,
+) -> Option<String> {
     let pool = &s.prep.pools[pi];
     let info = &s.prep.pods[pod];
     let name = &pool.name;
@@ -38,29 +91,11 @@ pub(crate) fn pool_reason(s: &Scheduler<'_>, pod: usize, ctx: &Ctx, pi: usize) -
         return Some(format!("nodePool {name:?}: limit on nodes reached"));
     }
     let merged = pool.reqs.intersect(&ctx.attempt.reqs);
-    let mut compatible = Vec::new();
-    let mut first_conflict: Option<String> = None;
-    for (j, &ci) in pool.its.iter().enumerate() {
-        let it = &s.prep.its[ci];
-        match it_conflict(it, &s.p.instance_types[ci].offerings, &merged, &pool.reqs) {
-            None => compatible.push(j as u32),
-            Some(k) => {
-                if first_conflict.is_none() {
-                    let r = merged.get(k).map(|r| r.describe()).unwrap_or_default();
-                    first_conflict = Some(if k == crate::labels::ZONE {
-                        "no available offering matches the zone/capacity-type requirements"
-                            .to_string()
-                    } else {
-                        format!("no instance type satisfies {k} {r}")
-                    });
-                }
-            }
-        }
-    }
+    let (compatible, first_conflict) = types.compatible(s, pi, &merged);
     if compatible.is_empty() {
         return Some(format!(
             "nodePool {name:?}: {}",
-            first_conflict.unwrap_or_default()
+            first_conflict.as_deref().unwrap_or_default()
         ));
     }
     // Resources: compare with the largest compatible type per resource.
@@ -175,7 +210,7 @@ fn describe_requests(s: &Scheduler<'_>, pod: usize) -> String {
 }
 
 /// The one-line reason reported for an unschedulable pod.
-pub(crate) fn reason(s: &Scheduler<'_>, pod: usize) -> String {
+pub(crate) fn reason(s: &Scheduler<'_>, pod: usize, types: &mut CompatibleTypes) -> String {
     if let Some(r) = &s.prep.pods[pod].invalid {
         return r.clone();
     }
@@ -185,7 +220,7 @@ pub(crate) fn reason(s: &Scheduler<'_>, pod: usize) -> String {
         parts.push("no NodePool exists".to_string());
     }
     for pi in 0..s.prep.pools.len() {
-        match pool_reason(s, pod, &ctx, pi) {
+        match pool_reason(s, pod, &ctx, pi, types) {
             Some(r) => parts.push(r),
             None => parts.push(format!(
                 "nodePool {:?}: could not be combined with the other pods' constraints (topology or limits)",
@@ -245,10 +280,12 @@ pub(crate) fn explain_lines(s: &Scheduler<'_>, pod: usize) -> Vec<String> {
     }
     for pi in 0..s.prep.pools.len() {
         let pool = &s.prep.pools[pi];
-        out.push(match pool_reason(s, pod, &ctx, pi) {
-            Some(r) => r,
-            None => format!("nodePool {:?}: can launch a node for this pod", pool.name),
-        });
+        out.push(
+            match pool_reason(s, pod, &ctx, pi, &mut CompatibleTypes::default()) {
+                Some(r) => r,
+                None => format!("nodePool {:?}: can launch a node for this pod", pool.name),
+            },
+        );
         let merged = pool.reqs.intersect(&ctx.attempt.reqs);
         for (j, &ci) in pool.its.iter().enumerate() {
             let it = &s.p.instance_types[ci];

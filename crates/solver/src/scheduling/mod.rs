@@ -111,7 +111,10 @@ pub fn explain(p: &Problem, pod_key: &str, opts: &Options) -> Result<Vec<String>
     }
     let mut lines = explain::explain_lines(&s, pod);
     lines.push(match s.placement[pod] {
-        Place::None => format!("result: unschedulable: {}", explain::reason(&s, pod)),
+        Place::None => format!(
+            "result: unschedulable: {}",
+            explain::reason(&s, pod, &mut explain::CompatibleTypes::default())
+        ),
         Place::Existing(n) => format!(
             "result: placed on existing node {:?}",
             p.existing_nodes[n].name
