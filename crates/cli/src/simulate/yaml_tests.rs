@@ -445,6 +445,24 @@ fn what_the_fast_path_refuses_inside_a_pod_is_left_to_serde_saphyr() {
     }
 }
 
+#[test]
+fn duplicate_keys_are_found_in_mappings_of_any_size() {
+    for (size, again) in [(3, 1), (16, 2), (17, 16), (40, 3), (40, 39)] {
+        let mut labels: String = (0..size).map(|i| format!("  k{i}: v\n")).collect();
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels:\n";
+        let unique = format!("{pod}{}", labels.replace("  k", "    k"));
+        assert_eq!(typed_pods(&unique), 1, "{size} distinct labels");
+        labels.push_str(&format!("  k{again}: w\n"));
+        let repeated = format!("{pod}{}", labels.replace("  k", "    k"));
+        assert_eq!(
+            typed_pods(&repeated),
+            0,
+            "label {again} repeated among {size}"
+        );
+        assert_same(&repeated);
+    }
+}
+
 fn pod_value() -> impl Strategy<Value = Value> {
     (
         "[a-z][a-z0-9-]{0,8}",

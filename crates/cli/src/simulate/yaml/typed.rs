@@ -14,6 +14,7 @@
 //! for every other refusal: the message then comes from the reference path, with its field
 //! path.
 
+use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -101,19 +102,33 @@ fn is_v1_pod(object: &Map<String, Value>) -> bool {
 
 /// The keys of one mapping so far, to refuse a duplicate as [`StrictVisitor`] does. Hashes,
 /// not strings: no key is copied, and a collision only sends the document to the reference
-/// path, which reads it correctly.
+/// path, which reads it correctly. A short list while the mapping is small (most of a Pod's
+/// are), a set beyond that, so a mapping of thousands of keys is not checked in square time.
 #[derive(Default)]
-struct Keys(Vec<u64>);
+struct Keys {
+    few: Vec<u64>,
+    many: HashSet<u64>,
+}
+
+/// Keys kept in the list before they move to the set.
+const FEW_KEYS: usize = 16;
 
 impl Keys {
     fn insert<E: de::Error>(&mut self, key: &str) -> Result<(), E> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         let h = h.finish();
-        if self.0.contains(&h) {
+        let new = if self.many.is_empty() && self.few.len() < FEW_KEYS {
+            let new = !self.few.contains(&h);
+            self.few.push(h);
+            new
+        } else {
+            self.many.extend(self.few.drain(..));
+            self.many.insert(h)
+        };
+        if !new {
             return Err(E::custom("duplicate key"));
         }
-        self.0.push(h);
         Ok(())
     }
 }
