@@ -78,6 +78,15 @@ pub struct Stages {
     pub to_bound: Vec<f64>,
     /// PodScheduled=True -> Ready.
     pub to_ready: Vec<f64>,
+    /// How many of the pods kube-scheduler judged Unschedulable before binding them (the
+    /// stage times alone cannot tell: condition times have whole seconds).
+    pub judged: usize,
+    /// kube-scheduler's first verdict message of each judged pod, digits folded to `N` (so
+    /// "0/412 nodes are available: 3 Insufficient cpu" and "0/410 ... 5 ..." count together),
+    /// with how many pods got it: why successors found no room.
+    pub verdicts: std::collections::BTreeMap<String, usize>,
+    /// The first few of those messages as written (with the node counts per reason).
+    pub verdict_samples: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -255,6 +264,14 @@ fn on_pod(s: &mut State, e: &Event<Pod>) {
             info.deleting = deleting;
             if info.unschedulable_ms.is_none() {
                 info.unschedulable_ms = condition_ms(p, "PodScheduled", "False");
+                if info.unschedulable_ms.is_some() {
+                    let stages = &mut s.phase.stages;
+                    let message = verdict_message(p);
+                    if stages.verdict_samples.len() < VERDICT_SAMPLES {
+                        stages.verdict_samples.push(message.to_string());
+                    }
+                    *stages.verdicts.entry(fold_digits(message)).or_default() += 1;
+                }
             }
             let unschedulable_ms = info.unschedulable_ms;
             if newly_running && let Some(l) = latency(p) {
@@ -317,6 +334,34 @@ fn condition_ms(p: &Pod, type_: &str, status: &str) -> Option<i64> {
         .map(|t| t.0.as_millisecond())
 }
 
+/// How many verdict messages a phase keeps as written.
+const VERDICT_SAMPLES: usize = 5;
+
+/// The PodScheduled condition's message.
+fn verdict_message(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+        .and_then(|c| c.message.as_deref())
+        .unwrap_or("(no message)")
+}
+
+/// `message` with every run of digits replaced by `N`.
+fn fold_digits(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_number = false;
+    for c in message.chars() {
+        match (c.is_ascii_digit(), in_number) {
+            (false, _) => out.push(c),
+            (true, false) => out.push('N'),
+            (true, true) => {}
+        }
+        in_number = c.is_ascii_digit();
+    }
+    out
+}
+
 fn record_stages(stages: &mut Stages, p: &Pod, unschedulable_ms: Option<i64>) {
     let Some(created) = p
         .metadata
@@ -333,6 +378,7 @@ fn record_stages(stages: &mut Stages, p: &Pod, unschedulable_ms: Option<i64>) {
         return;
     };
     let secs = |from: i64, to: i64| (to - from).max(0) as f64 / 1000.0;
+    stages.judged += usize::from(unschedulable_ms.is_some());
     let marked = unschedulable_ms.unwrap_or(created);
     stages.to_unschedulable.push(secs(created, marked));
     stages.to_bound.push(secs(marked, bound));
@@ -407,5 +453,29 @@ fn on_claim(s: &mut State, e: &Event<NodeClaim>) {
             s.claims.remove(&c.name_any());
         }
         Event::Init | Event::InitDone => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_that_differ_only_in_counts_fold_together() {
+        let a = fold_digits(
+            "0/412 nodes are available: 3 Insufficient cpu, 409 node(s) had untolerated taint(s).",
+        );
+        let b = fold_digits(
+            "0/41 nodes are available: 12 Insufficient cpu, 29 node(s) had untolerated taint(s).",
+        );
+        assert_eq!(
+            a,
+            "N/N nodes are available: N Insufficient cpu, N node(s) had untolerated taint(s)."
+        );
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            fold_digits("0/41 nodes are available: 12 Insufficient memory.")
+        );
     }
 }

@@ -65,6 +65,7 @@ pub async fn run(env: &mut Env) -> Result<()> {
     s.nodes_per_command = (!commands.is_empty()).then(|| cmd_nodes as f64 / commands.len() as f64);
     s.evicted_per_node = (disrupted > 0).then(|| phase.evicted as f64 / disrupted as f64);
     let max_wait = phase.latencies.iter().copied().reduce(f64::max);
+    let stages = super::scale_up::stage_percentiles(std::mem::take(&mut phase.stages));
     let wait_p50_p99 = [
         percentile(&mut phase.latencies, 50.0),
         percentile(&mut phase.latencies, 99.0),
@@ -90,7 +91,8 @@ pub async fn run(env: &mut Env) -> Result<()> {
             "decisions_by_reason": promtext::delta(&decisions_before, &decisions(&env.sup).await),
             "nodes_disrupted": disrupted, "pods_evicted": phase.evicted,
             "pods_rescheduled": phase.latencies.len(), "rescheduled_max_wait_s": max_wait,
-            "rescheduled_wait_p50_p99_s": wait_p50_p99, "pod_deletions": phase.pod_deletions,
+            "rescheduled_wait_p50_p99_s": wait_p50_p99,
+            "rescheduled_stages_p50_p99_max_s": stages, "pod_deletions": phase.pod_deletions,
             "max_disrupting": phase.max_disrupting, "budget_allowed_at_max": phase.allowed_at_max,
             "provisioning_nodeclaims": launches.len(),
             "provisioning_nodeclaims_pods": launches,

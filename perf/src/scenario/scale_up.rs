@@ -86,7 +86,7 @@ pub async fn run(env: &mut Env) -> Result<()> {
         json!({
             "seconds_to_all_running": all_running,
             "pending_to_running_p50_s": p50, "pending_to_running_p99_s": p99, "pods_measured": lat.len(),
-            "pending_stages_p50_p99_s": stages,
+            "pending_stages_p50_p99_max_s": stages,
             "nodes": snap.nodes, "nodeclaims": snap.claims, "nodeclaims_created": env.fleet.claims_seen(),
             "price_per_hour": snap.price, "simulate_price_per_hour": env.plan_up.price_per_hour,
             "simulate_lower_bound_per_hour": env.plan_up.lower_bound_per_hour,
@@ -100,10 +100,16 @@ pub async fn run(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
-/// p50/p99 of each stage of the pods' wait.
-fn stage_percentiles(mut s: crate::fleet::Stages) -> serde_json::Value {
-    let pair = |v: &mut Vec<f64>| json!([percentile(v, 50.0), percentile(v, 99.0)]);
+/// p50/p99/max of each stage of the pods' wait, and how many were judged Unschedulable.
+pub(super) fn stage_percentiles(mut s: crate::fleet::Stages) -> serde_json::Value {
+    let pair = |v: &mut Vec<f64>| {
+        let max = v.iter().copied().reduce(f64::max);
+        json!([percentile(v, 50.0), percentile(v, 99.0), max])
+    };
     json!({
+        "judged_unschedulable": s.judged,
+        "verdicts": s.verdicts,
+        "verdict_samples": s.verdict_samples,
         "created_to_unschedulable": pair(&mut s.to_unschedulable),
         "unschedulable_to_bound": pair(&mut s.to_bound),
         "bound_to_ready": pair(&mut s.to_ready),
