@@ -171,6 +171,8 @@ pub struct Context {
     pub options: Options,
     /// Retry delays of failed reconciles, per object.
     pub backoff: Backoff,
+    /// When draining nodes' placement-constrained pods were evicted (node termination).
+    pub drain_head_starts: crate::node::termination::HeadStarts,
     /// NodeClaim versions the lifecycle has written over (its reads lag its writes).
     pub superseded: crate::nodeclaim::superseded::Superseded,
     /// Pending pods the provisioner's last round could not place (disruption does not wait
@@ -213,6 +215,7 @@ impl Context {
             metrics,
             options,
             backoff: Backoff::default(),
+            drain_head_starts: Default::default(),
             superseded: Default::default(),
             unplaceable: Unplaceable::default(),
             solver_turns: SolverTurns::default(),

@@ -7,8 +7,9 @@
 
 pub mod logic;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -27,6 +28,38 @@ use crate::metrics::{Code, Pool};
 use crate::nodeclaim::deadline;
 use crate::nodeclaim::lifecycle::logic::has_finalizer;
 use crate::state::StoredPod;
+
+/// When each draining node's placement-constrained pods were last evicted
+/// ([`logic::CONSTRAINED_HEAD_START`]). This process's memory only: after a restart a node's
+/// other pods go without the head start, as they did before it existed.
+#[derive(Debug, Default)]
+pub struct HeadStarts(Mutex<HashMap<String, Instant>>);
+
+impl HeadStarts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        // Single inserts and reads: a panic while holding the lock left consistent data.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that `node`'s constrained pods were evicted now.
+    pub fn started(&self, node: &str) {
+        let now = Instant::now();
+        let mut starts = self.lock();
+        // Nodes long drained (or gone some other way) are forgotten here.
+        starts.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+        starts.insert(node.to_string(), now);
+    }
+
+    /// How much longer `node`'s other pods are held back, if at all.
+    pub fn left(&self, node: &str) -> Option<Duration> {
+        let started = *self.lock().get(node)?;
+        logic::CONSTRAINED_HEAD_START
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+}
 
 /// Runs the termination controller over Nodes Karpenter manages, driven by the cluster
 /// state's Node watch (no watch of its own).
@@ -119,7 +152,13 @@ async fn step(node: &Node, ctx: &Context) -> Result<Action> {
 
     let deadline = claim.as_deref().and_then(deadline::deadline);
     let pods = ctx.state.pods_on_node(&name);
-    let mut plan = logic::drain(pods.iter().map(AsRef::as_ref), deadline, Timestamp::now());
+    let held = ctx.drain_head_starts.left(&name);
+    let mut plan = logic::drain(
+        pods.iter().map(AsRef::as_ref),
+        deadline,
+        Timestamp::now(),
+        held.is_some(),
+    );
     if plan.remaining == 0 {
         // The state may not have seen a pod bound a moment ago: ask the API once before the
         // instance goes.
@@ -127,15 +166,27 @@ async fn step(node: &Node, ctx: &Context) -> Result<Action> {
             .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
             .await?;
         let listed: Vec<StoredPod> = listed.items.into_iter().map(StoredPod::from).collect();
-        plan = logic::drain(&listed, deadline, Timestamp::now());
+        plan = logic::drain(&listed, deadline, Timestamp::now(), held.is_some());
     }
     if plan.remaining > 0 {
         delete_overdue(ctx, node, &plan.delete).await?;
         let blocked = evict(ctx, node, &plan.evict).await?;
-        // Blocked evictions retry with the error policy's cadence (PDBs change slowly);
-        // otherwise check back soon for the evicted pods to be gone.
-        let wait = if blocked { 5 } else { 1 };
-        return Ok(Action::requeue(Duration::from_secs(wait)));
+        if plan.constrained {
+            ctx.drain_head_starts.started(&name);
+        }
+        // Blocked evictions retry with the error policy's cadence (PDBs change slowly); the
+        // rest of the pods go once the constrained ones' head start is over; otherwise check
+        // back soon for the evicted pods to be gone.
+        let wait = if blocked {
+            Duration::from_secs(5)
+        } else if plan.constrained {
+            logic::CONSTRAINED_HEAD_START
+        } else if let Some(left) = held {
+            left
+        } else {
+            Duration::from_secs(1)
+        };
+        return Ok(Action::requeue(wait));
     }
     release(ctx, node, claim.as_deref(), &pid).await
 }
@@ -258,4 +309,39 @@ async fn delete_overdue(ctx: &Context, node: &Node, pods: &[(String, i64)]) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A node's other pods are held back from the moment its constrained pods were evicted
+    /// (never longer than the head start), other nodes' are not.
+    #[test]
+    fn head_start_holds_only_the_node_it_was_recorded_for() {
+        let starts = HeadStarts::default();
+        assert_eq!(starts.left("n1"), None);
+        starts.started("n1");
+        let left = starts.left("n1");
+        assert!(
+            left.is_some_and(|d| d <= logic::CONSTRAINED_HEAD_START),
+            "{left:?}"
+        );
+        assert_eq!(starts.left("n2"), None);
+    }
+
+    /// A head start over is no hold, and entries a minute old are dropped on the next record.
+    #[test]
+    fn an_old_head_start_holds_nothing_and_is_forgotten() {
+        let starts = HeadStarts::default();
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(120))
+            .unwrap();
+        starts.lock().insert("old".into(), long_ago);
+        assert_eq!(starts.left("old"), None);
+        starts.started("new");
+        assert!(!starts.lock().contains_key("old"));
+        assert!(starts.lock().contains_key("new"));
+    }
 }
