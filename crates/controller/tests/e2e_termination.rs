@@ -35,25 +35,8 @@ async fn body(env: &Env) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), env.ns());
     pods.create(&PostParams::default(), &env.pod("app", "1"))
         .await?;
-    let node_name = env
-        .cluster
-        .wait_for(TIMEOUT, "pod app Running", || async {
-            let p = pods.get("app").await?;
-            Ok::<_, kube::Error>(
-                pod_running(&p)
-                    .then(|| p.spec.and_then(|s| s.node_name))
-                    .flatten(),
-            )
-        })
-        .await?;
-    let claims = env.node_claims().await?;
-    let claim = claims
-        .iter()
-        .find(|c| {
-            c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name.as_str())
-        })
-        .ok_or_else(|| anyhow::anyhow!("no NodeClaim for node {node_name}"))?;
-    let claim_name = claim.name_any();
+    let node_name = running_on(env, &pods, "app").await?;
+    let claim_name = claim_of(env, &node_name).await?;
 
     let (evicted_tx, evicted) = watch::channel(None::<bool>);
     let watching = tokio::spawn(watch_for_eviction(pods.clone(), evicted_tx));
@@ -99,6 +82,31 @@ async fn body(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// The node pod `name` runs on, once it runs.
+async fn running_on(env: &Env, pods: &Api<Pod>, name: &str) -> Result<String> {
+    env.cluster
+        .wait_for(TIMEOUT, &format!("pod {name} Running"), || async {
+            let p = pods.get(name).await?;
+            Ok::<_, kube::Error>(
+                pod_running(&p)
+                    .then(|| p.spec.and_then(|s| s.node_name))
+                    .flatten(),
+            )
+        })
+        .await
+        .map_err(Into::into)
+}
+
+/// The name of the NodeClaim of node `node_name`.
+async fn claim_of(env: &Env, node_name: &str) -> Result<String> {
+    env.node_claims()
+        .await?
+        .iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name))
+        .map(|c| c.name_any())
+        .ok_or_else(|| anyhow::anyhow!("no NodeClaim for node {node_name}"))
+}
+
 /// Follows pod `app`: `Some(false)` once the watch runs, `Some(true)` once a version of the pod
 /// carries `DisruptionTarget` with reason `EvictionByEvictionAPI`.
 async fn watch_for_eviction(pods: Api<Pod>, evicted: watch::Sender<Option<bool>>) {
@@ -139,17 +147,7 @@ async fn constrained_first(env: &Env) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), env.ns());
     pods.create(&PostParams::default(), &env.pod("a-plain", "10m"))
         .await?;
-    let node_name = env
-        .cluster
-        .wait_for(TIMEOUT, "pod a-plain Running", || async {
-            let p = pods.get("a-plain").await?;
-            Ok::<_, kube::Error>(
-                pod_running(&p)
-                    .then(|| p.spec.and_then(|s| s.node_name))
-                    .flatten(),
-            )
-        })
-        .await?;
+    let node_name = running_on(env, &pods, "a-plain").await?;
     let on_node = |name: &str| {
         let mut pod = env.pod(name, "10m");
         if let Some(spec) = pod.spec.as_mut() {
@@ -176,20 +174,9 @@ async fn constrained_first(env: &Env) -> Result<()> {
         pods.create(&PostParams::default(), &pod).await?;
     }
     for name in ["b-plain", "z-spread"] {
-        env.cluster
-            .wait_for(TIMEOUT, &format!("pod {name} Running"), || async {
-                let p = pods.get(name).await?;
-                Ok::<_, kube::Error>(pod_running(&p).then_some(()))
-            })
-            .await?;
+        running_on(env, &pods, name).await?;
     }
-    let claims = env.node_claims().await?;
-    let claim = claims
-        .iter()
-        .find(|c| {
-            c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name.as_str())
-        })
-        .ok_or_else(|| anyhow::anyhow!("no NodeClaim for node {node_name}"))?;
+    let claim_name = claim_of(env, &node_name).await?;
 
     let (order_tx, order) = watch::channel(None::<Vec<String>>);
     let watching = tokio::spawn(watch_leaving_order(pods.clone(), order_tx));
@@ -198,7 +185,7 @@ async fn constrained_first(env: &Env) -> Result<()> {
         .await
         .map_err(|_| anyhow::anyhow!("the pod watch never started"))??;
     Api::<NodeClaim>::all(env.client.clone())
-        .delete(&claim.name_any(), &DeleteParams::background())
+        .delete(&claim_name, &DeleteParams::background())
         .await?;
     let mut seen = order.clone();
     let left = tokio::time::timeout(
