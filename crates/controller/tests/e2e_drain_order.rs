@@ -7,7 +7,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{Env, TIMEOUT, pod_running};
+use common::{Env, TIMEOUT};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -34,7 +34,7 @@ async fn constrained_first(env: &Env) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), env.ns());
     pods.create(&PostParams::default(), &env.pod("a-plain", "10m"))
         .await?;
-    let node_name = running_on(env, &pods, "a-plain").await?;
+    let node_name = env.running_on("a-plain").await?;
     let on_node = |name: &str| {
         let mut pod = env.pod(name, "10m");
         if let Some(spec) = pod.spec.as_mut() {
@@ -61,9 +61,9 @@ async fn constrained_first(env: &Env) -> Result<()> {
         pods.create(&PostParams::default(), &pod).await?;
     }
     for name in ["b-plain", "z-spread"] {
-        running_on(env, &pods, name).await?;
+        env.running_on(name).await?;
     }
-    let claim_name = claim_of(env, &node_name).await?;
+    let claim_name = common::repair::claim_of(env, &node_name).await?.name_any();
 
     let (order_tx, order) = watch::channel(None::<Vec<String>>);
     let watching = tokio::spawn(watch_leaving_order(pods.clone(), order_tx));
@@ -118,29 +118,4 @@ async fn watch_leaving_order(pods: Api<Pod>, order: watch::Sender<Option<Vec<Str
             new
         });
     }
-}
-
-/// The node pod `name` runs on, once it runs.
-async fn running_on(env: &Env, pods: &Api<Pod>, name: &str) -> Result<String> {
-    env.cluster
-        .wait_for(TIMEOUT, &format!("pod {name} Running"), || async {
-            let p = pods.get(name).await?;
-            Ok::<_, kube::Error>(
-                pod_running(&p)
-                    .then(|| p.spec.and_then(|s| s.node_name))
-                    .flatten(),
-            )
-        })
-        .await
-        .map_err(Into::into)
-}
-
-/// The name of the NodeClaim of node `node_name`.
-async fn claim_of(env: &Env, node_name: &str) -> Result<String> {
-    env.node_claims()
-        .await?
-        .iter()
-        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name))
-        .map(|c| c.name_any())
-        .ok_or_else(|| anyhow::anyhow!("no NodeClaim for node {node_name}"))
 }

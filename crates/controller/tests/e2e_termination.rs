@@ -7,7 +7,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{Env, TIMEOUT, pod_running};
+use common::{Env, TIMEOUT};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use karpenter_api::v1::NodeClaim;
@@ -31,8 +31,8 @@ async fn body(env: &Env) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), env.ns());
     pods.create(&PostParams::default(), &env.pod("app", "1"))
         .await?;
-    let node_name = running_on(env, &pods, "app").await?;
-    let claim_name = claim_of(env, &node_name).await?;
+    let node_name = env.running_on("app").await?;
+    let claim_name = common::repair::claim_of(env, &node_name).await?.name_any();
 
     let (evicted_tx, evicted) = watch::channel(None::<bool>);
     let watching = tokio::spawn(watch_for_eviction(pods.clone(), evicted_tx));
@@ -76,31 +76,6 @@ async fn body(env: &Env) -> Result<()> {
         .get();
     assert!(accepted >= 1, "no accepted eviction request was counted");
     Ok(())
-}
-
-/// The node pod `name` runs on, once it runs.
-async fn running_on(env: &Env, pods: &Api<Pod>, name: &str) -> Result<String> {
-    env.cluster
-        .wait_for(TIMEOUT, &format!("pod {name} Running"), || async {
-            let p = pods.get(name).await?;
-            Ok::<_, kube::Error>(
-                pod_running(&p)
-                    .then(|| p.spec.and_then(|s| s.node_name))
-                    .flatten(),
-            )
-        })
-        .await
-        .map_err(Into::into)
-}
-
-/// The name of the NodeClaim of node `node_name`.
-async fn claim_of(env: &Env, node_name: &str) -> Result<String> {
-    env.node_claims()
-        .await?
-        .iter()
-        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name))
-        .map(|c| c.name_any())
-        .ok_or_else(|| anyhow::anyhow!("no NodeClaim for node {node_name}"))
 }
 
 /// Follows pod `app`: `Some(false)` once the watch runs, `Some(true)` once a version of the pod

@@ -276,6 +276,22 @@ impl Env {
             .collect())
     }
 
+    /// The node pod `name` (in the test namespace) runs on, once it runs.
+    pub async fn running_on(&self, name: &str) -> Result<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), self.ns());
+        self.cluster
+            .wait_for(TIMEOUT, format!("pod {name} Running"), || async {
+                let p = pods.get(name).await?;
+                Ok::<_, kube::Error>(
+                    pod_running(&p)
+                        .then(|| p.spec.and_then(|s| s.node_name))
+                        .flatten(),
+                )
+            })
+            .await
+            .map_err(Into::into)
+    }
+
     /// This pool's NodeClaims.
     pub async fn node_claims(&self) -> Result<Vec<NodeClaim>> {
         Ok(Api::<NodeClaim>::all(self.client.clone())
